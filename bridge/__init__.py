@@ -1,0 +1,24 @@
+"""Loyalty -> Segment event-source bridge."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+def publish(outcome: dict[str, Any]) -> None:  # pragma: no cover - thin alias, see bridge.client
+    """Durably enqueue one outcome (returns once Redis has it). Configured from ``BRIDGE_*``."""
+    from bridge.client import publish as _publish
+
+    _publish(outcome)
+
+
+def publish_many(outcomes: Iterable[dict[str, Any]]) -> None:  # pragma: no cover - thin alias
+    """Durably enqueue many outcomes in one go."""
+    from bridge.client import publish_many as _publish_many
+
+    _publish_many(outcomes)

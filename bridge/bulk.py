@@ -1,0 +1,151 @@
+"""Bulk ingest of historical outcomes from a JSONL file (``bridge replay FILE.jsonl``).
+
+Lines are validated here (invalid ones are dead-lettered as ``invalid`` and counted),
+outcomes already processed are counted as duplicates, and the rest are enqueued in
+chunks. After each chunk is in Redis, a checkpoint file beside the input records the
+byte offset reached, so an interrupted run resumes where it stopped. Running the same
+file again sends nothing twice: processed outcomes are skipped here, and anything still
+in flight is deduplicated by the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bridge.config import MerchantsConfig
+from bridge.dedup import DedupStore, Reservation
+from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
+from bridge.errors import InvalidOutcome
+from bridge.keys import OUTCOME_DEDUP_WINDOW_S
+from bridge.pipeline import JSONDecodeProblem, decode_json, prepare
+
+#: Outcomes validated and enqueued per step (and per checkpoint).
+CHUNK_LINES = 1000
+
+
+@dataclass
+class BulkCounts:
+    lines: int = 0
+    accepted: int = 0
+    duplicate: int = 0
+    invalid: int = 0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a run stopped: the input's identity, the byte offset reached and the counts so far."""
+
+    size: int
+    mtime_ns: int
+    offset: int
+    counts: dict[str, int]
+
+
+def checkpoint_path(path: Path) -> Path:
+    return path.with_name(path.name + ".bridge-progress")
+
+
+def _read_checkpoint(path: Path) -> Checkpoint | None:
+    marker = checkpoint_path(path)
+    try:
+        data = json.loads(marker.read_text())
+        stat = path.stat()
+        checkpoint = Checkpoint(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    if (checkpoint.size, checkpoint.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+        return None  # the file changed: start over (dedup keeps it safe)
+    return checkpoint
+
+
+def _write_checkpoint(path: Path, offset: int, counts: BulkCounts) -> None:
+    stat = path.stat()
+    marker = checkpoint_path(path)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(asdict(Checkpoint(stat.st_size, stat.st_mtime_ns, offset, asdict(counts)))))
+    os.replace(tmp, marker)
+
+
+def ingest_file(
+    path: Path,
+    *,
+    merchants: MerchantsConfig,
+    dedup: DedupStore,
+    dlq: DeadLetterStore,
+    publish_texts: Callable[[Sequence[str]], object],
+    progress: Callable[[int, BulkCounts], None] | None = None,
+    on_invalid: Callable[[int, str], None] | None = None,
+    resume: bool = True,
+    chunk_lines: int = CHUNK_LINES,
+    window_s: float = OUTCOME_DEDUP_WINDOW_S,
+) -> BulkCounts:
+    """Ingest a JSONL file of outcomes; ``progress(bytes_done, counts)`` is called after each chunk."""
+    checkpoint = _read_checkpoint(path) if resume else None
+    counts = BulkCounts(**checkpoint.counts) if checkpoint else BulkCounts()
+    offset = checkpoint.offset if checkpoint else 0
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        line_no = counts.lines
+        while True:
+            chunk: list[tuple[int, bytes]] = []
+            for raw in handle:
+                line_no += 1
+                if raw.strip():
+                    chunk.append((line_no, raw))
+                if len(chunk) >= chunk_lines:
+                    break
+            if not chunk:
+                break
+            _ingest_chunk(chunk, counts, merchants, dedup, dlq, publish_texts, on_invalid, window_s)
+            counts.lines = line_no
+            offset = handle.tell()
+            _write_checkpoint(path, offset, counts)
+            if progress is not None:
+                progress(offset, counts)
+    checkpoint_path(path).unlink(missing_ok=True)
+    return counts
+
+
+def _ingest_chunk(
+    chunk: list[tuple[int, bytes]],
+    counts: BulkCounts,
+    merchants: MerchantsConfig,
+    dedup: DedupStore,
+    dlq: DeadLetterStore,
+    publish_texts: Callable[[Sequence[str]], object],
+    on_invalid: Callable[[int, str], None] | None,
+    window_s: float,
+) -> None:
+    now = time.time()
+    valid: list[tuple[tuple[int, str], str]] = []
+    invalid: list[NewDeadLetter] = []
+    for line_no, raw in chunk:
+        text = raw.decode("utf-8", "replace").strip()
+        try:
+            prepared = prepare(decode_json(raw.strip()), merchants)
+        except (InvalidOutcome, JSONDecodeProblem) as exc:
+            invalid.append(invalid_outcome_letter(text, exc, now, line=line_no))
+            if on_invalid is not None:
+                on_invalid(line_no, str(exc))
+            continue
+        valid.append(((prepared.outcome.merchant_id, prepared.outcome.outcome_id), text))
+    if invalid:
+        dlq.add_many(invalid)
+        counts.invalid += len(invalid)
+    states = dedup.outcome_states([key for key, _ in valid])
+    seen: set[tuple[int, str]] = set()
+    fresh: list[tuple[tuple[int, str], str]] = []
+    for (key, text), state in zip(valid, states, strict=True):
+        if state not in (Reservation.DONE, Reservation.ACCEPTED) and key not in seen:
+            seen.add(key)
+            fresh.append((key, text))
+    counts.duplicate += len(valid) - len(fresh)
+    if fresh:
+        publish_texts([text for _, text in fresh])
+        dedup.mark_outcomes_accepted([key for key, _ in fresh], window_s)
+        counts.accepted += len(fresh)

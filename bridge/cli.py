@@ -1,0 +1,412 @@
+"""The ``bridge`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bridge.config import MerchantsConfig, Settings
+from bridge.errors import ConfigError, InvalidOutcome
+
+if TYPE_CHECKING:
+    from bridge.dlq import DeadLetterStore
+    from bridge.parking import ParkingLot
+
+app = typer.Typer(
+    name="bridge",
+    help="Loyalty platform -> Segment event-source bridge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Loyalty platform -> Segment event-source bridge."""
+
+
+def _merchants(settings: Settings) -> MerchantsConfig:
+    try:
+        return settings.load_merchants()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("map")
+def map_command(
+    source: Annotated[
+        str, typer.Argument(metavar="FILE|-", help="An outcome (JSON) or outcomes (JSONL); - reads stdin.")
+    ],
+) -> None:
+    """Dry run: print the Segment messages outcomes produce, one JSON per line, as they would be sent.
+
+    Applies BRIDGE_CONFIG when set (store directory, renames, disabled events). Needs no Redis.
+    An invalid outcome is reported on stderr, the others are still mapped, and the exit status is 1."""
+    from bridge.pipeline import map_one, split_outcomes
+
+    merchants = _merchants(Settings())
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"error: cannot read {source}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    failures = 0
+    out = sys.stdout
+    for entry in split_outcomes(text):
+        if entry.error is not None:
+            failures += 1
+            typer.echo(f"error: {entry.where}: {entry.error}", err=True)
+            continue
+        try:
+            for _message, encoded in map_one(entry.value, merchants):
+                out.write(encoded.decode("utf-8"))
+                out.write("\n")
+        except InvalidOutcome as exc:
+            failures += 1
+            typer.echo(f"error: {entry.where}: {exc}", err=True)
+    out.flush()
+    if failures:
+        typer.echo(f"{failures} invalid outcome(s)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Run the HTTP ingest API (POST /v1/outcomes, /healthz, /readyz, /metrics, /docs)."""
+    from bridge import logs
+    from bridge.api import run
+
+    settings = Settings()
+    merchants = _merchants(settings)
+    logs.configure(settings.log_level, logs.secrets_of(merchants))
+    run(host, port, settings)
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[
+        bool,
+        typer.Option("--keep-running", help="Keep everything running after the demo and print the URLs."),
+    ] = False,
+) -> None:
+    """Run the whole bridge end to end with nothing to set up, on the shipped example outcomes.
+
+    Starts an embedded Redis, the collector (standing in for Segment), a worker and the ingest
+    API; sends the examples through HTTP and shows what Segment received."""
+    from bridge.demo import run
+
+    raise typer.Exit(run(keep_running=keep_running))
+
+
+@app.command("tracking-plan")
+def tracking_plan_command(
+    event: Annotated[
+        str | None, typer.Option("--event", help="Only this event's rule (an event name, or identify).")
+    ] = None,
+    merchant: Annotated[
+        int | None,
+        typer.Option(help="Apply this merchant's renames and disabled events (from BRIDGE_CONFIG)."),
+    ] = None,
+) -> None:
+    """Print the Segment Protocols tracking plan (a JSON Schema per event), generated from the mappings."""
+    from bridge.tracking_plan import UnknownEvent, write_tracking_plan
+
+    context = None
+    if merchant is not None:
+        merchants = _merchants(Settings())
+        if merchant not in merchants.merchants:
+            typer.echo(f"error: merchant {merchant} is not configured in BRIDGE_CONFIG", err=True)
+            raise typer.Exit(2)
+        context = merchants.context_for(merchant)
+    try:
+        write_tracking_plan(sys.stdout, event, context)
+    except UnknownEvent as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes (default: number of CPUs).")] = 0,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Start a Celery worker that processes and delivers outcomes (BRIDGE_REDIS_URL, BRIDGE_CONFIG)."""
+    import os
+    import tempfile
+
+    from bridge import logs
+
+    settings = Settings()
+    merchants = _merchants(settings)  # refuse to start on a bad configuration
+    logs.configure(settings.log_level, logs.secrets_of(merchants))
+    # Counters from every pool process land in one directory (set before prometheus_client loads).
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bridge-metrics-"))
+    from workers.celery_app import QUEUE, make_app
+
+    celery = make_app(settings)
+    argv = ["--quiet", "worker", "-Q", QUEUE, "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    celery.worker_main(argv)
+
+
+@app.command()
+def collector(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+    write_key: Annotated[
+        list[str] | None, typer.Option(help="Accepted write key (repeatable; none = any).")
+    ] = None,
+    record: Annotated[Path | None, typer.Option(help="Append accepted messages to this JSONL file.")] = None,
+    faults: Annotated[
+        str | None, typer.Option(help="Faults active at start, JSON, e.g. '{\"fail\": 2}'.")
+    ] = None,
+    keep_duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--keep-duplicates/",
+            help="Record a repeated messageId again (default: kept once per write key, as Segment).",
+        ),
+    ] = False,
+    no_memory: Annotated[
+        bool, typer.Option("--no-memory/", help="Keep only counts in memory (long runs; use --record).")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run a local Segment-compatible receiver (/v1/batch, /v1/track, /v1/identify) for development and tests.
+
+    Its root URL serves a live event debugger page."""
+    import json
+
+    from bridge.collector import run
+
+    run(
+        host,
+        port,
+        set(write_key or []),
+        record,
+        log_level,
+        faults=json.loads(faults) if faults else None,
+        keep_messages=not no_memory,
+        dedup=not keep_duplicates,
+    )
+
+
+@app.command()
+def replay(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE.jsonl", help="Historical outcomes, one JSON per line.")
+    ],
+    restart: Annotated[
+        bool, typer.Option(help="Ignore a checkpoint of an interrupted run; start from the top.")
+    ] = False,
+) -> None:
+    """Bulk ingest of historical outcomes, with a progress bar; resumes after an interruption.
+
+    Prints accepted / duplicate / invalid counts. Running it twice sends nothing twice."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from bridge.bulk import ingest_file
+    from bridge.client import Publisher
+    from bridge.dedup import RedisDedup
+    from bridge.dlq import DeadLetterStore
+    from bridge.runtime import redis_client
+
+    settings = Settings()
+    merchants = _merchants(settings)
+    if not file.is_file():
+        typer.echo(f"error: {file} is not a file", err=True)
+        raise typer.Exit(2)
+    client = redis_client(settings)
+    publisher = Publisher(settings)
+    invalid_lines: list[str] = []
+    with Progress(
+        TextColumn("[bold]replay"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("replay", total=file.stat().st_size, counts="")
+        counts = ingest_file(
+            file,
+            merchants=merchants,
+            dedup=RedisDedup(client),
+            dlq=DeadLetterStore(client),
+            publish_texts=publisher.publish_texts,
+            progress=lambda done, c: bar.update(
+                task,
+                completed=done,
+                counts=f"accepted {c.accepted} duplicate {c.duplicate} invalid {c.invalid}",
+            ),
+            on_invalid=lambda line, error: invalid_lines.append(f"line {line}: {error}"),
+            resume=not restart,
+            window_s=settings.dedup_window_s,
+        )
+        bar.update(task, completed=file.stat().st_size)
+    for line in invalid_lines[:20]:
+        typer.echo(f"invalid: {line[:300]}", err=True)
+    if len(invalid_lines) > 20:
+        typer.echo(
+            f"... and {len(invalid_lines) - 20} more (see: bridge dlq list --reason invalid)", err=True
+        )
+    typer.echo(f"accepted {counts.accepted}  duplicate {counts.duplicate}  invalid {counts.invalid}")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
+    """One screen for operators: queue, in flight, parked, dead letters, deliveries, source health."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from bridge.runtime import redis_client
+    from bridge.status import collect
+
+    settings = Settings()
+    try:
+        facts = collect(redis_client(settings))
+    except Exception as exc:
+        typer.echo(
+            f"error: cannot read Redis at the configured BRIDGE_REDIS_URL: {type(exc).__name__}", err=True
+        )
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    console = Console()
+    age = facts["oldest_undelivered_age_s"]
+    overview = Table(title="bridge status", show_header=False)
+    overview.add_row("queue depth (tasks)", str(facts["queue_depth_tasks"]))
+    overview.add_row("in flight (tasks)", str(facts["in_flight_tasks"]))
+    overview.add_row("accepted, not yet processed (batches)", str(facts["pending_batches"]))
+    overview.add_row(
+        "parked for retry (batches)", f"{facts['parked_batches']} ({facts['parked_due_now']} due now)"
+    )
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(facts["dlq_by_reason"].items())) or "-"
+    overview.add_row("dead letters", f"{facts['dlq_size']} ({reasons})")
+    overview.add_row(
+        "delivered, last minute / hour", f"{facts['delivered_last_minute']} / {facts['delivered_last_hour']}"
+    )
+    overview.add_row("oldest undelivered outcome", "-" if age is None else f"{age:.0f}s")
+    console.print(overview)
+    sources = Table(title="sources")
+    for column in ("merchant", "source", "key id", "health", "last status", "last ok", "last error"):
+        sources.add_column(column)
+    for src in facts["sources"]:
+        health = "ok" if src["healthy"] else f"failing x{src['consecutive_failures']}"
+        sources.add_row(
+            str(src["merchant_id"]),
+            src["source"],
+            src["write_key_id"],
+            health,
+            src["last_status"],
+            "-" if src["last_ok_age_s"] is None else f"{src['last_ok_age_s']:.0f}s ago",
+            src["last_error"][:60] or "-",
+        )
+    console.print(sources)
+
+
+dlq_app = typer.Typer(help="Inspect, replay and drop dead letters.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _dlq_stores() -> tuple[Settings, DeadLetterStore, ParkingLot]:
+    from bridge.dlq import DeadLetterStore
+    from bridge.parking import ParkingLot
+    from bridge.runtime import redis_client
+
+    settings = Settings()
+    client = redis_client(settings)
+    return settings, DeadLetterStore(client), ParkingLot(client)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List dead letters (oldest first) with their reason, attempts and last error."""
+    import json
+
+    _, store, _ = _dlq_stores()
+    letters = store.list(reason, limit=limit)
+    if as_json:
+        for letter in letters:
+            typer.echo(
+                json.dumps(
+                    {
+                        "id": letter.id,
+                        "reason": letter.reason,
+                        "kind": letter.kind,
+                        "merchant_id": letter.merchant_id,
+                        "outcome_id": letter.outcome_id,
+                        "attempts": letter.attempts,
+                        "first_error": letter.first_error,
+                        "last_error": letter.last_error,
+                    }
+                )
+            )
+        return
+    counts = store.counts_by_reason()
+    typer.echo(f"{store.size()} dead letter(s): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    for letter in letters:
+        typer.echo(
+            f"{letter.id}  {letter.reason:<22} {letter.kind:<7} merchant={letter.merchant_id} "
+            f"outcome={letter.outcome_id} attempts={letter.attempts}  {letter.last_error[:120]}"
+        )
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Dead-letter ids (default: all, or --reason).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 10_000,
+) -> None:
+    """Put dead letters back into the pipeline (still deduplicated: nothing is sent twice)."""
+    from bridge.client import Publisher
+    from bridge.replay import replay
+
+    settings, store, parking = _dlq_stores()
+    publisher = Publisher(settings)
+    counts = replay(store, parking, publisher.publish_texts, ids=ids or None, reason=reason, limit=limit)
+    typer.echo(f"replayed {counts['outcome']} outcome(s) and {counts['message']} message(s)")
+
+
+@dlq_app.command("drop")
+def dlq_drop(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Drop every dead letter of this reason.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Drop every dead letter.")] = False,
+) -> None:
+    """Delete dead letters for good."""
+    _, store, _ = _dlq_stores()
+    if ids:
+        dropped = store.drop(ids)
+    elif reason or all_:
+        dropped = store.drop_all(reason)
+    else:
+        typer.echo("error: give ids, --reason or --all", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"dropped {dropped} dead letter(s)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

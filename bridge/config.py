@@ -1,0 +1,352 @@
+"""Configuration: one settings object (``BRIDGE_*`` environment) and the merchants file it names.
+
+``Settings`` holds process settings; ``Settings.load_merchants()`` reads the YAML file of
+``BRIDGE_CONFIG``, substitutes ``${NAME}`` from the environment, reads store directories
+(CSV) and checks everything, raising one ``ConfigError`` that lists every problem.
+Write keys are kept in ``SecretStr`` so they never print by accident.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridge.errors import ConfigError
+from mappings.common import EVENT_NAMES, IDENTIFY, MappingContext, Store
+
+DEFAULT_SEGMENT_HOST = "https://api.segment.io"
+DAY_S = 24 * 3600
+STORE_COLUMNS = ("store_code", "name", "latitude", "longitude", "city", "postal_code", "state", "country")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Settings(BaseSettings):
+    """Every process setting, from ``BRIDGE_*`` environment variables (or keyword arguments)."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    config: Path | None = None
+
+    # dedup and retention
+    dedup_window_s: int = Field(default=7 * DAY_S, gt=0)
+    retention_s: int = Field(default=7 * DAY_S, gt=0)
+    lease_s: int = Field(default=300, gt=0)
+
+    # delivery
+    rate_per_s: float = Field(default=50.0, gt=0)
+    request_timeout_s: float = Field(default=15.0, gt=0)
+    retry_base_s: float = Field(default=1.0, gt=0)
+    retry_cap_s: float = Field(default=600.0, gt=0)
+
+    # workers
+    visibility_timeout_s: int = Field(default=3600, gt=0)
+    task_batch_size: int = Field(default=500, gt=0, le=10_000)
+    #: A batch whose task message is neither queued nor held by a worker this long after it
+    #: was sent (or last held) is sent again (see bridge.pending).
+    pending_stale_s: int = Field(default=60, gt=0)
+
+    # ingest
+    max_request_outcomes: int = Field(default=1000, gt=0)
+    max_request_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_backlog: int = Field(default=1_000_000, gt=0)
+
+    log_level: str = "INFO"
+    #: Port on which ``bridge worker`` serves its Prometheus metrics (unset: none).
+    metrics_port: int | None = None
+
+    def load_merchants(self) -> MerchantsConfig:
+        """The merchants file of ``BRIDGE_CONFIG``; an empty configuration when unset."""
+        if self.config is None:
+            return MerchantsConfig()
+        return load_merchants_file(self.config)
+
+
+# --------------------------------------------------------------------------- merchants file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    name: str = Field(min_length=1)
+    write_key: SecretStr
+    host: str | None = None
+
+
+class EventsConfig(_Strict):
+    rename: dict[str, str] = Field(default_factory=dict)
+    disabled: list[str] = Field(default_factory=list)
+
+
+class MerchantConfig(_Strict):
+    merchant_id: int
+    sources: list[SourceConfig] = Field(default_factory=list)
+    stores: str | list[dict[str, Any]] | None = None
+    events: EventsConfig = Field(default_factory=EventsConfig)
+
+
+class SegmentConfig(_Strict):
+    host: str = DEFAULT_SEGMENT_HOST
+
+
+class IngestConfig(_Strict):
+    hmac_secrets: list[SecretStr] = Field(default_factory=list)
+    bearer_tokens: list[SecretStr] = Field(default_factory=list)
+
+
+class _FileModel(_Strict):
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    merchants: list[MerchantConfig] = Field(default_factory=list)
+
+
+class Source(BaseModel):
+    """A merchant's Segment source, ready to deliver to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    write_key: SecretStr
+    host: str
+
+
+class Merchant(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    merchant_id: int
+    sources: tuple[Source, ...]
+    context: MappingContext
+
+
+class MerchantsConfig(BaseModel):
+    """The loaded, checked merchants file."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    segment_host: str = DEFAULT_SEGMENT_HOST
+    hmac_secrets: tuple[SecretStr, ...] = ()
+    bearer_tokens: tuple[SecretStr, ...] = ()
+    merchants: Mapping[int, Merchant] = Field(default_factory=dict)
+    path: Path | None = None
+
+    def context_for(self, merchant_id: int) -> MappingContext:
+        merchant = self.merchants.get(merchant_id)
+        return merchant.context if merchant is not None else MappingContext()
+
+    def sources_for(self, merchant_id: int) -> tuple[Source, ...]:
+        merchant = self.merchants.get(merchant_id)
+        return merchant.sources if merchant is not None else ()
+
+    @cached_property
+    def sources_by_name(self) -> dict[tuple[int, str], Source]:
+        return {(m.merchant_id, s.name): s for m in self.merchants.values() for s in m.sources}
+
+
+def substitute_env(value: Any, env: Mapping[str, str], problems: list[str], where: str = "") -> Any:
+    """Replace ``${NAME}`` in every string of a YAML tree; a missing variable is a problem."""
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                problems.append(f"{where or '<root>'}: environment variable {name} is not set")
+                return ""
+            return env[name]
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, list):
+        return [substitute_env(v, env, problems, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            k: substitute_env(v, env, problems, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
+    return value
+
+
+def _decimal_or_none(text: str | None, where: str, problems: list[str]) -> Decimal | None:
+    if text is None or not str(text).strip():
+        return None
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        problems.append(f"{where}: not a number: {text!r}")
+        return None
+    if not value.is_finite():
+        problems.append(f"{where}: not a finite number: {text!r}")
+        return None
+    return value
+
+
+def _store(row: Mapping[str, Any], where: str, problems: list[str]) -> Store | None:
+    code = str(row.get("store_code") or "").strip()
+    if not code:
+        problems.append(f"{where}: store_code is empty")
+        return None
+
+    def text(key: str) -> str | None:
+        value = row.get(key)
+        return str(value).strip() or None if value is not None else None
+
+    return Store(
+        code=code,
+        name=text("name"),
+        latitude=_decimal_or_none(text("latitude"), f"{where}.latitude", problems),
+        longitude=_decimal_or_none(text("longitude"), f"{where}.longitude", problems),
+        city=text("city"),
+        postal_code=text("postal_code"),
+        state=text("state"),
+        country=text("country"),
+    )
+
+
+def read_store_directory(path: Path, problems: list[str]) -> dict[str, Store]:
+    """Read ``store_code,name,latitude,longitude,city,postal_code,state,country`` (header row first)."""
+    stores: dict[str, Store] = {}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in ("store_code",) if c not in (reader.fieldnames or [])]
+            if missing:
+                problems.append(
+                    f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(STORE_COLUMNS)})"
+                )
+                return stores
+            for line, row in enumerate(reader, start=2):
+                store = _store(row, f"{path}:{line}", problems)
+                if store is not None:
+                    if store.code in stores:
+                        problems.append(f"{path}:{line}: store_code {store.code!r} appears twice")
+                    stores[store.code] = store
+    except OSError as exc:
+        problems.append(f"{path}: cannot read store directory ({exc.strerror or exc})")
+    return stores
+
+
+def _check_host(host: str, where: str, problems: list[str]) -> None:
+    parsed = urlparse(host)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        problems.append(f"{where}: not an http(s) URL: {host!r}")
+
+
+def _merchant(m: MerchantConfig, where: str, default_host: str, base: Path, problems: list[str]) -> Merchant:
+    sources: list[Source] = []
+    names: set[str] = set()
+    for j, src in enumerate(m.sources):
+        at = f"{where}.sources[{j}]"
+        if not src.write_key.get_secret_value().strip():
+            problems.append(f"{at}.write_key: empty (is its environment variable set?)")
+        if src.name in names:
+            problems.append(f"{at}.name: source {src.name!r} appears twice for merchant {m.merchant_id}")
+        names.add(src.name)
+        host = src.host or default_host
+        if src.host is not None:
+            _check_host(host, f"{at}.host", problems)
+        sources.append(Source(name=src.name, write_key=src.write_key, host=host.rstrip("/")))
+    stores: dict[str, Store] = {}
+    if isinstance(m.stores, str):
+        stores = read_store_directory(
+            (base / m.stores) if not Path(m.stores).is_absolute() else Path(m.stores), problems
+        )
+    elif isinstance(m.stores, list):
+        for k, row in enumerate(m.stores):
+            store = _store(row, f"{where}.stores[{k}]", problems)
+            if store is not None:
+                stores[store.code] = store
+    known = set(EVENT_NAMES)
+    for name in m.events.rename:
+        if name not in known:
+            problems.append(
+                f"{where}.events.rename: unknown event {name!r} (known: {', '.join(EVENT_NAMES)})"
+            )
+    for name, new in m.events.rename.items():
+        if not str(new).strip():
+            problems.append(f"{where}.events.rename: empty new name for {name!r}")
+    for name in m.events.disabled:
+        if name not in known and name != IDENTIFY:
+            problems.append(
+                f"{where}.events.disabled: unknown event {name!r} (known: {', '.join(EVENT_NAMES)}, identify)"
+            )
+    context = MappingContext(
+        stores=stores, rename=dict(m.events.rename), disabled=frozenset(m.events.disabled)
+    )
+    return Merchant(merchant_id=m.merchant_id, sources=tuple(sources), context=context)
+
+
+def parse_merchants(
+    raw: Any, base: Path, env: Mapping[str, str] | None = None, path: Path | None = None
+) -> MerchantsConfig:
+    """Check a decoded merchants file; raises ``ConfigError`` listing every problem."""
+    problems: list[str] = []
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path or 'configuration'}: expected a mapping at the top level"])
+    raw = substitute_env(raw, os.environ if env is None else env, problems)
+    try:
+        model = _FileModel.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{loc}: {err['msg']}")
+        raise ConfigError(problems) from None
+    _check_host(model.segment.host, "segment.host", problems)
+    merchants: dict[int, Merchant] = {}
+    for i, m in enumerate(model.merchants):
+        where = f"merchants[{i}]"
+        if m.merchant_id in merchants:
+            problems.append(f"{where}.merchant_id: merchant {m.merchant_id} appears twice")
+        merchants[m.merchant_id] = _merchant(m, where, model.segment.host, base, problems)
+    for i, secret in enumerate(model.ingest.hmac_secrets):
+        if not secret.get_secret_value():
+            problems.append(f"ingest.hmac_secrets[{i}]: empty")
+    for i, token in enumerate(model.ingest.bearer_tokens):
+        if not token.get_secret_value():
+            problems.append(f"ingest.bearer_tokens[{i}]: empty")
+    if problems:
+        raise ConfigError(_without_echoes(problems))
+    return MerchantsConfig(
+        segment_host=model.segment.host.rstrip("/"),
+        hmac_secrets=tuple(model.ingest.hmac_secrets),
+        bearer_tokens=tuple(model.ingest.bearer_tokens),
+        merchants=merchants,
+        path=path,
+    )
+
+
+def _without_echoes(problems: list[str]) -> list[str]:
+    """Drop the follow-on complaints about a value whose environment variable is missing."""
+    missing = {
+        p.split(": ", 1)[0] for p in problems if "environment variable" in p and p.endswith("is not set")
+    }
+    return [
+        p
+        for p in problems
+        if p.endswith("is not set")
+        or not any(p.startswith(f"{path}:") or p.startswith(f"{path}.") for path in missing)
+    ]
+
+
+def load_merchants_file(path: Path, env: Mapping[str, str] | None = None) -> MerchantsConfig:
+    """Read and check the YAML merchants file (relative paths inside are relative to it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read configuration ({exc.strerror or exc})"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+    return parse_merchants(raw, path.parent, env, path)

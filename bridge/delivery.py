@@ -1,0 +1,540 @@
+"""Delivery to Segment's ``/v1/batch``: packing, outcome table, backoff, sending, isolation.
+
+Pure pieces first (:func:`pack_batches`, :func:`classify`, :func:`compute_backoff`,
+:func:`retry_delay`, :func:`parse_retry_after`), then the two that touch the
+network: :func:`send_batch` (one request through segment-analytics-python's
+request layer, errors mapped to :class:`~bridge.errors.RetryableDelivery` /
+:class:`~bridge.errors.PermanentDelivery`) and :func:`deliver` (all the messages
+of one write key: packs, paces, sends, isolates bad messages by splitting a
+refused batch, and reports what happened to each message *by its index* in the
+input list, so the caller can map back to messageIds).
+
+Nothing here retries or sleeps on its own: the caller (a Celery task) owns
+durability and parks what :class:`DeliveryReport` lists under ``retry`` for
+:func:`retry_delay` seconds.
+
+The write key never appears in an exception, a log line or a report: errors
+from the network or from Segment are redacted before they become text, and
+segment's own logger is kept from emitting DEBUG (its request layer logs the
+whole body there, write key included).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import math
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Final, Literal, Protocol
+
+import orjson
+import requests
+import urllib3.exceptions
+from segment.analytics import request as segment_request
+
+from bridge.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from bridge.keys import key_id as make_key_id
+from bridge.pacing import Pacer
+from bridge.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["ok", "retry", "permanent"]
+
+#: Bytes of the request body kept for the envelope around the messages:
+#: ``{"batch": [...], "sentAt": "<iso time>", "writeKey": "<key>"}`` is about 80
+#: bytes plus the write key; 1 KB leaves room for any key and a ``context``.
+ENVELOPE_RESERVE_BYTES: Final = 1024
+#: Budget for the messages of one batch (their wire sizes plus separators).
+BATCH_BODY_BUDGET: Final = MAX_BATCH_BYTES - ENVELOPE_RESERVE_BYTES
+# json.dumps writes ", " between list items.
+_SEPARATOR_BYTES: Final = 2
+
+#: Upper bound on how long a ``Retry-After`` can park a batch (a guard against an
+#: absurd header; Segment's own are seconds to minutes).
+MAX_RETRY_AFTER_S: Final = 3600.0
+#: Statuses whose ``Retry-After`` header is read.
+RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+#: Permanent answers that may come from one bad message (or a batch too large):
+#: the batch is split in halves to isolate the culprits.
+SPLIT_STATUSES: Final = frozenset({400, 413})
+#: Requests :func:`deliver` may spend isolating bad messages in one call; beyond
+#: it, the pieces already split off are sent as they are (at most about log2(2500)
+#: more requests) and a refused one is rejected whole (dead-lettered, so still
+#: replayable). Guards against a Segment that refuses everything with 400.
+MAX_ISOLATION_REQUESTS: Final = 256
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def batch_bounds(
+    sizes: Sequence[int], *, max_messages: int = MAX_BATCH_MESSAGES, max_bytes: int = BATCH_BODY_BUDGET
+) -> list[tuple[int, int]]:
+    """Greedy ``[start, end)`` slices of messages of ``sizes`` bytes, each within both limits.
+
+    A message larger than ``max_bytes`` on its own gets a batch of its own
+    (Segment will refuse it and :func:`deliver` reports it; validation should
+    have caught it first).
+    """
+    if max_messages < 1:
+        raise ValueError("max_messages must be at least 1")
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    used = 0
+    count = 0
+    for i, size in enumerate(sizes):
+        if count and (count >= max_messages or used + _SEPARATOR_BYTES + size > max_bytes):
+            bounds.append((start, i))
+            start, used, count = i, size, 1
+        else:
+            used += size + (_SEPARATOR_BYTES if count else 0)
+            count += 1
+    if count:
+        bounds.append((start, len(sizes)))
+    return bounds
+
+
+def pack_batches(
+    encoded_messages: Sequence[bytes],
+    *,
+    max_messages: int = MAX_BATCH_MESSAGES,
+    max_bytes: int = BATCH_BODY_BUDGET,
+) -> list[list[bytes]]:
+    """Split messages, in order, into batches of at most 2,500 messages and 500 KB per request body.
+
+    Sizes are the wire sizes (upper bound, see
+    :func:`bridge.segment_rules.wire_size_bound`) plus separators; the envelope
+    is covered by :data:`ENVELOPE_RESERVE_BYTES`.
+    """
+    sizes = [wire_size_bound(m) for m in encoded_messages]
+    return [
+        list(encoded_messages[a:b])
+        for a, b in batch_bounds(sizes, max_messages=max_messages, max_bytes=max_bytes)
+    ]
+
+
+# --------------------------------------------------------------------------- outcomes
+
+#: Statuses whose outcome differs from their range's.
+STATUS_OUTCOMES: Final[Mapping[int, Outcome]] = {
+    408: "retry",  # request timeout
+    429: "retry",  # rate limited; honour Retry-After
+    501: "permanent",  # not implemented
+    505: "permanent",  # HTTP version not supported
+}
+#: Outcome by status range.
+STATUS_RANGE_OUTCOMES: Final[tuple[tuple[range, Outcome], ...]] = (
+    (range(200, 300), "ok"),
+    # requests follows every redirect it can; one that reaches us is a misconfigured host.
+    (range(300, 400), "permanent"),
+    (range(400, 500), "permanent"),
+    (range(500, 600), "retry"),
+)
+#: A status outside every range (1xx, >= 600): some proxy's oddity; retried, nothing lost.
+UNKNOWN_STATUS_OUTCOME: Final[Outcome] = "retry"
+#: Outcome by exception, first match wins (order matters: requests' exceptions are OSErrors).
+EXCEPTION_OUTCOMES: Final[tuple[tuple[type[BaseException], Outcome], ...]] = (
+    (requests.exceptions.ConnectionError, "retry"),  # refused, reset, DNS, proxy, TLS, connect timeout
+    (requests.exceptions.Timeout, "retry"),  # read timeout
+    (requests.exceptions.ChunkedEncodingError, "retry"),  # connection dropped mid-answer
+    (requests.exceptions.ContentDecodingError, "retry"),
+    # Invalid or missing URL scheme, too many redirects...: a misconfigured host.
+    (requests.exceptions.RequestException, "permanent"),
+    (urllib3.exceptions.HTTPError, "retry"),  # should be wrapped by requests; in case not
+    (http.client.HTTPException, "retry"),  # RemoteDisconnected, IncompleteRead
+    (OSError, "retry"),  # ConnectionError, TimeoutError, too many open files...
+)
+#: Any other exception is a bug or bad data: retrying would not help.
+UNKNOWN_EXCEPTION_OUTCOME: Final[Outcome] = "permanent"
+
+
+def classify(status: int | None, exc: BaseException | None = None) -> Outcome:
+    """What an answer means: ``ok``, ``retry`` (may pass) or ``permanent`` (dead-letter).
+
+    ``status`` wins when given; else a ``status`` carried by ``exc`` (segment's
+    ``APIError``, a ``DeliveryError``); else the exception's type decides.
+    """
+    if status is None and exc is not None:
+        carried = getattr(exc, "status", None)
+        if isinstance(carried, int) and not isinstance(carried, bool):
+            status = carried
+    if status is not None:
+        if status in STATUS_OUTCOMES:
+            return STATUS_OUTCOMES[status]
+        for codes, outcome in STATUS_RANGE_OUTCOMES:
+            if status in codes:
+                return outcome
+        return UNKNOWN_STATUS_OUTCOME
+    if exc is None:
+        raise ValueError("classify needs a status or an exception")
+    for exc_type, outcome in EXCEPTION_OUTCOMES:
+        if isinstance(exc, exc_type):
+            return outcome
+    return UNKNOWN_EXCEPTION_OUTCOME
+
+
+# --------------------------------------------------------------------------- backoff
+
+
+def compute_backoff(
+    attempt: int,
+    *,
+    base: float = 1.0,
+    factor: float = 2.0,
+    cap: float = 600.0,
+    jitter: float | None = None,
+    mode: Literal["equal", "full"] = "equal",
+) -> float:
+    """Seconds to wait before retry number ``attempt`` (0 for the first retry).
+
+    The ceiling is ``min(cap, base * factor ** attempt)``. ``jitter`` in [0, 1]
+    (random when None) picks the delay: ``"equal"`` jitter gives
+    ``ceiling * (1 + jitter) / 2`` (never less than half the ceiling), ``"full"``
+    gives ``ceiling * jitter``.
+    """
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, got {attempt}")
+    if jitter is None:
+        jitter = random.random()
+    elif not 0.0 <= jitter <= 1.0:
+        raise ValueError(f"jitter must be in [0, 1], got {jitter}")
+    try:
+        ceiling = min(cap, base * factor**attempt)
+    except OverflowError:
+        ceiling = cap
+    if mode == "full":
+        return ceiling * jitter
+    return ceiling / 2 + ceiling / 2 * jitter
+
+
+def retry_delay(
+    attempt: int,
+    retry_after: float | None = None,
+    *,
+    base: float = 1.0,
+    factor: float = 2.0,
+    cap: float = 600.0,
+    jitter: float | None = None,
+    mode: Literal["equal", "full"] = "equal",
+    max_retry_after: float = MAX_RETRY_AFTER_S,
+) -> float:
+    """The backoff of ``attempt``, but at least ``retry_after`` (capped at ``max_retry_after``)."""
+    delay = compute_backoff(attempt, base=base, factor=factor, cap=cap, jitter=jitter, mode=mode)
+    if retry_after is not None and math.isfinite(retry_after):
+        delay = max(delay, min(max(retry_after, 0.0), max_retry_after))
+    return delay
+
+
+def parse_retry_after(
+    value: str | None, *, now: float | None = None, max_seconds: float = MAX_RETRY_AFTER_S
+) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delay-seconds or HTTP-date), capped; None if absent/bad.
+
+    ``now`` (epoch seconds, default the current time) is used for HTTP-dates; a
+    date in the past gives 0.
+    """
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000" parses naive; it means UTC
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), max_seconds)
+
+
+# --------------------------------------------------------------------------- sending
+
+
+class _DropBelowInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+_SEGMENT_LOGGER: Final = logging.getLogger("segment")
+_SEGMENT_FILTER: Final = _DropBelowInfo()
+
+
+def guard_segment_logger() -> None:
+    """Keep the ``segment`` logger from emitting DEBUG: its request layer logs the body (write key) there.
+
+    Idempotent and cheap; :func:`send_batch` calls it on every request so a later
+    logging configuration cannot undo it.
+    """
+    if _SEGMENT_LOGGER.level < logging.INFO:  # NOTSET included: it would inherit DEBUG from root
+        _SEGMENT_LOGGER.setLevel(logging.INFO)
+    if _SEGMENT_FILTER not in _SEGMENT_LOGGER.filters:
+        _SEGMENT_LOGGER.addFilter(_SEGMENT_FILTER)
+
+
+guard_segment_logger()
+
+
+def redact(text: str, write_key: str) -> str:
+    """``text`` without the write key (plain or as the Basic-auth credential)."""
+    if not write_key:
+        return text
+    credential = base64.b64encode(f"{write_key}:".encode()).decode()
+    return text.replace(write_key, "<write key>").replace(credential, "<write key>")
+
+
+def _one_line(text: str, limit: int) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _from_api_error(exc: BaseException, write_key: str) -> DeliveryError:
+    raw_status = getattr(exc, "status", None)
+    status = raw_status if isinstance(raw_status, int) else None
+    code = redact(str(getattr(exc, "code", "unknown")), write_key)
+    message = redact(str(getattr(exc, "message", "")), write_key)
+    reason = f"segment {status} {_one_line(code, 50)}: {_one_line(message, 200)}"
+    if classify(status, exc) == "retry":
+        retry_after = None
+        response = getattr(exc, "response", None)
+        if status in RETRY_AFTER_STATUSES and response is not None:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return RetryableDelivery(reason, status, retry_after)
+    return PermanentDelivery(reason, status)
+
+
+def _from_exception(exc: BaseException, write_key: str) -> DeliveryError:
+    reason = _one_line(redact(f"{type(exc).__name__}: {exc}", write_key), 300)
+    if classify(None, exc) == "retry":
+        return RetryableDelivery(reason, None)
+    return PermanentDelivery(reason, None)
+
+
+def send_batch(
+    write_key: str,
+    host: str,
+    encoded_messages: Sequence[bytes],
+    *,
+    timeout: float = 15,
+    retry_count: int = 0,
+) -> int:
+    """Send ONE batch to ``host``'s ``/v1/batch``; return the 2xx status.
+
+    Goes through ``segment.analytics.request.post``, which sets ``sentAt`` to the
+    time of this attempt and authenticates with the write key. ``retry_count`` > 0
+    adds ``X-Retry-Count``. Raises :class:`RetryableDelivery` (408, 429 and
+    503 with ``retry_after``, other 5xx, network errors with ``status=None``) or
+    :class:`PermanentDelivery` (other 4xx and 3xx, 501, 505, a misconfigured
+    host). No exception text contains the write key, and none is chained to the
+    library's (whose frames hold it).
+    """
+    guard_segment_logger()
+    batch = [orjson.loads(m) for m in encoded_messages]
+    try:
+        response = segment_request.post(
+            write_key, host=host, timeout=timeout, batch=batch, retry_count=retry_count
+        )
+    except segment_request.APIError as exc:
+        raise _from_api_error(exc, write_key) from None
+    except Exception as exc:
+        raise _from_exception(exc, write_key) from None
+    return int(response.status_code)
+
+
+class Sender(Protocol):
+    """Sends one batch, returning its 2xx status (or None) or raising :class:`DeliveryError`."""
+
+    def __call__(
+        self,
+        write_key: str,
+        host: str,
+        encoded_messages: Sequence[bytes],
+        *,
+        timeout: float = ...,
+        retry_count: int = ...,
+    ) -> int | None: ...
+
+
+# --------------------------------------------------------------------------- deliver
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message Segment refused for good (or that was not sent after a permanent key-level refusal)."""
+
+    index: int
+    reason: str
+    status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ToRetry:
+    """A message to send again later, after at least ``retry_after`` seconds when given."""
+
+    index: int
+    reason: str
+    status: int | None
+    retry_after: float | None
+
+
+@dataclass
+class DeliveryReport:
+    """What happened to each message of one :func:`deliver` call, by index in its input list.
+
+    Every index appears exactly once across ``delivered``, ``rejected`` and ``retry``.
+    ``statuses`` counts HTTP statuses of the requests made (``None`` = no answer).
+    """
+
+    delivered: list[int] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    retry: list[ToRetry] = field(default_factory=list)
+    requests: int = 0
+    statuses: Counter[int | None] = field(default_factory=Counter)
+
+    @property
+    def retry_after(self) -> float | None:
+        """The longest ``Retry-After`` among messages to retry (None if none was given)."""
+        waits = [r.retry_after for r in self.retry if r.retry_after is not None]
+        return max(waits) if waits else None
+
+
+def _halts(err: DeliveryError) -> bool:
+    """Whether a failure says the other batches of the same write key would fail too.
+
+    Retryable: the endpoint is down, slow or rate-limiting (all but 408).
+    Permanent: the key or host is wrong (all but the per-message statuses).
+    """
+    if isinstance(err, RetryableDelivery):
+        return err.status != 408
+    return err.status not in SPLIT_STATUSES
+
+
+@dataclass
+class _Piece:
+    indices: list[int]
+    from_split: bool = False  # sent to isolate a refusal (counts against the isolation budget)
+    known_bad: bool = False  # a sibling showed the refusal is in here: split without sending
+    sibling: _Piece | None = None  # to mark known-bad when this piece goes through
+
+
+def deliver(
+    write_key: str,
+    host: str,
+    encoded_messages: Sequence[bytes],
+    *,
+    send: Sender = send_batch,
+    pacer: Pacer | None = None,
+    key_id: str | None = None,
+    timeout: float = 15,
+    retry_count: int = 0,
+    max_isolation_requests: int = MAX_ISOLATION_REQUESTS,
+) -> DeliveryReport:
+    """Deliver one write key's messages: pack, pace, send, isolate refused messages; never raise for them.
+
+    - Batches go in order, each after ``pacer.acquire(key_id)`` (default
+      ``bridge.keys.key_id(write_key)``).
+    - A batch refused with 400/413 is split in halves, recursively: good halves
+      are delivered, a single message still refused is ``rejected`` with
+      Segment's answer. (When a left half goes through, its right sibling must
+      hold the culprit and is split without being sent first.)
+    - A retryable failure puts the batch under ``retry``; if it is not a 408 (so
+      the endpoint is down, slow or rate-limiting) the batches not yet sent go
+      under ``retry`` too, unsent. A permanent key-level refusal (401, 403, 404,
+      3xx, 501, 505, bad host) likewise puts the rest under ``rejected`` unsent.
+    - A pacer that fails (Redis unreachable) puts the rest under ``retry``.
+    """
+    report = DeliveryReport()
+    kid = key_id if key_id is not None else make_key_id(write_key)
+    sizes = [wire_size_bound(m) for m in encoded_messages]
+    work: deque[_Piece] = deque(_Piece(list(range(a, b))) for a, b in batch_bounds(sizes))
+    halt: DeliveryError | None = None
+    isolation_requests = 0
+
+    while work:
+        piece = work.popleft()
+        if halt is not None:
+            _record(report, piece.indices, halt, unsent=True)
+            continue
+        if piece.known_bad and len(piece.indices) > 1 and isolation_requests < max_isolation_requests:
+            _split(work, piece)
+            continue
+        if pacer is not None:
+            try:
+                pacer.acquire(kid)
+            except Exception as exc:
+                reason = _one_line(redact(f"pacer unavailable: {type(exc).__name__}: {exc}", write_key), 300)
+                halt = RetryableDelivery(reason, None)
+                log.warning("pacing failed for key %s; deferring the rest: %s", kid, reason)
+                work.appendleft(piece)
+                continue
+        report.requests += 1
+        if piece.from_split:
+            isolation_requests += 1
+        batch = [encoded_messages[i] for i in piece.indices]
+        try:
+            status = send(write_key, host, batch, timeout=timeout, retry_count=retry_count)
+        except DeliveryError as exc:
+            err: DeliveryError = exc
+        except Exception as exc:  # a custom sender's own failure: classify it like send_batch would
+            err = _from_exception(exc, write_key)
+        else:
+            report.statuses[status if isinstance(status, int) else 200] += 1
+            report.delivered.extend(piece.indices)
+            if piece.sibling is not None:
+                piece.sibling.known_bad = True
+            continue
+
+        report.statuses[err.status] += 1
+        if isinstance(err, PermanentDelivery) and err.status in SPLIT_STATUSES:
+            if len(piece.indices) > 1 and isolation_requests < max_isolation_requests:
+                log.info(
+                    "segment refused a batch of %d for key %s (%s); splitting to isolate",
+                    len(piece.indices),
+                    kid,
+                    err.status,
+                )
+                _split(work, piece)
+            else:
+                if len(piece.indices) == 1:
+                    log.warning(
+                        "segment refused message #%d for key %s: %s", piece.indices[0], kid, err.reason
+                    )
+                else:
+                    log.warning(
+                        "isolation budget spent for key %s; rejecting a refused piece of %d",
+                        kid,
+                        len(piece.indices),
+                    )
+                _record(report, piece.indices, err, unsent=False)
+            continue
+        _record(report, piece.indices, err, unsent=False)
+        if _halts(err):
+            log.warning("delivery for key %s stopped: %s", kid, err.reason)
+            halt = err
+    return report
+
+
+def _split(work: deque[_Piece], piece: _Piece) -> None:
+    mid = len(piece.indices) // 2
+    right = _Piece(piece.indices[mid:], from_split=True)
+    left = _Piece(piece.indices[:mid], from_split=True, sibling=right)
+    work.appendleft(right)
+    work.appendleft(left)
+
+
+def _record(report: DeliveryReport, indices: list[int], err: DeliveryError, *, unsent: bool) -> None:
+    reason = f"not sent, an earlier batch failed: {err.reason}" if unsent else err.reason
+    if isinstance(err, RetryableDelivery):
+        report.retry.extend(ToRetry(i, reason, err.status, err.retry_after) for i in indices)
+    else:
+        report.rejected.extend(Rejected(i, reason, err.status) for i in indices)

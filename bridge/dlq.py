@@ -1,0 +1,348 @@
+"""Dead letters: outcomes and messages the bridge could not deliver, kept with their reason.
+
+Stored in one Redis stream (``bridge.keys.DLQ_STREAM``), one entry per dead letter, with a
+hash of counters per reason (``DLQ_COUNTS``) changed in the same MULTI or Lua script as
+the stream, so ``counts_by_reason()`` is O(1) and never drifts. Nothing is trimmed
+automatically: a dead letter leaves only through ``drop*`` or ``take_for_replay``.
+
+``take_for_replay`` removes entries inside one Lua script and returns only the entries it
+removed, so two concurrent replays never take the same entry. The caller re-enqueues what
+it took; if that fails it should ``restore()`` them, or they are gone.
+
+Payloads are stored as JSON (``bridge.wire.dumps``): a ``Decimal`` comes back as a JSON
+number (float) or, beyond float precision, as a string.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from bridge import wire
+from bridge.keys import DLQ_COUNTS, DLQ_STREAM
+
+Kind = Literal["outcome", "message"]
+
+#: Outcome failed validation (``InvalidOutcome``).
+REASON_INVALID = "invalid"
+#: Outcome for a merchant with no configured Segment source; replay once configured.
+REASON_UNCONFIGURED_MERCHANT = "unconfigured_merchant"
+#: Segment refused the batch for good (``PermanentDelivery``: 4xx other than 408/429, 501, 505).
+REASON_SEGMENT_REJECTED = "segment_rejected"
+#: Retries went on past the retention window (Segment outage longer than we keep trying).
+REASON_RETENTION_EXPIRED = "retention_expired"
+#: A parked batch's source was removed from the configuration before it could be retried.
+REASON_UNCONFIGURED_SOURCE = "unconfigured_source"
+#: Processing a batch raised an unexpected error (a bug): kept whole, replayable once fixed.
+REASON_PROCESSING_ERROR = "processing_error"
+
+#: Error texts longer than this are cut (Segment's error bodies can be large).
+MAX_ERROR_CHARS = 4000
+
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+_PAGE = 500  # entries read per XRANGE when filtering by reason
+_OPTIONAL = ("merchant_id", "outcome_id", "write_key_id")
+
+# KEYS: stream, counts. ARGV: want_entries ('1'/'0'), filter ('1'/'0'), reason, ids...
+# Deletes each id that exists (and matches the reason filter), decrements its reason's
+# counter, returns the deleted entries ([id, [field, value, ...]]) or their count.
+_TAKE_LUA = """
+local out = {}
+local n = 0
+for i = 4, #ARGV do
+  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+  if #e > 0 then
+    local f = e[1][2]
+    local reason = ''
+    for j = 1, #f, 2 do
+      if f[j] == 'reason' then reason = f[j + 1] end
+    end
+    if ARGV[2] == '0' or reason == ARGV[3] then
+      redis.call('XDEL', KEYS[1], ARGV[i])
+      if redis.call('HINCRBY', KEYS[2], reason, -1) <= 0 then
+        redis.call('HDEL', KEYS[2], reason)
+      end
+      n = n + 1
+      if ARGV[1] == '1' then out[#out + 1] = e[1] end
+    end
+  end
+end
+if ARGV[1] == '1' then return out end
+return n
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewDeadLetter:
+    """A dead letter to add: what failed, why, and the payload needed to replay it."""
+
+    reason: str
+    payload: dict[str, Any]
+    kind: Kind
+    merchant_id: int | None = None
+    outcome_id: str | None = None
+    write_key_id: str | None = None
+    attempts: int = 0
+    first_error: str = ""
+    last_error: str = ""
+    first_failed_at: float = 0.0
+    last_failed_at: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter(NewDeadLetter):
+    """A stored dead letter; ``id`` is its stream id (``<ms>-<seq>``)."""
+
+    id: str
+
+    @property
+    def added_at(self) -> float:
+        """Unix time the entry was added (from the stream id)."""
+        return int(self.id.split("-", 1)[0]) / 1000
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _encode(letter: NewDeadLetter) -> dict[str, str | bytes]:
+    fields: dict[str, str | bytes] = {
+        "reason": letter.reason,
+        "kind": letter.kind,
+        "payload": wire.dumps(letter.payload),
+        "attempts": str(int(letter.attempts)),
+        "first_error": _cut(letter.first_error),
+        "last_error": _cut(letter.last_error),
+        "first_failed_at": repr(float(letter.first_failed_at)),
+        "last_failed_at": repr(float(letter.last_failed_at)),
+    }
+    for name in _OPTIONAL:
+        value = getattr(letter, name)
+        if value is not None:
+            fields[name] = str(value)
+    return fields
+
+
+def _decode(entry_id: Any, raw: Any) -> DeadLetter:
+    if isinstance(raw, dict):
+        f = {_s(k): v for k, v in raw.items()}
+    else:  # flat [field, value, ...] as returned to Lua callers
+        f = {_s(raw[i]): raw[i + 1] for i in range(0, len(raw), 2)}
+    kind = _s(f["kind"])
+    if kind not in ("outcome", "message"):
+        raise ValueError(f"dead letter {_s(entry_id)} has unknown kind {kind!r}")
+    return DeadLetter(
+        id=_s(entry_id),
+        reason=_s(f["reason"]),
+        kind="outcome" if kind == "outcome" else "message",
+        payload=wire.loads(f["payload"]),
+        merchant_id=int(f["merchant_id"]) if "merchant_id" in f else None,
+        outcome_id=_s(f["outcome_id"]) if "outcome_id" in f else None,
+        write_key_id=_s(f["write_key_id"]) if "write_key_id" in f else None,
+        attempts=int(f.get("attempts", 0)),
+        first_error=_s(f.get("first_error", "")),
+        last_error=_s(f.get("last_error", "")),
+        first_failed_at=float(f.get("first_failed_at", 0.0)),
+        last_failed_at=float(f.get("last_failed_at", 0.0)),
+    )
+
+
+def _check_ids(ids: Sequence[str]) -> list[str]:
+    out = []
+    for i in ids:
+        if not _STREAM_ID.match(i):
+            raise ValueError(f"not a dead-letter id: {i!r} (expected <ms>-<seq>)")
+        out.append(i)
+    return out
+
+
+def invalid_outcome_letter(
+    text: str, exc: Exception, now: float, *, merchant_id: int | None = None, **payload: Any
+) -> NewDeadLetter:
+    """The dead letter of an outcome refused as invalid: its raw text, the error (every bad field
+    for an ``InvalidOutcome``, the reason for undecodable input) and ``payload`` extras."""
+    from bridge.errors import InvalidOutcome
+
+    if isinstance(exc, InvalidOutcome):
+        outcome_id, errors = exc.outcome_id, exc.to_dict()["errors"]
+    else:
+        outcome_id, errors = None, [{"path": "", "reason": str(exc)}]
+    return NewDeadLetter(
+        reason=REASON_INVALID,
+        payload={"raw": text, "errors": errors, **payload},
+        kind="outcome",
+        merchant_id=merchant_id,
+        outcome_id=outcome_id,
+        attempts=1,
+        first_error=str(exc),
+        last_error=str(exc),
+        first_failed_at=now,
+        last_failed_at=now,
+    )
+
+
+class DeadLetterStore:
+    """The dead-letter store on Redis. Thread-safe; one per process is enough."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._take = client.register_script(_TAKE_LUA)
+
+    # -- adding ---------------------------------------------------------------------------------
+
+    def add(
+        self,
+        reason: str,
+        payload: dict[str, Any],
+        *,
+        kind: Kind,
+        merchant_id: int | None = None,
+        outcome_id: str | None = None,
+        write_key_id: str | None = None,
+        attempts: int = 0,
+        first_error: str = "",
+        last_error: str = "",
+        first_failed_at: float = 0.0,
+        last_failed_at: float = 0.0,
+    ) -> str:
+        """Store one dead letter; returns its id."""
+        letter = NewDeadLetter(
+            reason=reason,
+            payload=payload,
+            kind=kind,
+            merchant_id=merchant_id,
+            outcome_id=outcome_id,
+            write_key_id=write_key_id,
+            attempts=attempts,
+            first_error=first_error,
+            last_error=last_error,
+            first_failed_at=first_failed_at,
+            last_failed_at=last_failed_at,
+        )
+        return self.add_many([letter])[0]
+
+    def add_many(self, letters: Sequence[NewDeadLetter]) -> list[str]:
+        """Store dead letters in one MULTI/EXEC (all or none); returns their ids in order."""
+        if not letters:
+            return []
+        encoded = [_encode(letter) for letter in letters]  # fail before writing anything
+        pipe = self._client.pipeline(transaction=True)
+        for letter, fields in zip(letters, encoded, strict=True):
+            pipe.xadd(DLQ_STREAM, fields)  # type: ignore[arg-type]
+            pipe.hincrby(DLQ_COUNTS, letter.reason, 1)
+        results = pipe.execute()
+        return [_s(r) for r in results[0::2]]
+
+    def restore(self, letters: Sequence[DeadLetter]) -> list[str]:
+        """Put back letters taken by ``take_for_replay`` whose replay failed (new ids)."""
+        return self.add_many(letters)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Number of dead letters."""
+        return int(self._client.xlen(DLQ_STREAM))
+
+    def counts_by_reason(self) -> dict[str, int]:
+        """Dead letters per reason (O(number of reasons))."""
+        raw = self._client.hgetall(DLQ_COUNTS)
+        counts = {_s(k): int(v) for k, v in raw.items()}
+        return {k: v for k, v in sorted(counts.items()) if v > 0}
+
+    def get(self, ids: Sequence[str]) -> list[DeadLetter]:
+        """The dead letters with these ids that still exist, in the order asked."""
+        ids = _check_ids(ids)
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for i in ids:
+            pipe.xrange(DLQ_STREAM, i, i)
+        out: builtins.list[DeadLetter] = []
+        for entries in pipe.execute():
+            out.extend(_decode(eid, fields) for eid, fields in entries)
+        return out
+
+    def _scan(self, reason: str | None, after: str | None) -> Iterator[DeadLetter]:
+        start = f"({_check_ids([after])[0]}" if after else "-"
+        count = _PAGE
+        while True:
+            entries = self._client.xrange(DLQ_STREAM, min=start, max="+", count=count)
+            if not entries:
+                return
+            for eid, fields in entries:
+                letter = _decode(eid, fields)
+                if reason is None or letter.reason == reason:
+                    yield letter
+            start = f"({_s(entries[-1][0])}"
+            if len(entries) < count:
+                return
+
+    def list(self, reason: str | None = None, limit: int = 100, after: str | None = None) -> list[DeadLetter]:
+        """Oldest first, up to ``limit``, only ``reason`` if given, strictly after id ``after``."""
+        out: list[DeadLetter] = []
+        if limit <= 0:
+            return out
+        for letter in self._scan(reason, after):
+            out.append(letter)
+            if len(out) >= limit:
+                break
+        return out
+
+    # -- removing -------------------------------------------------------------------------------
+
+    def _take_ids(self, ids: Sequence[str], reason: str | None, *, entries: bool) -> Any:
+        args = ["1" if entries else "0", "0" if reason is None else "1", reason or "", *ids]
+        return self._take(keys=[DLQ_STREAM, DLQ_COUNTS], args=args)
+
+    def drop(self, ids: Sequence[str]) -> int:
+        """Delete these dead letters; returns how many existed and were deleted."""
+        ids = _check_ids(ids)
+        return int(self._take_ids(ids, None, entries=False)) if ids else 0
+
+    def drop_all(self, reason: str | None = None) -> int:
+        """Delete every dead letter (or every one with ``reason``); returns how many."""
+        if reason is None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.xlen(DLQ_STREAM)
+            pipe.delete(DLQ_STREAM, DLQ_COUNTS)
+            return int(pipe.execute()[0])
+        total = 0
+        while True:
+            batch = [letter.id for letter in self.list(reason, limit=_PAGE)]
+            if not batch:
+                return total
+            total += int(self._take_ids(batch, reason, entries=False))
+
+    def take_for_replay(
+        self, ids: Sequence[str] | None = None, *, reason: str | None = None, limit: int = 100
+    ) -> builtins.list[DeadLetter]:
+        """Remove and return dead letters to replay: these ``ids``, or the oldest of ``reason``
+        (or of any reason) up to ``limit``. Concurrent callers never get the same entry.
+        """
+        if ids is not None:
+            ids = _check_ids(ids)[:limit] if limit > 0 else []
+            return self._take_letters(ids, reason)
+        taken: builtins.list[DeadLetter] = []
+        cursor: str | None = None
+        while len(taken) < limit:
+            candidates = self.list(reason, limit=limit - len(taken), after=cursor)
+            if not candidates:
+                break
+            taken.extend(self._take_letters([c.id for c in candidates], reason))
+            cursor = candidates[-1].id
+        return taken
+
+    def _take_letters(self, ids: Sequence[str], reason: str | None) -> builtins.list[DeadLetter]:
+        if not ids:
+            return []
+        raw = self._take_ids(ids, reason, entries=True)
+        return [_decode(entry[0], entry[1]) for entry in raw]

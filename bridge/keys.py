@@ -1,0 +1,132 @@
+"""Every Redis key the bridge writes, and every TTL, in one place.
+
+All keys start with ``bridge:`` so the bridge can share a Redis with Celery's broker
+(``celery``, ``_kombu.*``, ``unacked*``) and an operator can find or count its keys with
+``SCAN MATCH bridge:*``. Raw Segment write keys never appear in a key name: use
+``key_id(write_key)`` (a short sha256 digest) instead.
+
+Redis must run with ``maxmemory-policy noeviction``: evicting a dedup marker would let a
+message be sent twice, evicting a parked batch or a dead letter would lose it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# -- prefixes ------------------------------------------------------------------------------
+
+#: Common prefix of every key the bridge owns.
+KEY_PREFIX = "bridge:"
+
+#: Outcome dedup marker, one string key per outcome: ``bridge:oc:{merchant_id}:{outcome_id}``.
+#: Value ``LEASE_PREFIX + owner`` while a worker processes it (TTL = lease), ``DONE`` after
+#: (TTL = outcome dedup window).
+OUTCOME_PREFIX = KEY_PREFIX + "oc:"
+
+#: Delivered-message marker, one string key per (write key, messageId):
+#: ``bridge:msg:{write_key_id}:{message_id}``. Same lease/DONE values as outcomes.
+MESSAGE_PREFIX = KEY_PREFIX + "msg:"
+
+#: Dead-letter stream (XADD, one entry per dead letter; never trimmed automatically).
+DLQ_STREAM = KEY_PREFIX + "dlq"
+
+#: Hash reason -> number of entries in ``DLQ_STREAM``, updated in the same transaction
+#: or script as the stream, so counting by reason is O(1).
+DLQ_COUNTS = KEY_PREFIX + "dlq:counts"
+
+#: Sorted set of parked delivery batches: member = batch id, score = unix time when the
+#: batch is due (or, once claimed, when the claim's lease runs out).
+PARKED_DUE = KEY_PREFIX + "parked:due"
+
+#: Hash batch id -> JSON payload of the parked batch (same members as ``PARKED_DUE``).
+PARKED_PAYLOADS = KEY_PREFIX + "parked:payloads"
+
+#: Delivered-message counters per minute: ``bridge:stats:delivered:{unix_minute}`` (INCRBY),
+#: kept ``STATS_TTL_S`` for ``bridge status`` (last minute, last hour).
+STATS_DELIVERED_PREFIX = KEY_PREFIX + "stats:delivered:"
+
+#: Hash per write key id with the outcome of its last delivery attempts:
+#: ``bridge:health:{write_key_id}`` -> last_ok_at, last_error_at, last_status, last_error,
+#: consecutive_failures, source, merchant_id.
+HEALTH_PREFIX = KEY_PREFIX + "health:"
+
+#: Hash batch id -> JSON ``{"texts": [...], "enqueued_at": t}``: every batch of accepted
+#: outcomes until a worker has handed all of it off (delivered, parked or dead-lettered).
+#: The Celery task carries only the batch id; this is the durable copy.
+PENDING_BATCHES = KEY_PREFIX + "pending:batches"
+
+#: Sorted set batch id -> unix time after which the batch counts as lost if it is neither in
+#: the Celery queue nor in a worker's hands (kombu pops a task before recording it as unacked,
+#: so a worker killed in between would otherwise lose it). Pushed forward while a worker runs it.
+PENDING_DUE = KEY_PREFIX + "pending:due"
+
+# -- marker values ---------------------------------------------------------------------------
+
+#: Value of a dedup key once the outcome/message is processed for good.
+DONE = "D"
+
+#: Value of an outcome's dedup key once the ingest has stored it for processing (until a
+#: worker marks it ``DONE``): a second POST of the same outcome is answered as a duplicate.
+ACCEPTED = "A"
+
+#: Prefix of a dedup key's value while it is leased: ``"L:" + owner``.
+LEASE_PREFIX = "L:"
+
+# -- TTLs and limits (seconds) ---------------------------------------------------------------
+
+#: How long a reservation (outcome or message lease) lives if neither confirmed nor
+#: released: a crashed worker's items become reservable again after this. Must exceed the
+#: longest time a worker may legitimately hold one (map + one Segment request with timeout).
+DEFAULT_LEASE_S = 300.0
+
+#: How long per-minute delivery counters are kept (a bit over the hour ``bridge status`` shows).
+STATS_TTL_S = 2 * 3600
+
+#: How long a processed outcome is remembered: a replay of the same outcomeId within this
+#: window sends nothing. Callers may pass their own (configuration) value.
+OUTCOME_DEDUP_WINDOW_S = 7 * 24 * 3600.0
+
+#: How long a delivered messageId is remembered per write key. Segment's own dedup lasts
+#: about 24 h; ours must cover the retention window in which a batch may still be retried.
+MESSAGE_DEDUP_WINDOW_S = 7 * 24 * 3600.0
+
+#: How long a claimed parked batch stays invisible to other workers before it becomes due
+#: again (a worker that crashed after claiming does not hide the batch for good).
+PARKING_LEASE_S = 300.0
+
+#: Length of ``key_id``: 16 hex chars = 64 bits of sha256, collision-free in practice for
+#: the few thousand write keys of a deployment, and useless for recovering the key.
+KEY_ID_LEN = 16
+
+_KEY_ID_RE = re.compile(rf"^[0-9a-f]{{{KEY_ID_LEN}}}$")
+
+
+def key_id(write_key: str) -> str:
+    """Short, stable, non-reversible id of a write key (first 16 hex chars of its sha256)."""
+    return hashlib.sha256(write_key.encode("utf-8")).hexdigest()[:KEY_ID_LEN]
+
+
+def check_key_id(write_key_id: str) -> str:
+    """Return ``write_key_id`` if it looks like ``key_id()`` output, else raise ``ValueError``.
+
+    Guards against a raw write key ending up in a Redis key name by mistake.
+    """
+    if not _KEY_ID_RE.match(write_key_id):
+        raise ValueError("expected a write key id from key_id() (16 hex chars), not a raw write key")
+    return write_key_id
+
+
+def outcome_key(merchant_id: int, outcome_id: str) -> str:
+    """Dedup key of one outcome."""
+    return f"{OUTCOME_PREFIX}{merchant_id}:{outcome_id}"
+
+
+def message_key(write_key_id: str, message_id: str) -> str:
+    """Dedup key of one messageId for one write key (``write_key_id`` from ``key_id``)."""
+    return f"{MESSAGE_PREFIX}{write_key_id}:{message_id}"
+
+
+def ttl_ms(seconds: float) -> int:
+    """Seconds -> whole milliseconds for ``PX`` (at least 1 ms)."""
+    return max(1, round(seconds * 1000))

@@ -1,0 +1,143 @@
+"""Prometheus metrics of the workers, and the Redis-held state every /metrics shows.
+
+Workers run as several processes (Celery prefork), so counters are multiprocess-safe:
+``bridge worker`` sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory unless given) before
+the pool forks, every process writes there, and the worker's ``--metrics-port`` serves the
+aggregate. State that lives in Redis (queue depth, tasks in flight, parked batches, dead
+letters by reason) is read at scrape time by ``RedisStateCollector``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bridge.keys import DLQ_COUNTS, DLQ_STREAM, PARKED_DUE
+
+#: The Celery queue (a Redis list) and kombu's hash of tasks delivered but not yet acknowledged.
+QUEUE_KEY = "bridge"
+UNACKED_KEY = "unacked"
+
+LATENCY_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+    21600.0,
+    86400.0,
+)
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    outcomes: Counter
+    messages: Counter
+    segment_responses: Counter
+    latency: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> WorkerMetrics:
+        return cls(
+            outcomes=Counter(
+                "bridge_worker_outcomes",
+                "Outcomes processed by workers, by result (accepted, duplicate, invalid, unconfigured, no_event).",
+                ["result"],
+                registry=registry,
+            ),
+            messages=Counter(
+                "bridge_messages",
+                "Segment messages by result (mapped, delivered, retried, parked, dead_lettered, duplicate), "
+                "event and merchant.",
+                ["result", "event", "merchant"],
+                registry=registry,
+            ),
+            segment_responses=Counter(
+                "bridge_segment_responses",
+                "Answers from Segment by HTTP status (none = connection error or timeout).",
+                ["status"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "bridge_delivery_latency_seconds",
+                "Time from acceptance (enqueue) to delivery to Segment.",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+        )
+
+    def record(self, report: Any) -> None:
+        """Add one ``bridge.processing.Report``."""
+        for result, n in report.outcomes.items():
+            self.outcomes.labels(result=result).inc(n)
+        for (result, event, merchant), n in report.by_event.items():
+            self.messages.labels(result=result, event=event, merchant=str(merchant)).inc(n)
+        for status, n in report.statuses.items():
+            self.segment_responses.labels(status="none" if status is None else str(status)).inc(n)
+        for seconds, n in report.latencies:
+            for _ in range(n):
+                self.latency.observe(seconds)
+
+
+class RedisStateCollector(Collector):
+    """Gauges read from Redis at scrape time: queue depth, in flight, parked, dead letters by reason."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.llen(QUEUE_KEY)
+            pipe.hlen(UNACKED_KEY)
+            pipe.zcard(PARKED_DUE)
+            pipe.xlen(DLQ_STREAM)
+            pipe.hgetall(DLQ_COUNTS)
+            queued, in_flight, parked, dlq_size, by_reason = pipe.execute()
+        except redis.RedisError:
+            up = GaugeMetricFamily("bridge_redis_up", "Whether Redis answered the last scrape.")
+            up.add_metric([], 0)
+            yield up
+            return
+        up = GaugeMetricFamily("bridge_redis_up", "Whether Redis answered the last scrape.")
+        up.add_metric([], 1)
+        yield up
+        for name, doc, value in (
+            ("bridge_queue_depth_tasks", "Task messages waiting in the Celery queue.", queued),
+            ("bridge_in_flight_tasks", "Tasks delivered to workers and not yet acknowledged.", in_flight),
+            ("bridge_parked_batches", "Delivery batches parked for a later retry.", parked),
+            ("bridge_dlq_size", "Dead letters kept.", dlq_size),
+        ):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], float(value))
+            yield gauge
+        reasons = GaugeMetricFamily("bridge_dlq_entries", "Dead letters by reason.", labels=["reason"])
+        for reason, count in sorted(by_reason.items()):
+            reasons.add_metric([reason.decode() if isinstance(reason, bytes) else str(reason)], float(count))
+        yield reasons
+
+
+def exposition_registry(client: redis.Redis | None = None) -> CollectorRegistry:
+    """A registry for /metrics: this process's (or, in multiprocess mode, all processes') metrics,
+    plus the Redis-held state when a client is given."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    if client is not None:
+        registry.register(RedisStateCollector(client))
+    return registry

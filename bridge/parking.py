@@ -1,0 +1,116 @@
+"""Parking lot: delivery batches waiting for a later retry (e.g. during a Segment outage).
+
+A failed batch is parked here until ``due_at`` instead of looping through Celery
+countdowns (which Redis redelivers again and again past the visibility timeout). A
+periodic task ``claim_due``s what is due and tries again.
+
+Layout (``bridge.keys``): sorted set ``PARKED_DUE`` (member batch id, score = unix time it
+is due) and hash ``PARKED_PAYLOADS`` (batch id -> JSON payload). Claiming moves the score
+to ``now + lease_s`` inside one Lua script: two workers never claim the same batch, and a
+worker that crashes after claiming only hides the batch until its lease runs out. A
+worker that outlives its lease may race the next claimer; the message-level dedup
+(``bridge.dedup``) keeps that from sending anything twice.
+
+Times are unix seconds passed in by the caller (inject a clock; no sleeping in tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from bridge import wire
+from bridge.keys import PARKED_DUE, PARKED_PAYLOADS, PARKING_LEASE_S
+
+# KEYS: due zset, payload hash. ARGV: now, limit, lease_until.
+# Returns [id, payload, id, payload, ...]; a member without payload (should not happen) is
+# removed from the zset so it cannot be claimed forever.
+_CLAIM_LUA = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  local payload = redis.call('HGET', KEYS[2], id)
+  if payload then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[3], id)
+    out[#out + 1] = id
+    out[#out + 1] = payload
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class ParkingLot:
+    """Parked delivery batches on Redis. Payloads must be JSON-able (``bridge.wire.dumps``)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._claim = client.register_script(_CLAIM_LUA)
+
+    def park(self, batch_id: str, payload: dict[str, Any], due_at: float) -> None:
+        """Store (or replace) a batch, due at unix time ``due_at``."""
+        data = wire.dumps(payload)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(PARKED_PAYLOADS, batch_id, data)
+        pipe.zadd(PARKED_DUE, {batch_id: float(due_at)})
+        pipe.execute()
+
+    def reschedule(self, batch_id: str, payload: dict[str, Any], due_at: float) -> None:
+        """Update a claimed batch after another failed attempt: new payload, new due time."""
+        self.park(batch_id, payload, due_at)
+
+    def claim_due(
+        self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Atomically lease up to ``limit`` batches due at ``now`` (oldest first).
+
+        A claimed batch is due again at ``now + lease_s`` unless ``done()`` or
+        ``reschedule()`` is called first.
+        """
+        if limit <= 0:
+            return []
+        raw = self._claim(
+            keys=[PARKED_DUE, PARKED_PAYLOADS],
+            args=[repr(float(now)), int(limit), repr(float(now + lease_s))],
+        )
+        return [(_s(raw[i]), wire.loads(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    def done(self, batch_id: str) -> bool:
+        """Forget a batch (delivered or dead-lettered); False if it was not parked."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zrem(PARKED_DUE, batch_id)
+        pipe.hdel(PARKED_PAYLOADS, batch_id)
+        removed, _ = pipe.execute()
+        return bool(removed)
+
+    def get(self, batch_id: str) -> tuple[float, dict[str, Any]] | None:
+        """``(due_at, payload)`` of a parked batch, or None."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zscore(PARKED_DUE, batch_id)
+        pipe.hget(PARKED_PAYLOADS, batch_id)
+        score, data = pipe.execute()
+        if score is None or data is None:
+            return None
+        return float(score), wire.loads(data)
+
+    def size(self) -> int:
+        """Number of parked batches (claimed ones included)."""
+        return int(self._client.zcard(PARKED_DUE))
+
+    def count_due(self, now: float) -> int:
+        """Batches due at ``now`` (not currently leased)."""
+        return int(self._client.zcount(PARKED_DUE, "-inf", repr(float(now))))
+
+    def oldest_due(self) -> float | None:
+        """Earliest due time (or lease end) among parked batches; None when empty."""
+        first = self._client.zrange(PARKED_DUE, 0, 0, withscores=True)
+        if not first:
+            return None
+        return float(first[0][1])

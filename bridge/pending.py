@@ -1,0 +1,101 @@
+"""Accepted batches, kept in Redis until processed: the bridge's own at-least-once layer.
+
+Celery's Redis transport pops a task message (BRPOP) before it records it as unacknowledged;
+a worker killed between the two loses the message. So the bridge does not trust the task
+message with the outcomes: ``publish`` stores each batch here first and sends a task that
+names the batch. The worker deletes the batch only after every outcome in it is handed off.
+A sweeper (every worker runs one) re-sends a task for a batch that is overdue, when the
+queue is empty and no worker holds it: a lost task message costs a delay, never an outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+import orjson
+import redis
+
+from bridge.keys import PENDING_BATCHES, PENDING_DUE
+
+# KEYS: due zset, celery queue list, unacked hash. ARGV: now, new due, limit.
+# Returns ids of overdue batches that are neither waiting in the queue nor held by a worker,
+# and pushes their due time forward (so one sweeper claims each).
+_CLAIM_LOST_LUA = """
+if redis.call('LLEN', KEYS[2]) > 0 then return {} end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if #ids == 0 then return {} end
+local held = redis.call('HVALS', KEYS[3])
+local out = {}
+for _, id in ipairs(ids) do
+  local found = false
+  for _, v in ipairs(held) do
+    if string.find(v, id, 1, true) then found = true; break end
+  end
+  if not found then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
+
+#: Marks the stored form: zlib (level 1) of orjson ``{"t": enqueued_at, "x": [texts]}``.
+#: Outcome texts compress about 7:1, which is what keeps a large backlog in little memory.
+_COMPRESSED = b"Z"
+
+
+def encode_batch(texts: list[str], enqueued_at: float) -> bytes:
+    return _COMPRESSED + zlib.compress(orjson.dumps({"t": enqueued_at, "x": texts}), 1)
+
+
+def decode_batch(raw: bytes | str) -> tuple[list[str], float]:
+    """(texts, enqueued_at) of a stored batch (also reads the uncompressed JSON of earlier versions)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data[:1] == _COMPRESSED:
+        value: dict[str, Any] = orjson.loads(zlib.decompress(data[1:]))
+        return list(value["x"]), float(value["t"])
+    value = json.loads(data)
+    return list(value["texts"]), float(value["enqueued_at"])
+
+
+class PendingBatches:
+    def __init__(self, client: redis.Redis, queue_key: str = "bridge", unacked_key: str = "unacked") -> None:
+        self._client = client
+        self._queue_key = queue_key
+        self._unacked_key = unacked_key
+        self._claim_lost = client.register_script(_CLAIM_LOST_LUA)
+
+    def add(self, batch_id: str, texts: list[str], enqueued_at: float, due_at: float) -> None:
+        """Store a batch before its task is sent."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(PENDING_BATCHES, batch_id, encode_batch(texts, enqueued_at))
+        pipe.zadd(PENDING_DUE, {batch_id: due_at})
+        pipe.execute()
+
+    def load(self, batch_id: str) -> tuple[list[str], float] | None:
+        """The batch's outcome texts and enqueue time; None once it is done."""
+        raw = self._client.hget(PENDING_BATCHES, batch_id)
+        return None if raw is None else decode_batch(raw)
+
+    def hold(self, batch_id: str, until: float) -> None:
+        """A worker runs the batch: not overdue before ``until``."""
+        self._client.zadd(PENDING_DUE, {batch_id: until}, xx=True)
+
+    def done(self, batch_id: str) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hdel(PENDING_BATCHES, batch_id)
+        pipe.zrem(PENDING_DUE, batch_id)
+        pipe.execute()
+
+    def claim_lost(self, now: float, next_due: float, limit: int = 100) -> list[str]:
+        """Overdue batches no task will run (queue empty, no worker holds them); claims them."""
+        raw = self._claim_lost(
+            keys=[PENDING_DUE, self._queue_key, self._unacked_key], args=[repr(now), repr(next_due), limit]
+        )
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+
+    def size(self) -> int:
+        return int(self._client.zcard(PENDING_DUE))

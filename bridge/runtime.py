@@ -1,0 +1,86 @@
+"""Wiring: real stores from one ``Settings`` (Redis client, dedup, DLQ, parking, pacer).
+
+The merchants file is re-read when it changes on disk (checked at most once a second), so a
+fixed configuration takes effect in running workers without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from bridge.config import MerchantsConfig, Settings
+from bridge.dedup import RedisDedup
+from bridge.dlq import DeadLetterStore
+from bridge.pacing import RedisPacer
+from bridge.parking import ParkingLot
+from bridge.pending import PendingBatches
+from bridge.processing import Stores
+from bridge.stats import StatsStore
+
+#: How often (seconds) a running process looks at the merchants file's modification time.
+CONFIG_CHECK_INTERVAL_S = 1.0
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A Redis client with timeouts, so a dead server is noticed instead of waited on forever."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+@dataclass
+class ConfigWatcher:
+    """The merchants configuration, reloaded when its file changes (a bad new file keeps the old one)."""
+
+    settings: Settings
+    _config: MerchantsConfig | None = None
+    _mtime: float | None = None
+    _checked: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current(self) -> MerchantsConfig:
+        now = time.monotonic()
+        with self._lock:
+            if self._config is not None and now - self._checked < CONFIG_CHECK_INTERVAL_S:
+                return self._config
+            self._checked = now
+            path = self.settings.config
+            mtime = os.stat(path).st_mtime if path is not None and path.exists() else None
+            if self._config is None or mtime != self._mtime:
+                try:
+                    self._config = self.settings.load_merchants()
+                    self._mtime = mtime
+                except Exception:
+                    if self._config is None:
+                        raise
+                    import logging
+
+                    logging.getLogger("bridge.config").exception(
+                        "new configuration rejected; keeping the old one"
+                    )
+                    self._mtime = mtime
+            return self._config
+
+
+def build_stores(settings: Settings, merchants: MerchantsConfig | None = None) -> Stores:
+    """Production stores on the Redis of ``settings``."""
+    client = redis_client(settings)
+    return Stores(
+        settings=settings,
+        merchants=merchants if merchants is not None else settings.load_merchants(),
+        dedup=RedisDedup(client),
+        dlq=DeadLetterStore(client),
+        parking=ParkingLot(client),
+        pacer=RedisPacer(client, rate_per_s=settings.rate_per_s),
+        stats=StatsStore(client),
+        pending=PendingBatches(client),
+    )

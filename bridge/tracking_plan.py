@@ -1,0 +1,160 @@
+"""``bridge tracking-plan``: a Segment Protocols tracking plan generated from ``mappings.catalog``.
+
+The output is the body of Segment Public API's "Replace Rules in Tracking Plan"
+(``PUT /tracking-plans/{trackingPlanId}/rules``): ``{"rules": [...]}``, one rule per event,
+each ``{"key", "type", "version", "jsonSchema"}``. Track rules are keyed by event name; the
+identify rule has ``"key": null``, as Segment stores it. Each ``jsonSchema`` is draft-07 and
+describes the whole message as the bridge sends it: ``properties`` (or ``traits``) closed with
+``additionalProperties: false`` and the properties every message of the event carries listed
+in ``required``; ``context.integration``; ``userId`` or ``anonymousId``; ``messageId``;
+``timestamp``. Decimals are ``{"type": ["number", "string"]}`` (a string only when a float64
+cannot hold the exact value, see ``bridge.wire``).
+
+With a merchant's ``MappingContext`` the plan follows that merchant's configuration:
+renamed events are keyed by their new name and disabled events are left out.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from mappings.catalog import EVENTS, EventSpec, JSONSchema
+from mappings.common import IDENTIFY, INTEGRATION, MappingContext
+
+JSON_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
+RULE_VERSION = 1
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+ANONYMOUS_ID_PATTERN = r"^anon-[0-9a-f]{32}$"
+
+
+class UnknownEvent(ValueError):
+    """``render(event=...)`` named no event of the plan."""
+
+    def __init__(self, event: str, known: Iterable[str]) -> None:
+        self.event = event
+        self.known = list(known)
+        super().__init__(f"unknown event {event!r} (known: {', '.join(self.known)})")
+
+
+def _context_schema() -> JSONSchema:
+    # Open object: analytics libraries add context.library (and Segment adds more).
+    return {
+        "description": "context.integration names the bridge; the library adds context.library.",
+        "type": "object",
+        "properties": {
+            "integration": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "const": INTEGRATION["name"]},
+                    "version": {"type": "string"},
+                },
+                "required": ["name", "version"],
+            }
+        },
+        "required": ["integration"],
+    }
+
+
+def payload_schema(spec: EventSpec) -> JSONSchema:
+    """The closed schema of an event's ``properties`` (or of identify's ``traits``)."""
+    return {
+        "type": "object",
+        "properties": {prop.name: copy.deepcopy(prop.schema) for prop in spec.properties},
+        "additionalProperties": False,
+        "required": list(spec.required),
+    }
+
+
+def event_rule(spec: EventSpec, key: str | None = None) -> dict[str, Any]:
+    """One tracking plan rule: ``{"key", "type", "version", "jsonSchema"}``."""
+    is_track = spec.call == "track"
+    payload = "properties" if is_track else "traits"
+    other = "traits" if is_track else "properties"
+    json_schema: JSONSchema = {
+        "$schema": JSON_SCHEMA_DRAFT,
+        "description": spec.description + " Produced by: " + ", ".join(spec.produced_by) + ".",
+        "type": "object",
+        "properties": {
+            payload: payload_schema(spec),
+            other: {},
+            "context": _context_schema(),
+            "userId": {
+                "description": "guest.userId, else the account code.",
+                "type": "string",
+                "minLength": 1,
+            },
+            "anonymousId": {
+                "description": "When no user id is known: a hash of merchant and card (never the card).",
+                "type": "string",
+                "pattern": ANONYMOUS_ID_PATTERN,
+            },
+            "messageId": {
+                "description": "UUIDv5 of merchant, outcome id and the message's place in the outcome.",
+                "type": "string",
+                "maxLength": 100,
+                "pattern": UUID_PATTERN,
+            },
+            "timestamp": {
+                "description": "The outcome's occurredAt, in UTC.",
+                "type": "string",
+                "format": "date-time",
+            },
+        },
+        "required": [payload, "context", "messageId", "timestamp"],
+        "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
+    }
+    return {
+        "key": (key or spec.name) if is_track else None,
+        "type": "TRACK" if is_track else "IDENTIFY",
+        "version": RULE_VERSION,
+        "jsonSchema": json_schema,
+    }
+
+
+def _enabled(context: MappingContext | None) -> list[tuple[EventSpec, str]]:
+    """(spec, key) of every event the merchant's configuration leaves enabled."""
+    ctx = context or MappingContext()
+    found: list[tuple[EventSpec, str]] = []
+    for spec in EVENTS:
+        if spec.name in ctx.disabled:
+            continue
+        key = ctx.rename.get(spec.name, spec.name) if spec.call == "track" else IDENTIFY
+        found.append((spec, key))
+    return found
+
+
+def tracking_plan(context: MappingContext | None = None) -> dict[str, Any]:
+    """The tracking plan's rules for every event (a merchant's renames and disabled events applied)."""
+    return {"rules": [event_rule(spec, key) for spec, key in _enabled(context)]}
+
+
+def rule_for(event: str, context: MappingContext | None = None) -> dict[str, Any]:
+    """The rule of one event: by its (possibly renamed) key, its catalog name, or ``identify``."""
+    enabled = _enabled(context)
+    for spec, key in enabled:
+        if event in (key, spec.name):
+            return event_rule(spec, key)
+    raise UnknownEvent(event, [key for _, key in enabled])
+
+
+def render(event: str | None = None, context: MappingContext | None = None) -> str:
+    """JSON text of the whole plan, or of one event's rule; raises ``UnknownEvent``."""
+    document = tracking_plan(context) if event is None else rule_for(event, context)
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_tracking_plan(
+    stream: TextIO | None = None, event: str | None = None, context: MappingContext | None = None
+) -> None:
+    """Print the plan (or one rule) to ``stream`` (stdout by default)."""
+    out = stream if stream is not None else sys.stdout
+    out.write(render(event, context))
+    out.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m bridge.tracking_plan [EVENT]
+    write_tracking_plan(sys.stdout, sys.argv[1] if len(sys.argv) > 1 else None)

@@ -1,0 +1,41 @@
+"""Mappings from typed outcomes to Segment messages: one module per event family, each pure.
+
+``map_outcome`` is the single entry point: kind -> the family functions that apply, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bridge.models import CHECK_KINDS, Outcome
+from mappings.add_redeem import add_redeem
+from mappings.common import DEFAULT_CONTEXT, EVENT_NAMES, MappingContext, Message, Store
+from mappings.guest import check_in, identify_customer, loyalty_registration, referral, web_registration
+from mappings.pos import pos_activity
+from mappings.stored_value import recharge_value
+from mappings.survey import survey_completion
+
+Mapper = Callable[[Outcome, MappingContext], list[Message]]
+
+MAPPERS: dict[str, tuple[Mapper, ...]] = {
+    **{kind: (pos_activity, add_redeem) for kind in CHECK_KINDS},
+    "transaction.addRedeem": (add_redeem,),
+    "guest.identified": (identify_customer,),
+    "guest.loyaltyRegistered": (loyalty_registration,),
+    "guest.webRegistered": (web_registration,),
+    "guest.referral": (referral,),
+    "guest.checkIn": (check_in,),
+    "storedValue.recharge": (recharge_value,),
+    "survey.completed": (survey_completion,),
+}
+
+
+def map_outcome(outcome: Outcome, ctx: MappingContext = DEFAULT_CONTEXT) -> list[Message]:
+    """Every Segment message one outcome produces (possibly none, e.g. a failed check)."""
+    messages: list[Message] = []
+    for mapper in MAPPERS[outcome.kind]:
+        messages.extend(mapper(outcome, ctx))
+    return messages
+
+
+__all__ = ["DEFAULT_CONTEXT", "EVENT_NAMES", "MAPPERS", "MappingContext", "Message", "Store", "map_outcome"]

@@ -1,0 +1,157 @@
+"""Add/Redeem: outcomes that changed wallets (points accrued or spent, rewards redeemed).
+
+``check.postAndAccruePoints*`` and ``check.redeemOnly`` give one when wallets changed or rewards
+were redeemed; ``check.multiPostAndAccruePoints`` gives one per card whose wallets changed;
+``transaction.addRedeem`` always gives one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.models import (
+    ChangedPointInfo,
+    GuestFieldsMixin,
+    Outcome,
+    SingleAccrualResult,
+    SuccessReply,
+)
+from mappings.common import (
+    ADD_REDEEM,
+    MappingContext,
+    Message,
+    Properties,
+    base_properties,
+    drop_unknown,
+    points_changed,
+    track,
+    wallet_lists,
+    wallet_properties,
+)
+from mappings.pos import redeemed_rewards, reply_properties
+
+ACCRUING_KINDS = frozenset(
+    {
+        "check.postAndAccruePoints",
+        "check.postAndAccruePointsWithRedeem",
+        "check.postAndAccruePointsWithAutoRedeem",
+        "check.redeemOnly",
+    }
+)
+
+
+def _changed(changes: list[ChangedPointInfo]) -> list[dict[str, Any]]:
+    return [
+        drop_unknown({"wallet_code": c.wallet_code, "wallet_label": c.point_name, "quantity": c.quantity})
+        for c in changes
+    ]
+
+
+def _check_number(outcome: Outcome) -> str | None:
+    response = outcome.response
+    if isinstance(response, SuccessReply) and response.check_number:
+        return response.check_number
+    return outcome.request.check.header.number if outcome.request else None
+
+
+def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    response = outcome.response
+    if not isinstance(response, SuccessReply) or outcome.request is None:
+        return []
+    nested = response.reply if isinstance(response.reply, GuestFieldsMixin) else None
+    wallets = wallet_lists(response, nested)
+    rewards = redeemed_rewards(outcome.request.check)
+    reward_discounts = reply_properties(outcome).get("reward_discounts", [])
+    if outcome.kind != "check.redeemOnly":
+        reward_discounts = []  # computed but not applied
+    if not (wallets.changed_wallet_contents or rewards or reward_discounts):
+        return []
+    props: Properties = {
+        **base_properties(outcome, ctx),
+        "pos_function": outcome.kind.removeprefix("check."),
+        "check_number": _check_number(outcome),
+        "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
+        **points_changed(wallets.changed_wallet_contents),
+        "changed_wallets": _changed(wallets.changed_wallet_contents),
+        "rewards_redeemed": rewards,
+        "reward_discounts": reward_discounts,
+        **wallet_properties(wallets),
+    }
+    return track(outcome, ctx, ADD_REDEEM, props)
+
+
+def _card_outcome(outcome: Outcome, card: SingleAccrualResult, card_number: str | None) -> Outcome:
+    """The outcome as seen from one card: the envelope's guest only if it is this card's holder."""
+    guest = outcome.guest
+    if guest is None or guest.printed_card_number in (None, card_number):
+        return outcome
+    return outcome.model_copy(update={"guest": None})
+
+
+def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    response = outcome.response
+    if (
+        not isinstance(response, SuccessReply)
+        or not isinstance(response.reply, list)
+        or outcome.request is None
+    ):
+        return []
+    cards = outcome.request.cards or []
+    messages: list[Message] = []
+    for index, card in enumerate(response.reply):
+        if card.result != "success":
+            continue
+        wallets = wallet_lists(card, card.reply)
+        if not wallets.changed_wallet_contents:
+            continue
+        paid = cards[index] if index < len(cards) else None
+        card_number = (
+            card.printed_card_number
+            or (card.reply.printed_card_number if card.reply else None)
+            or (paid.card_info.printed_card_number if paid else None)
+        )
+        # One GuestFieldsMixin that names this card, so ids and properties follow the card.
+        card_facts = GuestFieldsMixin.model_validate(
+            {
+                **(card.reply.model_dump(by_alias=True, exclude_none=True) if card.reply else {}),
+                **card.model_dump(by_alias=True, exclude_none=True, exclude={"reply", "receipt_text"}),
+                "printedCardNumber": card_number,
+            }
+        )
+        seen_as = _card_outcome(outcome, card, card_number)
+        props: Properties = {
+            **base_properties(seen_as, ctx, card_facts),
+            "pos_function": outcome.kind.removeprefix("check."),
+            "check_number": _check_number(outcome),
+            "card_index": index,
+            "amount_paid": paid.amount_paid if paid else None,
+            "px_transaction_id": card_facts.px_transaction_id,
+            **points_changed(wallets.changed_wallet_contents),
+            "changed_wallets": _changed(wallets.changed_wallet_contents),
+            **wallet_properties(wallets),
+        }
+        messages += track(seen_as, ctx, ADD_REDEEM, props, slot_suffix=f":{index}", card_reply=card_facts)
+    return messages
+
+
+def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    data = outcome.data
+    wallets = wallet_lists(data)
+    props: Properties = {
+        **base_properties(outcome, ctx),
+        "px_transaction_id": data.px_transaction_id if data else None,
+        **points_changed(wallets.changed_wallet_contents),
+        "changed_wallets": _changed(wallets.changed_wallet_contents),
+        **wallet_properties(wallets),
+    }
+    return track(outcome, ctx, ADD_REDEEM, props)
+
+
+def add_redeem(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    if outcome.kind == "transaction.addRedeem":
+        return _transaction(outcome, ctx)
+    if outcome.kind == "check.multiPostAndAccruePoints":
+        return _multi_check(outcome, ctx)
+    if outcome.kind in ACCRUING_KINDS:
+        return _single_check(outcome, ctx)
+    return []

@@ -1,0 +1,407 @@
+"""Pieces every event family shares: ids, the sixteen documented properties, message builders.
+
+Everything here is a pure function of a typed outcome and a ``MappingContext``.
+Values stay ``Decimal``; ``bridge.wire`` turns them into exact JSON at the end.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from bridge import __version__
+from bridge.models import (
+    ChangedPointInfo,
+    GuestFieldsMixin,
+    NoRewardsAppliedReply,
+    Outcome,
+    PointInfo,
+    RewardPointInfo,
+    SuccessReply,
+    WalletContentsMixin,
+)
+
+Message = dict[str, Any]
+Properties = dict[str, Any]
+
+# The nine events of the Paytronix source page, by their documented names.
+POS_ACTIVITY = "POS Activity"
+ADD_REDEEM = "Add/Redeem"
+IDENTIFY_CUSTOMER = "Identify Customer"
+LOYALTY_REGISTRATION = "Loyalty Registration"
+WEB_REGISTRATION = "Web Registration"
+REFERRAL = "Referral"
+CHECK_IN = "Check-In"
+RECHARGE_VALUE = "Recharge Value"
+SURVEY_COMPLETION = "Survey Completion"
+EVENT_NAMES = (
+    POS_ACTIVITY,
+    ADD_REDEEM,
+    IDENTIFY_CUSTOMER,
+    LOYALTY_REGISTRATION,
+    WEB_REGISTRATION,
+    REFERRAL,
+    CHECK_IN,
+    RECHARGE_VALUE,
+    SURVEY_COMPLETION,
+)
+#: Decimal context for sums: wide enough that adding decimals the models accept never rounds.
+EXACT = decimal.Context(prec=200, Emax=999, Emin=-999)
+
+# Name under which configuration may disable the identify calls.
+IDENTIFY = "identify"
+
+INTEGRATION = {"name": "loyalty-segment-bridge", "version": __version__}
+
+# Fixed namespace of the bridge's messageIds (a UUIDv5 of the project's URL).
+MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/loyalty-segment-bridge/bridge")
+
+
+@dataclass(frozen=True)
+class Store:
+    """One row of a merchant's store directory."""
+
+    code: str
+    name: str | None = None
+    latitude: Decimal | None = None
+    longitude: Decimal | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    state: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True)
+class MappingContext:
+    """What a merchant's configuration adds to mapping: store directory, renames, disabled events."""
+
+    stores: Mapping[str, Store] = field(default_factory=dict)
+    rename: Mapping[str, str] = field(default_factory=dict)
+    disabled: frozenset[str] = frozenset()
+
+
+DEFAULT_CONTEXT = MappingContext()
+
+
+# --------------------------------------------------------------------------- ids
+
+
+_NAMESPACE_BYTES = MESSAGE_ID_NAMESPACE.bytes
+# RFC 4122 variant: the top two bits of byte 8 become 10.
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+
+
+def message_id(merchant_id: int, outcome_id: str, slot: str) -> str:
+    """Deterministic messageId: UUIDv5 of merchant, outcome id and the message's place (slot).
+
+    The slot names the message by what it is (``track:POS Activity``, ``track:Add/Redeem:1``,
+    ``identify``), not by its index, so disabling an event never shifts another's id."""
+    # uuid.uuid5, inlined: sha1(namespace + name), version 5 and RFC 4122 variant bits set.
+    digest = hashlib.sha1(  # noqa: S324 - UUIDv5 is defined on SHA-1
+        _NAMESPACE_BYTES + f"{merchant_id}\x1f{outcome_id}\x1f{slot}".encode()
+    ).digest()
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+def anonymous_id(merchant_id: int, basis: str, value: str) -> str:
+    """A stable anonymousId from the merchant and a card (or token); never the raw value."""
+    digest = hashlib.sha256(f"{merchant_id}\x1f{basis}\x1f{value}".encode()).hexdigest()
+    return f"anon-{digest[:32]}"
+
+
+# --------------------------------------------------------------------------- guest facts
+
+
+def reply_guest_fields(outcome: Outcome) -> list[GuestFieldsMixin]:
+    """The reply objects that may name the guest, most specific first."""
+    response = outcome.response
+    found: list[GuestFieldsMixin] = []
+    if isinstance(response, SuccessReply):
+        found.append(response)
+        if isinstance(response.reply, GuestFieldsMixin):
+            found.append(response.reply)
+    return found
+
+
+def _first(values: Iterable[str | None]) -> str | None:
+    """The first value that says something (blank strings say nothing)."""
+    for value in values:
+        if value is not None and value.strip():
+            return value
+    return None
+
+
+def printed_card_number(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> str | None:
+    """``guest``, else the reply, else ``request.cardInfo``."""
+    guest = outcome.guest
+    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
+    response = outcome.response
+    request = outcome.request
+    return _first(
+        [
+            guest.printed_card_number if guest else None,
+            *(r.printed_card_number for r in replies),
+            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
+            request.card_info.printed_card_number if request and request.card_info else None,
+        ]
+    )
+
+
+def split_name(full_name: str | None) -> tuple[str | None, str | None]:
+    """``"John Doe"`` -> ``("John", "Doe")``; one word is a first name only."""
+    if not full_name or not full_name.strip():
+        return None, None
+    first, _, last = full_name.strip().partition(" ")
+    return first, (last.strip() or None)
+
+
+def identity(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> dict[str, str]:
+    """``userId`` = guest.userId, else the account code; otherwise a stable anonymousId."""
+    guest = outcome.guest
+    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
+    user_id = _first(
+        [
+            guest.user_id if guest else None,
+            guest.account_code if guest else None,
+            *(r.account_code for r in replies),
+        ]
+    )
+    if user_id is not None:
+        return {"userId": user_id}
+    card = printed_card_number(outcome, card_reply)
+    if card is not None:
+        return {"anonymousId": anonymous_id(outcome.merchant_id, "card", card)}
+    token = _first(r.anonymous_account_token for r in replies)
+    if token is not None:
+        return {"anonymousId": anonymous_id(outcome.merchant_id, "token", token)}
+    # Nothing names the guest (a check without a card): the outcome itself is the subject.
+    return {"anonymousId": anonymous_id(outcome.merchant_id, "outcome", outcome.outcome_id)}
+
+
+def guest_properties(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> Properties:
+    """first_name, last_name, printed_card_number, email_opt_in, text_opt_in (and tier_name)."""
+    guest = outcome.guest
+    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
+    first = guest.first_name if guest else None
+    last = guest.last_name if guest else None
+    if first is None and last is None:
+        first, last = split_name(_first(r.customer_name for r in replies))
+    props: Properties = {
+        "first_name": first,
+        "last_name": last,
+        "printed_card_number": printed_card_number(outcome, card_reply),
+        "email_opt_in": guest.email_opt_in if guest else None,
+        "text_opt_in": guest.text_opt_in if guest else None,
+        "tier_name": _first([guest.tier_name if guest else None, *(r.tier_name for r in replies)]),
+    }
+    return props
+
+
+def store_properties(outcome: Outcome, ctx: MappingContext) -> Properties:
+    """store_code from the outcome; the rest from the merchant's store directory."""
+    code = outcome.effective_store_code
+    if code is None:
+        return {}
+    store = ctx.stores.get(code)
+    props: Properties = {"store_code": code}
+    if store is not None:
+        props.update(
+            store_name=store.name,
+            store_latitude=store.latitude,
+            store_longitude=store.longitude,
+            store_city=store.city,
+            store_postal_code=store.postal_code,
+            store_state=store.state,
+            store_country=store.country,
+        )
+    return props
+
+
+# --------------------------------------------------------------------------- wallets
+
+
+@dataclass
+class _Wallet:
+    code: int
+    label: str | None = None
+    kind: str | None = None
+    balance: Decimal | None = None
+    quantity_changed: Decimal | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def wallet_lists(*sources: WalletContentsMixin | None) -> WalletContentsMixin:
+    """The first non-empty list of each kind among the sources (top-level reply before nested)."""
+    points: list[PointInfo] = []
+    rewards: list[RewardPointInfo] = []
+    changed: list[ChangedPointInfo] = []
+    for src in sources:
+        if src is None:
+            continue
+        points = points or list(src.point_balances)
+        rewards = rewards or list(src.reward_balances)
+        changed = changed or list(src.changed_wallet_contents)
+    return WalletContentsMixin(
+        point_balances=points, reward_balances=rewards, changed_wallet_contents=changed
+    )
+
+
+def wallet_properties(
+    wallets: WalletContentsMixin,
+    stored_value: tuple[int | None, str | None, Decimal | None] | None = None,
+) -> Properties:
+    """wallets_info, all_wallets_info and flat_wallets_info from the wallet lists an outcome gives.
+
+    ``stored_value`` is (wallet code, label, balance) of a stored-value wallet (Recharge Value)."""
+    by_code: dict[int, _Wallet] = {}
+
+    def wallet(code: int, label: str | None, kind: str | None) -> _Wallet:
+        entry = by_code.setdefault(code, _Wallet(code=code))
+        entry.label = entry.label or label
+        entry.kind = entry.kind or kind
+        return entry
+
+    for point in wallets.point_balances:
+        wallet(point.wallet_code, point.point_name, "points").balance = point.balance
+    for reward in wallets.reward_balances:
+        entry = wallet(reward.wallet_code, reward.point_name, "reward")
+        entry.balance = reward.balance
+        entry.extra = {
+            "discount_object_number": reward.discount_object_number,
+            "expirations": [{"quantity": e.quantity, "date": e.date} for e in reward.expiration_dates],
+            "additional_expiring_balance": reward.additional_expiring_balance,
+            "reward_type": reward.reward_type,
+            "reward_value_type": reward.reward_value_type,
+        }
+    for change in wallets.changed_wallet_contents:
+        entry = wallet(change.wallet_code, change.point_name, None)
+        # EXACT.add: the same exact addition as under localcontext(EXACT), without switching contexts
+        entry.quantity_changed = EXACT.add(entry.quantity_changed or Decimal(0), change.quantity)
+    if stored_value is not None:
+        code, label, balance = stored_value
+        if code is not None:
+            entry = wallet(code, label, "stored_value")
+            entry.kind = "stored_value"
+            if balance is not None:
+                entry.balance = balance
+    if not by_code:
+        return {}
+
+    wallets_info: dict[str, Decimal] = {}
+    all_info: list[dict[str, Any]] = []
+    flat: dict[str, Any] = {}
+    for entry in by_code.values():
+        label = entry.label or f"Wallet {entry.code}"
+        if entry.balance is not None:
+            key = label if label not in wallets_info else f"{label} ({entry.code})"
+            wallets_info[key] = entry.balance
+        info = {
+            "wallet_code": entry.code,
+            "wallet_label": entry.label,
+            "balance": entry.balance,
+            "kind": entry.kind,
+            "quantity_changed": entry.quantity_changed,
+            **entry.extra,
+        }
+        all_info.append(drop_unknown(info))
+        flat[f"wallet_{entry.code}_label"] = entry.label
+        flat[f"wallet_{entry.code}_balance"] = entry.balance
+        flat[f"wallet_{entry.code}_quantity_changed"] = entry.quantity_changed
+    return {
+        "wallets_info": wallets_info,
+        "all_wallets_info": all_info,
+        "flat_wallets_info": drop_unknown(flat),
+    }
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """Sum without rounding (the default context keeps only 28 digits)."""
+    total = Decimal(0)
+    for value in values:
+        total = EXACT.add(total, value)
+    return total
+
+
+def points_changed(changes: Iterable[ChangedPointInfo]) -> Properties:
+    """points_earned (sum of increases) and points_redeemed (sum of decreases, positive)."""
+    earned = Decimal(0)
+    redeemed = Decimal(0)
+    for change in changes:
+        if change.quantity >= 0:
+            earned = EXACT.add(earned, change.quantity)
+        else:
+            redeemed = EXACT.subtract(redeemed, change.quantity)
+    return {"points_earned": earned, "points_redeemed": redeemed}
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def drop_unknown(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Unknown values are omitted, never sent as a guess (None, and empty lists of optional facts)."""
+    return {k: v for k, v in props.items() if v is not None and v != []}
+
+
+def base_properties(
+    outcome: Outcome, ctx: MappingContext, card_reply: GuestFieldsMixin | None = None
+) -> Properties:
+    """The documented properties every event carries when it has data for them, plus merchant_id."""
+    return {
+        "merchant_id": outcome.merchant_id,
+        **guest_properties(outcome, card_reply),
+        **store_properties(outcome, ctx),
+    }
+
+
+def _envelope(outcome: Outcome, slot: str, ids: dict[str, str]) -> Message:
+    return {
+        **ids,
+        "timestamp": outcome.occurred_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "messageId": message_id(outcome.merchant_id, outcome.outcome_id, slot),
+        "context": {"integration": dict(INTEGRATION)},
+    }
+
+
+def track(
+    outcome: Outcome,
+    ctx: MappingContext,
+    event: str,
+    properties: Properties,
+    *,
+    slot_suffix: str = "",
+    card_reply: GuestFieldsMixin | None = None,
+) -> list[Message]:
+    """A track call, renamed per configuration; [] when the merchant disabled the event."""
+    if event in ctx.disabled:
+        return []
+    slot = f"track:{event}{slot_suffix}"
+    message = _envelope(outcome, slot, identity(outcome, card_reply))
+    message["type"] = "track"
+    message["event"] = ctx.rename.get(event, event)
+    message["properties"] = drop_unknown(properties)
+    return [message]
+
+
+def identify(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    """An identify call with the guest's traits; [] when the merchant disabled ``identify``."""
+    if IDENTIFY in ctx.disabled:
+        return []
+    guest = outcome.guest
+    props = base_properties(outcome, ctx)
+    traits: Properties = {
+        **props,
+        "email": guest.email if guest else None,
+        "phone": guest.phone if guest else None,
+        "firstName": props.get("first_name"),
+        "lastName": props.get("last_name"),
+    }
+    message = _envelope(outcome, IDENTIFY, identity(outcome))
+    message["type"] = "identify"
+    message["traits"] = drop_unknown(traits)
+    return [message]

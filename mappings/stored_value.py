@@ -1,0 +1,29 @@
+"""Recharge Value: the guest added value to a stored-value account."""
+
+from __future__ import annotations
+
+from bridge.models import Outcome
+from mappings.common import (
+    RECHARGE_VALUE,
+    MappingContext,
+    Message,
+    base_properties,
+    track,
+    wallet_lists,
+    wallet_properties,
+)
+
+
+def recharge_value(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    data = outcome.data
+    if data is None:
+        return []
+    props = {
+        **base_properties(outcome, ctx),
+        "recharge_amount": data.amount,
+        "wallet_code": data.wallet_code,
+        "wallet_label": data.wallet_label,
+        "balance": data.balance,
+        **wallet_properties(wallet_lists(data), (data.wallet_code, data.wallet_label, data.balance)),
+    }
+    return track(outcome, ctx, RECHARGE_VALUE, props)

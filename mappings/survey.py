@@ -1,0 +1,28 @@
+"""Survey Completion: the guest completed a survey."""
+
+from __future__ import annotations
+
+from bridge.models import Outcome
+from mappings.common import (
+    SURVEY_COMPLETION,
+    MappingContext,
+    Message,
+    base_properties,
+    track,
+    wallet_lists,
+    wallet_properties,
+)
+
+
+def survey_completion(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    data = outcome.data
+    if data is None:
+        return []
+    props = {
+        **base_properties(outcome, ctx),
+        "survey_id": data.survey_id,
+        "survey_name": data.survey_name,
+        "score": data.score,
+        **wallet_properties(wallet_lists(data)),
+    }
+    return track(outcome, ctx, SURVEY_COMPLETION, props)

@@ -1,0 +1,491 @@
+"""The HTTP ingest (``bridge serve``) over a real socket, against a real redis-server.
+
+No Celery worker runs here: what a 202 promises is checked where it lands, in the Celery
+queue's Redis list (``bridge``), whose task messages carry the outcome texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from pydantic import SecretStr
+
+from bridge.api import create_app
+from bridge.auth import sign
+from bridge.client import Publisher
+from bridge.config import MerchantsConfig, Settings
+from bridge.dedup import RedisDedup
+from bridge.dlq import DeadLetterStore
+from tests.redis_server import RedisServer
+from tests.servers import ThreadServer
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "bridge" / "examples" / "outcomes.jsonl"
+QUEUE = "bridge"
+SECRET = "s3cret-current"
+OLD_SECRET = "s3cret-previous"
+RETIRED_SECRET = "s3cret-retired"
+TOKEN = "tok-ingest-123"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+MERCHANTS = MerchantsConfig(
+    hmac_secrets=(SecretStr(SECRET), SecretStr(OLD_SECRET)), bearer_tokens=(SecretStr(TOKEN),)
+)
+
+
+def examples() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
+
+
+def outcome(outcome_id: str, index: int = 0) -> dict[str, Any]:
+    """A valid outcome: example ``index`` with a new id."""
+    return {**examples()[index], "outcomeId": outcome_id}
+
+
+def queued_texts(client: redis.Redis) -> list[str]:
+    """Outcome texts of every task message in the Celery queue (kombu envelope, base64 JSON body).
+
+    A task names a batch the publisher stored in Redis beforehand (``bridge.pending``)."""
+    from bridge.pending import PendingBatches
+
+    texts: list[str] = []
+    for raw in client.lrange(QUEUE, 0, -1):
+        envelope = json.loads(raw)
+        assert envelope["headers"]["task"] == "bridge.process_outcomes"
+        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        stored = PendingBatches(client).load(args[0])
+        assert stored is not None, f"task names batch {args[0]!r}, which Redis does not hold"
+        texts.extend(stored[0])
+    return texts
+
+
+def queued_ids(client: redis.Redis) -> list[str]:
+    return [json.loads(text)["outcomeId"] for text in queued_texts(client)]
+
+
+@contextmanager
+def serve(redis_url: str, merchants: MerchantsConfig = MERCHANTS, **kwargs: Any) -> Iterator[ThreadServer]:
+    """The ingest app on a free port, publishing with the real Celery publisher."""
+    settings_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in Settings.model_fields}
+    settings = Settings(redis_url=redis_url, **settings_kw)
+    app = create_app(settings, merchants, **kwargs)
+    with ThreadServer(app, ready_path="/healthz") as server:
+        yield server
+
+
+def post(
+    server: ThreadServer, body: Any = None, *, content: bytes | None = None, **kw: Any
+) -> httpx.Response:
+    headers = {**BEARER, **kw.pop("headers", {})}
+    if content is None:
+        content = json.dumps(body).encode()
+    return httpx.post(server.url + "/v1/outcomes", content=content, headers=headers, timeout=30, **kw)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def server(redis_url: str) -> Iterator[ThreadServer]:
+    with serve(redis_url) as srv:
+        yield srv
+
+
+# --------------------------------------------------------------------------- 202
+
+
+def test_single_outcome_is_accepted_and_in_redis(server: ThreadServer, client: redis.Redis) -> None:
+    sent = outcome("single-1")
+    response = post(server, sent)
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "duplicate": 0, "invalid": 0, "errors": []}
+    texts = queued_texts(client)
+    assert len(texts) == 1
+    assert json.loads(texts[0]) == sent  # same outcome, decimals exact
+
+
+def test_batch_is_accepted_and_in_redis(server: ThreadServer, client: redis.Redis) -> None:
+    sent = [{**o, "outcomeId": f"batch-{i}"} for i, o in enumerate(examples())]
+    response = post(server, {"outcomes": sent})
+    assert response.status_code == 202
+    assert response.json() == {"accepted": len(sent), "duplicate": 0, "invalid": 0, "errors": []}
+    assert sorted(queued_ids(client)) == sorted(o["outcomeId"] for o in sent)
+    assert client.llen(QUEUE) == 1  # one request, one task message
+
+
+def test_mixed_valid_and_invalid_accepts_the_valid_ones(server: ThreadServer, client: redis.Redis) -> None:
+    bad_price = outcome("bad-price")
+    bad_price["request"]["check"]["items"][1]["price"] = "abc"
+    items = [
+        outcome("good-1"),
+        bad_price,
+        {"outcomeId": "no-kind", "occurredAt": "2024-05-05 13:22:10", "merchantId": 1738},
+        "not an object",
+        outcome("good-2", 3),
+    ]
+    response = post(server, {"outcomes": items})
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["accepted"], body["duplicate"], body["invalid"]) == (2, 0, 3)
+    errors = {e["index"]: e for e in body["errors"]}
+    assert sorted(errors) == [1, 2, 3]
+    assert errors[1]["outcomeId"] == "bad-price"
+    assert {"path": "request.check.items.1.price", "reason": errors[1]["errors"][0]["reason"]} in errors[1][
+        "errors"
+    ]
+    assert "decimal" in errors[1]["errors"][0]["reason"]
+    assert errors[2]["outcomeId"] == "no-kind"
+    assert [e["path"] for e in errors[2]["errors"]] == ["kind"]
+    assert errors[3]["outcomeId"] is None and errors[3]["errors"][0]["path"] == ""
+
+    assert sorted(queued_ids(client)) == ["good-1", "good-2"]
+    letters = list(DeadLetterStore(client).list())
+    assert {letter.reason for letter in letters} == {"invalid"}
+    assert sorted(str(letter.outcome_id) for letter in letters) == ["None", "bad-price", "no-kind"]
+    by_id = {letter.outcome_id: letter for letter in letters}
+    assert json.loads(by_id["bad-price"].payload["raw"]) == bad_price
+    assert by_id["bad-price"].payload["errors"] == errors[1]["errors"]
+    assert by_id["bad-price"].merchant_id == 1738
+    assert json.loads(by_id[None].payload["raw"]) == "not an object"
+
+
+def test_already_processed_outcome_counts_as_duplicate(server: ThreadServer, client: redis.Redis) -> None:
+    first = post(server, {"outcomes": [outcome("dup-1"), outcome("fresh-0")]})
+    assert first.json()["accepted"] == 2
+    RedisDedup(client).confirm_outcomes([(1738, "dup-1")])  # as a worker does once processed
+    again = post(server, {"outcomes": [outcome("dup-1"), outcome("fresh-1")]})
+    assert again.status_code == 202
+    assert again.json() == {"accepted": 1, "duplicate": 1, "invalid": 0, "errors": []}
+    assert sorted(queued_ids(client)) == ["dup-1", "fresh-0", "fresh-1"]
+
+
+def test_outcome_accepted_earlier_counts_as_duplicate_before_it_is_processed(
+    server: ThreadServer, client: redis.Redis
+) -> None:
+    # A platform retrying a request whose 202 it never saw: nothing is enqueued twice.
+    first = post(server, {"outcomes": [outcome("retry-1"), outcome("retry-2")]})
+    assert first.json()["accepted"] == 2
+    again = post(server, {"outcomes": [outcome("retry-1"), outcome("retry-2"), outcome("retry-3")]})
+    assert again.json() == {"accepted": 1, "duplicate": 2, "invalid": 0, "errors": []}
+    # The same outcome twice in one request is enqueued once.
+    twice = post(server, {"outcomes": [outcome("same-1"), outcome("same-1")]})
+    assert twice.json() == {"accepted": 1, "duplicate": 1, "invalid": 0, "errors": []}
+    assert sorted(queued_ids(client)) == ["retry-1", "retry-2", "retry-3", "same-1"]
+
+
+def test_signed_request_is_accepted(server: ThreadServer, client: redis.Redis) -> None:
+    body = json.dumps(outcome("signed-1"), indent=2).encode()  # the raw bytes are what is signed
+    header = {"X-Bridge-Signature": sign(body, SECRET, int(time.time()))}
+    response = httpx.post(server.url + "/v1/outcomes", content=body, headers=header)
+    assert response.status_code == 202
+    assert queued_ids(client) == ["signed-1"]
+
+
+def test_still_listed_old_secret_is_accepted(server: ThreadServer, client: redis.Redis) -> None:
+    body = json.dumps(outcome("old-secret")).encode()
+    header = {"X-Bridge-Signature": sign(body, OLD_SECRET, int(time.time()))}
+    response = httpx.post(server.url + "/v1/outcomes", content=body, headers=header)
+    assert response.status_code == 202
+    assert queued_ids(client) == ["old-secret"]
+
+
+def test_no_secrets_configured_disables_authentication(
+    redis_url: str, client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="bridge.api"), serve(redis_url, MerchantsConfig()) as srv:
+        response = httpx.post(srv.url + "/v1/outcomes", json=outcome("open-1"))
+    assert response.status_code == 202
+    assert [r.message for r in caplog.records if "DISABLED" in r.message]
+    assert queued_ids(client) == ["open-1"]
+
+
+# --------------------------------------------------------------------------- 422, 400
+
+
+def test_all_invalid_is_422_and_dead_lettered(server: ThreadServer, client: redis.Redis) -> None:
+    response = post(server, {"outcomes": [{"outcomeId": "x1"}, {"outcomeId": "x2", "kind": "nope"}]})
+    assert response.status_code == 422
+    body = response.json()
+    assert (body["accepted"], body["duplicate"], body["invalid"]) == (0, 0, 2)
+    assert [e["index"] for e in body["errors"]] == [0, 1]
+    assert [e["outcomeId"] for e in body["errors"]] == ["x1", "x2"]
+    assert all(e["errors"] and {"path", "reason"} <= set(e["errors"][0]) for e in body["errors"])
+    assert client.llen(QUEUE) == 0
+    assert DeadLetterStore(client).counts_by_reason() == {"invalid": 2}
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b'{"outcomeId": "o1", ', "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b'{"outcomeId": "o1", "kind": "\xff\xfe"}', "UTF-8"),
+        (b'{"outcomes": [{"amount": NaN}]}', "NaN"),
+        (b'{"x": Infinity}', "Infinity"),
+        (b"[" * 100 + b"]" * 100, "nested"),
+        (b'"just a string"', "expected an outcome object"),
+        (b"42", "expected an outcome object"),
+        (b'{"outcomes": {"outcomeId": "o1"}}', "must be an array"),
+        (b'{"outcomes": [], "extra": 1}', "unexpected field"),
+    ],
+    ids=[
+        "truncated",
+        "empty",
+        "invalid-utf8",
+        "nan",
+        "infinity",
+        "deep",
+        "string",
+        "number",
+        "outcomes-object",
+        "extra",
+    ],
+)
+def test_malformed_body_is_400(server: ThreadServer, client: redis.Redis, content: bytes, words: str) -> None:
+    response = post(server, content=content)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] in ("invalid_json", "bad_request")
+    assert words in body["message"]
+    assert client.llen(QUEUE) == 0
+
+
+# --------------------------------------------------------------------------- 401
+
+
+def _signed(body: bytes, secret: str, t: float | None = None) -> dict[str, str]:
+    return {"X-Bridge-Signature": sign(body, secret, int(time.time() if t is None else t))}
+
+
+BODY = json.dumps({"outcomeId": "auth-1", "kind": "guest.identified"}).encode()
+
+
+# Headers are built when the test runs (a timestamp taken at collection ages while other tests run).
+@pytest.mark.parametrize(
+    ("make_headers", "content"),
+    [
+        (lambda: {}, BODY),
+        (lambda: {"Authorization": "Bearer wrong-token"}, BODY),
+        (lambda: {"Authorization": f"Basic {TOKEN}"}, BODY),
+        (lambda: _signed(BODY, "not-a-configured-secret"), BODY),
+        (lambda: _signed(BODY, RETIRED_SECRET), BODY),  # rotated out: no longer listed
+        (lambda: _signed(BODY, SECRET, time.time() - 301 - 60), BODY),  # stale beyond 5 minutes
+        (lambda: _signed(BODY, SECRET, time.time() + 400), BODY),  # from the future
+        (lambda: _signed(BODY, SECRET), BODY.replace(b"auth-1", b"auth-2")),  # tampered after signing
+        (lambda: {"X-Bridge-Signature": "t=123"}, BODY),
+    ],
+    ids=[
+        "missing",
+        "wrong-bearer",
+        "not-bearer",
+        "wrong-secret",
+        "rotated-out",
+        "stale",
+        "future",
+        "tampered",
+        "malformed",
+    ],
+)
+def test_unauthenticated_is_401(
+    server: ThreadServer, client: redis.Redis, make_headers: Callable[[], dict[str, str]], content: bytes
+) -> None:
+    headers = make_headers()
+    response = httpx.post(server.url + "/v1/outcomes", content=content, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["error"] == "unauthorized"
+    for secret in (SECRET, OLD_SECRET, TOKEN, *headers.values()):
+        assert secret not in response.text
+    assert client.llen(QUEUE) == 0
+    assert DeadLetterStore(client).size() == 0
+
+
+# --------------------------------------------------------------------------- 413
+
+
+def test_body_over_byte_limit_is_413(redis_url: str, client: redis.Redis) -> None:
+    big = {"outcomes": [outcome(f"big-{i}") for i in range(20)]}
+    with serve(redis_url, max_request_bytes=20_000) as srv:
+        with_length = post(srv, big)  # Content-Length says it all
+        chunked = httpx.post(  # no Content-Length: counted while streaming
+            srv.url + "/v1/outcomes",
+            content=iter([json.dumps(big).encode()[i : i + 4096] for i in range(0, 70_000, 4096)]),
+            headers=BEARER,
+        )
+        signed_body = json.dumps(big).encode()
+        signed = httpx.post(
+            srv.url + "/v1/outcomes", content=signed_body, headers=_signed(signed_body, SECRET)
+        )
+    for response in (with_length, chunked, signed):
+        assert response.status_code == 413
+        assert response.json()["error"] == "too_large"
+        assert "20000 bytes" in response.json()["message"]
+    assert client.llen(QUEUE) == 0
+
+
+def test_too_many_outcomes_is_413(redis_url: str, client: redis.Redis) -> None:
+    with serve(redis_url, max_request_outcomes=5) as srv:
+        response = post(srv, {"outcomes": [outcome(f"n-{i}") for i in range(6)]})
+        assert post(srv, {"outcomes": [outcome(f"n-{i}") for i in range(5)]}).status_code == 202
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_many_outcomes"
+    assert sorted(queued_ids(client)) == [f"n-{i}" for i in range(5)]
+
+
+# --------------------------------------------------------------------------- 503
+
+
+def test_backlog_over_limit_is_503(redis_url: str, client: redis.Redis) -> None:
+    client.lpush(QUEUE, *[b"placeholder"] * 4)
+    with serve(redis_url, max_backlog=3) as srv:
+        response = post(srv, outcome("backlogged"))
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) > 0
+        assert "backlog" in response.json()["message"]
+        client.delete(QUEUE)
+        time.sleep(0.6)  # the cached reading expires
+        assert post(srv, outcome("later")).status_code == 202
+        assert "bridge_queue_depth" in httpx.get(srv.url + "/metrics").text
+
+
+def test_redis_down_is_503_and_nothing_accepted_is_lost(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    with serve(redis_server.url) as srv:
+        assert post(srv, {"outcomes": [outcome("before-1"), outcome("before-2")]}).status_code == 202
+        redis_server.kill()
+        started = time.monotonic()
+        response = post(srv, outcome("during"))
+        took = time.monotonic() - started
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) > 0
+        assert response.json()["error"] == "unavailable"
+        assert took < 15
+        redis_server.start()  # AOF (fsync always): what was acknowledged is back
+        assert sorted(queued_ids(client)) == ["before-1", "before-2"]
+        retried = post(srv, outcome("during"))  # the client retries once Redis is back
+        assert retried.status_code == 202
+    assert sorted(queued_ids(client)) == ["before-1", "before-2", "during"]
+
+
+def test_enqueue_failure_is_503_and_nothing_half_accepted(redis_url: str, client: redis.Redis) -> None:
+    class Failing:
+        def publish_texts(self, texts: Any) -> int:
+            raise ConnectionError("broker down")
+
+    with serve(redis_url, publisher=Failing()) as srv:
+        response = post(srv, {"outcomes": [outcome("f-1"), {"outcomeId": "bad"}]})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert client.llen(QUEUE) == 0
+    assert DeadLetterStore(client).size() == 0  # the retry will dead-letter the invalid one
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+def test_group_commit_turns_concurrent_requests_into_few_tasks(redis_url: str, client: redis.Redis) -> None:
+    requests = 200
+    calls: list[int] = []
+
+    class Counting(Publisher):
+        def publish_texts(self, texts: Any) -> int:
+            calls.append(len(texts))
+            return super().publish_texts(texts)
+
+    publisher = Counting(Settings(redis_url=redis_url))
+
+    async def burst(url: str) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=requests)
+        async with httpx.AsyncClient(headers=BEARER, limits=limits, timeout=30) as http:
+            return await asyncio.gather(
+                *(http.post(url + "/v1/outcomes", json=outcome(f"gc-{i}")) for i in range(requests))
+            )
+
+    with serve(redis_url, publisher=publisher) as srv:
+        responses = asyncio.run(burst(srv.url))
+    assert [r.status_code for r in responses] == [202] * requests
+    assert sorted(queued_ids(client)) == sorted(f"gc-{i}" for i in range(requests))
+    tasks = client.llen(QUEUE)
+    assert tasks == len(calls)
+    assert sum(calls) == requests
+    assert tasks <= requests // 4, f"{tasks} task messages for {requests} requests"
+    print(f"group commit: {requests} requests -> {tasks} task messages")
+
+
+def test_without_group_commit_each_request_is_a_task(redis_url: str, client: redis.Redis) -> None:
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=BEARER, timeout=30) as http:
+            return await asyncio.gather(
+                *(http.post(url + "/v1/outcomes", json=outcome(f"d-{i}")) for i in range(20))
+            )
+
+    with serve(redis_url, group_commit=False) as srv:
+        responses = asyncio.run(burst(srv.url))
+    assert [r.status_code for r in responses] == [202] * 20
+    assert client.llen(QUEUE) == 20
+
+
+# --------------------------------------------------------------------------- probes, metrics, docs
+
+
+def test_healthz(server: ThreadServer) -> None:
+    response = httpx.get(server.url + "/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_follows_redis(redis_server: RedisServer) -> None:
+    with serve(redis_server.url) as srv:
+        ready = httpx.get(srv.url + "/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "ready"
+        redis_server.kill()
+        down = httpx.get(srv.url + "/readyz", timeout=30)
+        assert down.status_code == 503
+        assert any("Redis" in reason for reason in down.json()["reasons"])
+        assert httpx.get(srv.url + "/healthz").status_code == 200  # liveness needs nothing
+        redis_server.start()
+        assert httpx.get(srv.url + "/readyz").status_code == 200
+
+
+def test_metrics_count_outcomes_and_requests(server: ThreadServer) -> None:
+    post(server, {"outcomes": [outcome("m-1"), outcome("m-2"), {"outcomeId": "m-bad"}]})
+    httpx.post(server.url + "/v1/outcomes", json=outcome("m-3"))  # 401
+    response = httpx.get(server.url + "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "bridge_outcomes_accepted_total 2.0" in text
+    assert "bridge_outcomes_duplicate_total 0.0" in text
+    assert "bridge_outcomes_invalid_total 1.0" in text
+    assert 'bridge_ingest_requests_total{status="202"} 1.0' in text
+    assert 'bridge_ingest_requests_total{status="401"} 1.0' in text
+    assert "bridge_ingest_request_seconds_count 2.0" in text
+    assert "\nbridge_queue_depth " in text  # the last reading (cached for 0.5 s)
+
+
+def test_openapi_and_docs_are_served(server: ThreadServer) -> None:
+    spec = httpx.get(server.url + "/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    assert {"/v1/outcomes", "/healthz", "/readyz", "/metrics"} <= set(paths)
+    assert {"202", "400", "401", "413", "422", "503"} <= set(paths["/v1/outcomes"]["post"]["responses"])
+    assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_unknown_path_is_json_404(server: ThreadServer) -> None:
+    response = httpx.get(server.url + "/v1/nothing")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"

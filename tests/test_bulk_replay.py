@@ -1,0 +1,100 @@
+"""`bridge replay FILE.jsonl`: bulk ingest, resumable, counted, never sending twice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bridge.bulk import checkpoint_path, ingest_file
+from bridge.config import MerchantsConfig
+from bridge.dedup import RedisDedup
+from bridge.dlq import DeadLetterStore
+from tests.harness import ROOT, Pipeline, many_outcomes
+
+
+def _write(path, outcomes, bad_lines=()):
+    lines = [json.dumps(o) for o in outcomes]
+    for index, text in bad_lines:
+        lines.insert(index, text)
+    path.write_text("\n".join(lines) + "\n")
+
+
+class FlakyPublisher:
+    """Collects what is published; fails once after ``fail_after`` calls (an interruption)."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.texts: list[str] = []
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self, texts):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            self.fail_after = None
+            raise ConnectionError("broker went away")
+        self.texts.extend(texts)
+
+
+def test_interrupted_run_resumes_and_counts(redis_client, tmp_path):
+    outcomes = many_outcomes(2300, prefix="bulk")
+    path = tmp_path / "history.jsonl"
+    _write(path, outcomes, bad_lines=[(10, "{broken"), (700, json.dumps({"outcomeId": "x", "kind": "nope"}))])
+    publish = FlakyPublisher(fail_after=2)
+    stores = dict(
+        merchants=MerchantsConfig(), dedup=RedisDedup(redis_client), dlq=DeadLetterStore(redis_client)
+    )
+
+    with pytest.raises(ConnectionError):
+        ingest_file(path, publish_texts=publish, chunk_lines=500, **stores)
+    assert checkpoint_path(path).exists()
+    assert len(publish.texts) == 998  # two chunks of 500 lines, each with one bad line
+
+    counts = ingest_file(path, publish_texts=publish, chunk_lines=500, **stores)
+    assert (counts.accepted, counts.duplicate, counts.invalid) == (2300, 0, 2)
+    assert sorted(json.loads(t)["outcomeId"] for t in publish.texts) == sorted(
+        o["outcomeId"] for o in outcomes
+    )
+    assert not checkpoint_path(path).exists()
+    assert DeadLetterStore(redis_client).counts_by_reason() == {"invalid": 2}
+
+    # Once processed, the same file sends nothing.
+    RedisDedup(redis_client).confirm_outcomes([(o["merchantId"], o["outcomeId"]) for o in outcomes])
+    again = FlakyPublisher()
+    counts = ingest_file(path, publish_texts=again, chunk_lines=500, **stores)
+    assert (counts.accepted, counts.duplicate) == (0, 2300)
+    assert again.texts == []
+
+
+@pytest.mark.slow
+def test_replay_command_delivers_once_and_twice_sends_nothing(redis_server, tmp_path):
+    outcomes = many_outcomes(400, prefix="hist")
+    path = tmp_path / "history.jsonl"
+    _write(path, outcomes, bad_lines=[(5, '{"outcomeId": "bad-1", "kind": "guest.identified"}')])
+    with Pipeline(redis_server, tmp_path, {1738: [("Prod", "wk-1738-prod")]}) as pipe:
+        expected = pipe.expected(outcomes)
+
+        def run():
+            return subprocess.run(
+                [sys.executable, "-m", "bridge.cli", "replay", str(path)],
+                env=pipe.env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        first = run()
+        assert first.returncode == 0, first.stderr
+        assert "accepted 400  duplicate 0  invalid 1" in first.stdout
+        assert "invalid: line 6: invalid outcome 'bad-1'" in first.stderr
+        received = pipe.wait_delivered(expected)
+        assert received == expected
+        pipe.wait_for(pipe.drained, 60, "the first run to finish")
+
+        second = run()
+        assert second.returncode == 0, second.stderr
+        assert "accepted 0  duplicate 400  invalid 1" in second.stdout
+        assert pipe.received_pairs() == expected

@@ -1,0 +1,77 @@
+"""`bridge map`: the dry run, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "bridge" / "examples" / "outcomes.jsonl"
+FIXTURE = Path(__file__).parent / "fixtures" / "merchants.yaml"
+
+
+def run_map(args: list[str], stdin: str | None = None, env: dict[str, str] | None = None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "map", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_maps_examples_without_configuration():
+    result = run_map([str(EXAMPLES)])
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(messages) == 22
+    assert all("sentAt" not in m and "writeKey" not in m for m in messages)
+    # Without a store directory only store_code is known.
+    pos = next(m for m in messages if m.get("event") == "POS Activity")
+    assert pos["properties"]["store_code"] == "0"
+    assert "store_name" not in pos["properties"]
+
+
+def test_applies_bridge_config_and_reads_stdin():
+    outcome = {
+        "outcomeId": "cfg-1",
+        "kind": "guest.checkIn",
+        "occurredAt": "2024-05-06T12:00:00Z",
+        "merchantId": 2001,
+        "storeCode": "A1",
+        "guest": {"userId": "u1"},
+    }
+    survey = {**outcome, "outcomeId": "cfg-2", "kind": "survey.completed", "data": {"surveyId": "s"}}
+    stdin = json.dumps(outcome) + "\n" + json.dumps(survey) + "\n"
+    result = run_map(["-"], stdin=stdin, env={"BRIDGE_CONFIG": str(FIXTURE), "TEST_WRITE_KEY_1738": "k"})
+    assert result.returncode == 0, result.stderr
+    [message] = [json.loads(line) for line in result.stdout.splitlines()]  # survey disabled
+    assert message["event"] == "Store Check-In"
+    assert message["properties"]["store_name"] == "Airport"
+
+
+def test_invalid_outcome_is_reported_and_the_rest_still_mapped():
+    good = EXAMPLES.read_text().splitlines()[8]  # guest.identified
+    bad = json.dumps(
+        {"outcomeId": "bad-1", "kind": "guest.identified", "occurredAt": "yesterday", "merchantId": 1}
+    )
+    result = run_map(["-"], stdin="\n".join([bad, "{not json", good]) + "\n")
+    assert result.returncode == 1
+    assert len(result.stdout.splitlines()) == 2  # identify + Identify Customer
+    assert "line 1: invalid outcome 'bad-1': occurredAt: not a date-time" in result.stderr
+    assert "line 2: not valid JSON" in result.stderr
+    assert "2 invalid outcome(s)" in result.stderr
+
+
+def test_bad_configuration_is_one_clear_error():
+    result = run_map([str(EXAMPLES)], env={"BRIDGE_CONFIG": str(FIXTURE)})
+    assert result.returncode == 2
+    assert "environment variable TEST_WRITE_KEY_1738 is not set" in result.stderr
+    assert result.stdout == ""

@@ -1,0 +1,183 @@
+"""Durable delivery against the real thing: redis-server, Celery worker subprocesses, the collector over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from bridge.dlq import DeadLetterStore
+from tests.harness import ALL_CALLS, ROOT, Pipeline, example_outcomes, many_outcomes
+
+pytestmark = pytest.mark.slow
+
+M1 = {1738: [("Prod", "wk-1738-prod")]}
+M2 = {1738: [("Prod", "wk-1738-prod")], 2001: [("Prod", "wk-2001-prod"), ("Staging", "wk-2001-staging")]}
+
+
+def _exactly_once(expected: Counter[tuple[str, str]], received: Counter[tuple[str, str]]) -> None:
+    missing = set(expected) - set(received)
+    unexpected = set(received) - set(expected)
+    duplicated = {pair: n for pair, n in received.items() if n > 1}
+    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:3]}"
+    assert not unexpected, f"{len(unexpected)} unexpected, e.g. {sorted(unexpected)[:3]}"
+    assert not duplicated, f"{len(duplicated)} duplicated, e.g. {list(duplicated.items())[:3]}"
+
+
+def test_every_event_reaches_its_merchants_write_keys_once(redis_server, tmp_path):
+    outcomes = example_outcomes()
+    for_2001 = [
+        {
+            **o,
+            "outcomeId": f"m2-{o['outcomeId']}",
+            "merchantId": 2001,
+            "request": {**o["request"], "merchantId": 2001},
+        }
+        if "request" in o
+        else {**o, "outcomeId": f"m2-{o['outcomeId']}", "merchantId": 2001}
+        for o in outcomes
+    ]
+    with Pipeline(redis_server, tmp_path, M2) as pipe:
+        expected = pipe.expected(outcomes + for_2001)
+        pipe.publish(outcomes + for_2001)
+        received = pipe.wait_delivered(expected)
+        _exactly_once(expected, received)
+        events = {(m["_writeKey"], m.get("event") or m["type"]) for m in pipe.received()}
+        for key in ("wk-1738-prod", "wk-2001-prod", "wk-2001-staging"):
+            assert {e for k, e in events if k == key} >= ALL_CALLS
+        # Merchant isolation: 1738's outcomes only reached 1738's key.
+        for message in pipe.received():
+            assert (
+                message["properties" if message["type"] == "track" else "traits"]["merchant_id"]
+                == {
+                    "wk-1738-prod": 1738,
+                    "wk-2001-prod": 2001,
+                    "wk-2001-staging": 2001,
+                }[message["_writeKey"]]
+            )
+
+        # Publishing the same outcomes again sends nothing.
+        before = len(pipe.received())
+        pipe.publish(outcomes + for_2001)
+        pipe.wait_for(pipe.drained, 60, "the republished batch to be processed")
+        time.sleep(1)
+        assert len(pipe.received()) == before
+
+
+def test_receiver_failing_with_500s_then_429s_ends_exactly_once(redis_server, tmp_path):
+    outcomes = many_outcomes(300, prefix="flaky")
+    with Pipeline(redis_server, tmp_path, M1) as pipe:
+        pipe.faults(fail=4, rate_limit=3, retry_after=1)
+        expected = pipe.expected(outcomes)
+        pipe.publish(outcomes)
+        received = pipe.wait_delivered(expected, timeout=120)
+        pipe.wait_for(pipe.drained, 60, "parked batches to drain")
+        _exactly_once(expected, pipe.received_pairs())
+        assert received  # delivered after the faults
+        stats = pipe_stats(pipe)
+        assert stats["faulted"].get("500", 0) == 4
+        assert stats["faulted"].get("429", 0) == 3
+
+
+def _resends_bounded_by_in_flight(pipe: Pipeline, kills: int) -> None:
+    """At-least-once: only batches in flight at a crash (sent, 2xx not yet recorded) are sent again.
+
+    The collector, like Segment, keeps a messageId once per write key; it counts the repeats."""
+    per_task = int(pipe.env["BRIDGE_TASK_BATCH_SIZE"]) * 3  # an outcome maps to at most 3 messages here
+    assert pipe_stats(pipe)["duplicates"] <= kills * pipe.concurrency * per_task
+
+
+def pipe_stats(pipe: Pipeline) -> dict:
+    import httpx
+
+    return dict(httpx.get(f"{pipe.collector.url}/stats", timeout=5).json())
+
+
+def test_one_bad_message_is_dead_lettered_and_the_rest_delivered(redis_server, tmp_path):
+    outcomes = many_outcomes(60, prefix="bad")
+    with Pipeline(redis_server, tmp_path, M1) as pipe:
+        expected = pipe.expected(outcomes)
+        _, bad_id = sorted(expected)[7]
+        pipe.faults(reject_message_ids=[bad_id])
+        pipe.publish(outcomes)
+        good = Counter({pair: n for pair, n in expected.items() if pair[1] != bad_id})
+        pipe.wait_delivered(good)
+        pipe.wait_for(lambda: DeadLetterStore(pipe.redis.client()).size() == 1, 30, "the dead letter")
+        _exactly_once(good, pipe.received_pairs())
+        [letter] = DeadLetterStore(pipe.redis.client()).list()
+        assert letter.reason == "segment_rejected"
+        assert json.loads(letter.payload["message"])["messageId"] == bad_id
+        assert "400" in letter.last_error
+
+
+def test_worker_killed_mid_run_loses_nothing(redis_server, tmp_path):
+    outcomes = many_outcomes(3000, prefix="kill")
+    with Pipeline(redis_server, tmp_path, M1, env={"BRIDGE_VISIBILITY_TIMEOUT_S": "15"}) as pipe:
+        expected = pipe.expected(outcomes)
+        pipe.faults(delay=0.02)  # slow answers, so the kill lands mid-run
+        pipe.publish(outcomes)
+        pipe.wait_for(lambda: len(pipe.received()) > 300, 60, "some deliveries before the kill")
+        pipe.kill_workers()
+        assert len(pipe.received_pairs()) < len(expected), "the run finished before the kill"
+        pipe.clear_faults()
+        pipe.start_worker()
+        pipe.wait_delivered(expected, timeout=180)
+        pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
+        _exactly_once(expected, pipe.received_pairs())
+        _resends_bounded_by_in_flight(pipe, kills=1)
+
+
+def test_redis_restart_with_aof_loses_nothing(redis_server, tmp_path):
+    outcomes = many_outcomes(2000, prefix="restart")
+    with Pipeline(redis_server, tmp_path, M1) as pipe:
+        expected = pipe.expected(outcomes)
+        pipe.faults(delay=0.02)
+        pipe.publish(outcomes)
+        pipe.wait_for(lambda: len(pipe.received()) > 200, 60, "some deliveries before the restart")
+        redis_server.restart(kill=True)
+        pipe.clear_faults()
+        pipe.wait_delivered(expected, timeout=180)
+        pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
+        _exactly_once(expected, pipe.received_pairs())
+        _resends_bounded_by_in_flight(pipe, kills=1)
+
+
+def test_unconfigured_merchant_waits_in_dlq_until_configured_and_replayed(redis_server, tmp_path):
+    outcomes = many_outcomes(20, prefix="later", merchant_id=4242)
+    with Pipeline(redis_server, tmp_path, M1) as pipe:
+        pipe.publish(outcomes)
+        store = DeadLetterStore(pipe.redis.client())
+        pipe.wait_for(lambda: store.size() == 20, 60, "20 dead letters")
+        assert store.counts_by_reason() == {"unconfigured_merchant": 20}
+        assert pipe.received() == []
+
+        # Fix the configuration (workers re-read it), then replay through the CLI.
+        pipe.merchants = {**M1, 4242: [("Prod", "wk-1738-prod")]}
+        from tests.harness import write_config
+
+        write_config(pipe.config_path, pipe.collector.url, pipe.merchants)
+        time.sleep(1.5)
+        expected = pipe.expected(outcomes)
+        replay = subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "dlq", "replay"],
+            env=pipe.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert replay.returncode == 0, replay.stderr
+        assert "replayed 20 outcome(s)" in replay.stdout
+        received = pipe.wait_delivered(expected)
+        _exactly_once(expected, received)
+        assert store.size() == 0
+
+        # Replaying again (nothing left) and republishing send nothing twice.
+        pipe.publish(outcomes)
+        pipe.wait_for(pipe.drained, 60, "republished outcomes to be processed")
+        time.sleep(1)
+        _exactly_once(expected, pipe.received_pairs())

@@ -1,0 +1,55 @@
+"""The README's first command: `bridge demo` runs everything end to end on a fresh machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import TRACK_EVENTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def run_demo(env_path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env["COLUMNS"] = "160"
+    if env_path is not None:
+        env["PATH"] = env_path
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "demo"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def _check(result: subprocess.CompletedProcess[str], redis_kind: str) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert f"({redis_kind})" in out
+    assert "sent 15 example outcomes (every kind): accepted 15, duplicate 0, invalid 0" in out
+    assert "all 22 messages delivered, each once" in out
+    for event in TRACK_EVENTS:
+        assert event in out
+    assert "demo-write-key-1738" not in out + result.stderr
+
+
+@pytest.mark.skipif(
+    not any(Path(p, "redis-server").exists() for p in os.environ.get("PATH", "").split(os.pathsep)),
+    reason="redis-server not installed",
+)
+def test_demo_with_redis_server():
+    _check(run_demo(), "redis-server")
+
+
+def test_demo_falls_back_to_in_process_redis(tmp_path):
+    # A PATH without redis-server: the demo must still run, on fakeredis's server.
+    _check(run_demo(env_path=str(tmp_path)), "in-process fakeredis")

@@ -1,0 +1,224 @@
+"""Dead-letter store: against a real redis-server (and fakeredis, to keep it usable in unit tests)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+
+import fakeredis
+import pytest
+import redis
+
+from bridge.dlq import (
+    MAX_ERROR_CHARS,
+    REASON_INVALID,
+    REASON_SEGMENT_REJECTED,
+    REASON_UNCONFIGURED_MERCHANT,
+    DeadLetter,
+    DeadLetterStore,
+    NewDeadLetter,
+)
+from bridge.keys import DLQ_COUNTS, DLQ_STREAM, key_id
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_client")
+    else:
+        fake = fakeredis.FakeRedis()
+        yield fake
+        fake.close()
+
+
+@pytest.fixture
+def dlq(client: redis.Redis) -> DeadLetterStore:
+    return DeadLetterStore(client)
+
+
+def _letter(reason: str = REASON_INVALID, n: int = 0) -> NewDeadLetter:
+    return NewDeadLetter(
+        reason=reason,
+        payload={"outcomeId": f"o-{n}", "n": n},
+        kind="outcome",
+        merchant_id=1738,
+        outcome_id=f"o-{n}",
+        attempts=1,
+        first_error="boom",
+        last_error="boom",
+        first_failed_at=100.0 + n,
+        last_failed_at=100.0 + n,
+    )
+
+
+def test_add_and_get_round_trip(dlq: DeadLetterStore) -> None:
+    wk = key_id("secret write key")
+    entry_id = dlq.add(
+        REASON_SEGMENT_REJECTED,
+        {"batch": [{"messageId": "m1", "properties": {"total": Decimal("15.61")}}]},
+        kind="message",
+        merchant_id=1738,
+        outcome_id="o-1",
+        write_key_id=wk,
+        attempts=3,
+        first_error="400 first",
+        last_error="400 last",
+        first_failed_at=1_700_000_000.25,
+        last_failed_at=1_700_000_100.5,
+    )
+    [got] = dlq.get([entry_id])
+    assert got == DeadLetter(
+        id=entry_id,
+        reason=REASON_SEGMENT_REJECTED,
+        payload={"batch": [{"messageId": "m1", "properties": {"total": 15.61}}]},
+        kind="message",
+        merchant_id=1738,
+        outcome_id="o-1",
+        write_key_id=wk,
+        attempts=3,
+        first_error="400 first",
+        last_error="400 last",
+        first_failed_at=1_700_000_000.25,
+        last_failed_at=1_700_000_100.5,
+    )
+    assert got.added_at > 1_600_000_000
+
+
+def test_optional_fields_stay_none(dlq: DeadLetterStore) -> None:
+    entry_id = dlq.add(REASON_INVALID, {"raw": "not json"}, kind="outcome")
+    [got] = dlq.get([entry_id])
+    assert (got.merchant_id, got.outcome_id, got.write_key_id, got.attempts) == (None, None, None, 0)
+
+
+def test_long_errors_are_cut(dlq: DeadLetterStore) -> None:
+    entry_id = dlq.add(REASON_SEGMENT_REJECTED, {}, kind="message", last_error="x" * 100_000)
+    [got] = dlq.get([entry_id])
+    assert len(got.last_error) == MAX_ERROR_CHARS
+
+
+def test_list_order_limit_after_and_reason(dlq: DeadLetterStore) -> None:
+    reasons = [REASON_INVALID, REASON_UNCONFIGURED_MERCHANT] * 600
+    ids = dlq.add_many([_letter(r, n) for n, r in enumerate(reasons)])
+    assert dlq.size() == 1200
+    assert [d.id for d in dlq.list(limit=5)] == ids[:5]
+    assert [d.id for d in dlq.list(limit=3, after=ids[4])] == ids[5:8]
+    unconf = dlq.list(REASON_UNCONFIGURED_MERCHANT, limit=1000)
+    assert [d.id for d in unconf] == ids[1::2]  # spans several XRANGE pages
+    assert all(d.reason == REASON_UNCONFIGURED_MERCHANT for d in unconf)
+    assert dlq.list("no-such-reason") == []
+    assert dlq.list(limit=0) == []
+    assert dlq.list(after=ids[-1]) == []
+
+
+def test_counts_follow_add_drop_and_take(dlq: DeadLetterStore) -> None:
+    ids = dlq.add_many([_letter(REASON_INVALID, n) for n in range(3)] + [_letter(REASON_SEGMENT_REJECTED, 9)])
+    assert dlq.counts_by_reason() == {REASON_INVALID: 3, REASON_SEGMENT_REJECTED: 1}
+    assert dlq.drop([ids[0], ids[0], "0-1"]) == 1  # duplicates and unknown ids are not counted
+    assert dlq.drop([ids[0]]) == 0
+    assert dlq.counts_by_reason() == {REASON_INVALID: 2, REASON_SEGMENT_REJECTED: 1}
+    taken = dlq.take_for_replay([ids[3]])
+    assert [t.id for t in taken] == [ids[3]]
+    assert dlq.counts_by_reason() == {REASON_INVALID: 2}
+    assert dlq.size() == 2
+
+
+def test_drop_all(dlq: DeadLetterStore, client: redis.Redis) -> None:
+    dlq.add_many([_letter(REASON_INVALID, n) for n in range(700)] + [_letter(REASON_SEGMENT_REJECTED)])
+    assert dlq.drop_all(REASON_INVALID) == 700
+    assert dlq.counts_by_reason() == {REASON_SEGMENT_REJECTED: 1}
+    assert dlq.drop_all() == 1
+    assert dlq.counts_by_reason() == {}
+    assert dlq.size() == 0
+    assert client.exists(DLQ_STREAM, DLQ_COUNTS) == 0
+
+
+def test_bad_ids_are_refused_before_touching_redis(dlq: DeadLetterStore) -> None:
+    good = dlq.add(REASON_INVALID, {}, kind="outcome")
+    with pytest.raises(ValueError, match="not a dead-letter id"):
+        dlq.drop([good, "nope"])
+    assert dlq.size() == 1  # nothing was deleted: the batch is checked first
+    with pytest.raises(ValueError):
+        dlq.get(["1-2-3"])
+
+
+def test_add_many_is_all_or_nothing(dlq: DeadLetterStore) -> None:
+    bad = NewDeadLetter(reason=REASON_INVALID, payload={"x": object()}, kind="outcome")
+    with pytest.raises(TypeError):
+        dlq.add_many([_letter(), bad])
+    assert dlq.size() == 0
+    assert dlq.counts_by_reason() == {}
+
+
+def test_take_for_replay_by_reason_and_limit(dlq: DeadLetterStore) -> None:
+    ids = dlq.add_many(
+        [_letter(REASON_INVALID if n % 3 else REASON_UNCONFIGURED_MERCHANT, n) for n in range(30)]
+    )
+    taken = dlq.take_for_replay(reason=REASON_UNCONFIGURED_MERCHANT, limit=4)
+    assert [t.id for t in taken] == ids[0:12:3]
+    assert [t.payload["n"] for t in taken] == [0, 3, 6, 9]
+    assert dlq.counts_by_reason() == {REASON_INVALID: 20, REASON_UNCONFIGURED_MERCHANT: 6}
+    # ids plus a reason filter: only matching entries are taken
+    assert [t.id for t in dlq.take_for_replay([ids[1], ids[12]], reason=REASON_UNCONFIGURED_MERCHANT)] == [
+        ids[12]
+    ]
+    assert dlq.get([ids[1]])[0].id == ids[1]
+    rest = dlq.take_for_replay(limit=1000)
+    assert len(rest) == 25
+    assert dlq.size() == 0
+    assert dlq.take_for_replay(limit=10) == []
+
+
+def test_restore_puts_back_a_failed_replay(dlq: DeadLetterStore) -> None:
+    dlq.add_many([_letter(REASON_UNCONFIGURED_MERCHANT, n) for n in range(3)])
+    taken = dlq.take_for_replay(reason=REASON_UNCONFIGURED_MERCHANT)
+    assert dlq.size() == 0
+    new_ids = dlq.restore(taken)
+    assert dlq.counts_by_reason() == {REASON_UNCONFIGURED_MERCHANT: 3}
+    assert [d.payload for d in dlq.get(new_ids)] == [t.payload for t in taken]
+
+
+def test_concurrent_replays_never_take_the_same_entry(redis_url: str) -> None:
+    setup = redis.Redis.from_url(redis_url)
+    ids = DeadLetterStore(setup).add_many([_letter(REASON_UNCONFIGURED_MERCHANT, n) for n in range(2000)])
+    n_threads = 8
+    barrier = threading.Barrier(n_threads)
+    taken: list[list[str]] = [[] for _ in range(n_threads)]
+
+    def replayer(n: int) -> None:
+        client = redis.Redis.from_url(redis_url)
+        store = DeadLetterStore(client)
+        barrier.wait()
+        for _ in range(2000):  # bounded: a broken take must fail the test, not hang it
+            # Everyone races for the same oldest entries, by reason and by explicit ids.
+            got = (
+                store.take_for_replay(reason=REASON_UNCONFIGURED_MERCHANT, limit=37)
+                if n % 2
+                else store.take_for_replay([d.id for d in store.list(limit=37)])
+            )
+            if not got and store.size() == 0:
+                break
+            taken[n].extend(d.id for d in got)
+        client.close()
+
+    threads = [threading.Thread(target=replayer, args=(n,)) for n in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = [i for per_thread in taken for i in per_thread]
+    assert len(flat) == len(set(flat)) == 2000
+    assert sorted(flat) == sorted(ids)
+    assert DeadLetterStore(setup).counts_by_reason() == {}
+    setup.close()
+
+
+def test_dead_letters_survive_redis_kill(redis_server: RedisServer) -> None:
+    dlq = DeadLetterStore(redis_server.client())
+    ids = dlq.add_many([_letter(REASON_INVALID, n) for n in range(10)])
+    redis_server.kill()
+    redis_server.restart()
+    after = DeadLetterStore(redis_server.client())
+    assert [d.id for d in after.list()] == ids
+    assert after.counts_by_reason() == {REASON_INVALID: 10}

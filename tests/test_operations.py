@@ -1,0 +1,123 @@
+"""What operators rely on: safe structured logs, `bridge status`, worker metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from bridge.logs import REDACTED, JsonFormatter, RedactingFilter, scrub
+from tests.harness import ROOT, Pipeline, many_outcomes
+from tests.servers import free_port
+
+SECRET_KEY = "wk-SuperSecret-1738-Prod"
+GUEST = {
+    "userId": "guest-42",
+    "firstName": "Wilhelmina",
+    "lastName": "Fitzgerald",
+    "email": "wilhelmina.fitzgerald@example.test",
+    "phone": "+15555550142",
+    "printedCardNumber": "6011000990139424",
+}
+SECRETS = [SECRET_KEY, "Wilhelmina", "Fitzgerald", GUEST["email"], GUEST["phone"], GUEST["printedCardNumber"]]
+
+
+def test_scrub_removes_contact_data_and_given_secrets():
+    text = f"key {SECRET_KEY} card 4111 1111 1111 1111 mail a.b@c.example phone (555) 555-0100 id ex-0001 n=12345"
+    cleaned = scrub(text, [SECRET_KEY])
+    assert (
+        SECRET_KEY not in cleaned
+        and "4111" not in cleaned
+        and "a.b@c" not in cleaned
+        and "555-0100" not in cleaned
+    )
+    assert "id ex-0001 n=12345" in cleaned
+
+
+def test_json_lines_with_extras_and_scrubbed_exceptions(caplog):
+    handler_records: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            handler_records.append(self.format(record))
+
+    handler = Capture()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter([SECRET_KEY]))
+    logger = logging.getLogger("bridge.test")
+    logger.addHandler(handler)
+    try:
+        logger.warning("sent to %s", SECRET_KEY, extra={"outcome_id": "o-1", "count": 3})
+        try:
+            raise ValueError(f"bad email {GUEST['email']}")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in handler_records)
+    assert first["msg"] == f"sent to {REDACTED}" and first["outcome_id"] == "o-1" and first["count"] == 3
+    assert first["level"] == "warning" and first["logger"] == "bridge.test"
+    assert GUEST["email"] not in second["exc"] and "ValueError" in second["exc"]
+
+
+@pytest.mark.slow
+def test_full_pipeline_logs_no_secret_and_status_and_metrics_tell_the_truth(redis_server, tmp_path):
+    outcomes = many_outcomes(200, prefix="ops")
+    for outcome in outcomes:
+        outcome["guest"] = {**GUEST, "userId": f"guest-{outcome['outcomeId']}"}
+    invalid = {**outcomes[0], "outcomeId": "ops-bad", "occurredAt": f"not a date {GUEST['email']}"}
+    metrics_port = free_port()
+    env = {"BRIDGE_LOG_LEVEL": "DEBUG", "BRIDGE_METRICS_PORT": str(metrics_port)}
+    with Pipeline(redis_server, tmp_path, {1738: [("Prod", SECRET_KEY)]}, env=env) as pipe:
+        expected = pipe.expected(outcomes)
+        pipe.faults(fail=2)
+        pipe.publish([*outcomes, invalid])
+        pipe.wait_delivered(expected)
+        pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
+
+        status = subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "status", "--json"],
+            env=pipe.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        facts = json.loads(status.stdout)
+        assert facts["delivered_last_hour"] == len(expected)
+        assert facts["queue_depth_tasks"] == 0 and facts["parked_batches"] == 0
+        assert facts["dlq_by_reason"] == {"invalid": 1}
+        [source] = facts["sources"]
+        assert source["healthy"] and source["merchant_id"] == 1738 and source["last_status"] == "200"
+        assert SECRET_KEY not in status.stdout
+
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        delivered = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("bridge_messages_total{") and 'result="delivered"' in line
+        )
+        assert delivered == len(expected)
+        assert 'bridge_segment_responses_total{status="500"} 2.0' in metrics
+        assert "bridge_delivery_latency_seconds_bucket" in metrics
+        assert 'bridge_dlq_entries{reason="invalid"} 1.0' in metrics
+        assert "bridge_queue_depth_tasks 0.0" in metrics
+
+    lines = [
+        line
+        for log in sorted(tmp_path.glob("worker-*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if line.strip()
+    ]
+    assert len(lines) > 5
+    for line in lines:
+        entry = json.loads(line)  # every line is one JSON object
+        assert {"ts", "level", "logger", "msg"} <= entry.keys()
+        for secret in SECRETS:
+            assert secret not in line, f"{secret!r} leaked into a log line: {line[:300]}"
+    assert any("ops-bad" in line for line in lines)  # the invalid outcome is named by its id

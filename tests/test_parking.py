@@ -1,0 +1,159 @@
+"""Parking lot: claim, lease expiry, reschedule, concurrent claimers. Times are injected."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from bridge.keys import PARKED_DUE, PARKED_PAYLOADS, key_id
+from bridge.parking import ParkingLot
+from tests.redis_server import RedisServer
+
+T0 = 1_700_000_000.0
+WK = key_id("some write key")
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_client")
+    else:
+        fake = fakeredis.FakeRedis()
+        yield fake
+        fake.close()
+
+
+@pytest.fixture
+def lot(client: redis.Redis) -> ParkingLot:
+    return ParkingLot(client)
+
+
+def _payload(n: int = 0, attempts: int = 1) -> dict[str, Any]:
+    return {
+        "write_key_id": WK,
+        "source": "Paytronix_Prod",
+        "messages": [f'{{"messageId":"m-{n}"}}'],
+        "attempts": attempts,
+        "first_failed_at": T0,
+        "last_error": "503",
+    }
+
+
+def test_claim_only_due_batches_oldest_first(lot: ParkingLot) -> None:
+    lot.park("late", _payload(1), T0 + 60)
+    lot.park("b", _payload(2), T0 + 5)
+    lot.park("a", _payload(3), T0 + 1)
+    assert lot.claim_due(T0) == []
+    assert lot.count_due(T0 + 10) == 2
+    got = lot.claim_due(T0 + 10)
+    assert got == [("a", _payload(3)), ("b", _payload(2))]
+    assert lot.claim_due(T0 + 10) == []  # claimed: leased, not due
+    assert lot.size() == 3
+
+
+def test_claim_limit(lot: ParkingLot) -> None:
+    for n in range(10):
+        lot.park(f"b{n}", _payload(n), T0 + n)
+    assert [b for b, _ in lot.claim_due(T0 + 100, limit=3)] == ["b0", "b1", "b2"]
+    assert [b for b, _ in lot.claim_due(T0 + 100, limit=3)] == ["b3", "b4", "b5"]
+    assert lot.claim_due(T0 + 100, limit=0) == []
+    assert lot.count_due(T0 + 100) == 4
+
+
+def test_claimed_batch_reappears_after_lease(lot: ParkingLot) -> None:
+    """A worker that crashes after claiming hides the batch only until the lease runs out."""
+    lot.park("x", _payload(), T0)
+    assert len(lot.claim_due(T0, lease_s=30)) == 1
+    assert lot.claim_due(T0 + 29.9) == []
+    assert lot.oldest_due() == T0 + 30
+    assert lot.claim_due(T0 + 30, lease_s=30) == [("x", _payload())]
+
+
+def test_done_removes(lot: ParkingLot, client: redis.Redis) -> None:
+    lot.park("x", _payload(), T0)
+    lot.claim_due(T0)
+    assert lot.done("x") is True
+    assert lot.done("x") is False
+    assert lot.size() == 0
+    assert lot.claim_due(T0 + 10_000) == []
+    assert client.exists(PARKED_DUE, PARKED_PAYLOADS) == 0
+
+
+def test_reschedule_updates_payload_and_due(lot: ParkingLot) -> None:
+    lot.park("x", _payload(attempts=1), T0)
+    [(batch_id, payload)] = lot.claim_due(T0, lease_s=300)
+    payload["attempts"] += 1
+    lot.reschedule(batch_id, payload, T0 + 20)
+    assert lot.get("x") == (T0 + 20, _payload(attempts=2))
+    assert lot.claim_due(T0 + 19) == []
+    assert lot.claim_due(T0 + 20) == [("x", _payload(attempts=2))]
+
+
+def test_park_same_id_replaces(lot: ParkingLot) -> None:
+    lot.park("x", _payload(1), T0 + 10)
+    lot.park("x", _payload(2), T0 + 5)
+    assert lot.size() == 1
+    assert lot.get("x") == (T0 + 5, _payload(2))
+
+
+def test_stats_when_empty_and_decimal_payload(lot: ParkingLot) -> None:
+    assert lot.size() == 0
+    assert lot.oldest_due() is None
+    assert lot.count_due(T0) == 0
+    assert lot.get("nope") is None
+    lot.park("d", {"amount": Decimal("15.61")}, T0)
+    assert lot.get("d") == (T0, {"amount": 15.61})
+
+
+def test_member_without_payload_is_dropped_not_claimed_forever(lot: ParkingLot, client: redis.Redis) -> None:
+    client.zadd(PARKED_DUE, {"orphan": T0})
+    lot.park("ok", _payload(), T0)
+    assert [b for b, _ in lot.claim_due(T0)] == ["ok"]
+    assert client.zscore(PARKED_DUE, "orphan") is None
+
+
+def test_concurrent_claimers_get_each_batch_once(redis_url: str) -> None:
+    setup = redis.Redis.from_url(redis_url)
+    lot = ParkingLot(setup)
+    for n in range(500):
+        lot.park(f"b{n}", _payload(n), T0 + n / 1000)
+    n_threads = 8
+    barrier = threading.Barrier(n_threads)
+    claimed: list[list[str]] = [[] for _ in range(n_threads)]
+
+    def claimer(n: int) -> None:
+        client = redis.Redis.from_url(redis_url)
+        mine = ParkingLot(client)
+        barrier.wait()
+        for _ in range(1000):  # bounded: a broken claim must fail the test, not hang it
+            got = mine.claim_due(T0 + 1, limit=7, lease_s=600)
+            if not got:
+                break
+            claimed[n].extend(b for b, _ in got)
+        client.close()
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = [b for per in claimed for b in per]
+    assert len(flat) == len(set(flat)) == 500
+    assert lot.count_due(T0 + 1) == 0
+    assert lot.count_due(T0 + 601) == 500  # all come back if nobody calls done()
+    setup.close()
+
+
+def test_parked_batches_survive_redis_kill(redis_server: RedisServer) -> None:
+    lot = ParkingLot(redis_server.client())
+    lot.park("x", _payload(), T0 + 5)
+    redis_server.kill()
+    redis_server.restart()
+    after = ParkingLot(redis_server.client())
+    assert after.claim_due(T0 + 5) == [("x", _payload())]

@@ -1,0 +1,39 @@
+"""Stored batches (bridge.pending): compact, and a lost task message is found and sent again."""
+
+from __future__ import annotations
+
+import json
+
+from bridge.pending import PendingBatches, decode_batch, encode_batch
+from tests.harness import example_outcomes
+
+
+def test_round_trip_and_compression():
+    texts = [json.dumps({**o, "outcomeId": f"p-{i}"}) for i, o in enumerate(example_outcomes() * 20)]
+    raw = encode_batch(texts, 123.5)
+    assert decode_batch(raw) == (texts, 123.5)
+    assert len(raw) < sum(len(t) for t in texts) / 4
+    # batches stored by an earlier version (plain JSON) still load
+    assert decode_batch(json.dumps({"texts": texts[:2], "enqueued_at": 1.0})) == (texts[:2], 1.0)
+
+
+def test_lost_batches_are_claimed_only_when_no_task_can_run_them(redis_client):
+    pending = PendingBatches(redis_client)
+    pending.add("lost", ["{}"], enqueued_at=100.0, due_at=160.0)
+    pending.add("held", ["{}"], enqueued_at=100.0, due_at=160.0)
+    pending.add("fresh", ["{}"], enqueued_at=190.0, due_at=250.0)
+    assert pending.claim_lost(now=150.0, next_due=210.0) == []  # nothing overdue yet
+
+    # A worker holds "held": its unacked entry names the batch.
+    redis_client.hset("unacked", "tag-1", json.dumps([{"body": "…held…"}, "", "bridge"]))
+    # While a task waits in the queue, nothing counts as lost: it may be the one.
+    redis_client.lpush("bridge", "a task")
+    assert pending.claim_lost(now=200.0, next_due=260.0) == []
+    redis_client.delete("bridge")
+
+    assert pending.claim_lost(now=200.0, next_due=260.0) == ["lost"]
+    assert pending.claim_lost(now=200.0, next_due=260.0) == []  # claimed: pushed to 260
+    pending.done("lost")
+    assert pending.load("lost") is None
+    assert pending.load("fresh") == (["{}"], 190.0)
+    assert pending.size() == 2

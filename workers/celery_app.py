@@ -1,0 +1,79 @@
+"""The Celery app: Redis broker, at-least-once settings. Tasks live in ``workers.tasks``.
+
+Why each setting (see DESIGN.md, "Known traps"):
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged only after it
+  ran, and a pool child killed by a signal puts its message back instead of acking it.
+- ``visibility_timeout``: when a whole worker dies, its unacknowledged messages return
+  after this long. The bridge schedules no countdown or ETA at all (delayed retries are
+  parked in Redis instead), so the only bound it must exceed is one task's run time,
+  which ``task_time_limit`` keeps well below it.
+- ``unacked_restore_interval``/``throttle``: sweep for such messages every few seconds, so
+  recovery takes about ``visibility_timeout`` rather than that plus minutes.
+- ``worker_prefetch_multiplier = 1``: a worker holds one batch beyond those it runs.
+- soft shutdown: on SIGTERM a worker finishes (or, past the timeout, returns) what it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from bridge import logs
+from bridge.config import Settings
+
+QUEUE = "bridge"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    visibility = settings.visibility_timeout_s
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 15,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 10,
+        },
+        "task_default_queue": QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,  # failures are dead-lettered by the task itself
+        "task_time_limit": max(30, int(visibility * 0.8)),
+        "task_soft_time_limit": max(20, int(visibility * 0.7)),
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": False,
+        "worker_hijack_root_logger": False,
+        "worker_soft_shutdown_timeout": 30.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    app = Celery("bridge")
+    app.conf.update(celery_config(settings or Settings()))
+    app.conf.imports = ("workers.tasks",)
+    return app
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    """Replace Celery's logging with the bridge's JSON lines, secrets scrubbed."""
+    settings = Settings()
+    try:
+        secrets = logs.secrets_of(settings.load_merchants())
+    except Exception:
+        secrets = []
+    logs.configure(settings.log_level, secrets)
+
+
+app = make_app()
