@@ -19,19 +19,27 @@ import redis
 
 from bridge.keys import PENDING_BATCHES, PENDING_DUE
 
-# KEYS: due zset, celery queue list, unacked hash. ARGV: now, new due, limit.
+# KEYS: due zset, celery queue list, unacked hash, unacked index zset.
+# ARGV: now, new due, limit, held max age.
 # Returns ids of overdue batches that are neither waiting in the queue nor held by a worker,
-# and pushes their due time forward (so one sweeper claims each).
+# and pushes their due time forward (so one sweeper claims each). A batch counts as held
+# only while its unacked entry is younger than ``held max age``: past that, kombu should
+# have put it back in the queue, and when it has not (its restore mutex left behind by a
+# killed worker or a Redis restart, or the index entry gone) the batch would wait forever.
 _CLAIM_LOST_LUA = """
 if redis.call('LLEN', KEYS[2]) > 0 then return {} end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 if #ids == 0 then return {} end
-local held = redis.call('HVALS', KEYS[3])
+local held = redis.call('HGETALL', KEYS[3])
+local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[4])
 local out = {}
 for _, id in ipairs(ids) do
   local found = false
-  for _, v in ipairs(held) do
-    if string.find(v, id, 1, true) then found = true; break end
+  for i = 1, #held, 2 do
+    if string.find(held[i + 1], id, 1, true) then
+      local since = redis.call('ZSCORE', KEYS[4], held[i])
+      if since and tonumber(since) >= cutoff then found = true; break end
+    end
   end
   if not found then
     redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
@@ -62,10 +70,17 @@ def decode_batch(raw: bytes | str) -> tuple[list[str], float]:
 
 
 class PendingBatches:
-    def __init__(self, client: redis.Redis, queue_key: str = "bridge", unacked_key: str = "unacked") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        queue_key: str = "bridge",
+        unacked_key: str = "unacked",
+        unacked_index_key: str = "unacked_index",
+    ) -> None:
         self._client = client
         self._queue_key = queue_key
         self._unacked_key = unacked_key
+        self._unacked_index_key = unacked_index_key
         self._claim_lost = client.register_script(_CLAIM_LOST_LUA)
 
     def add(self, batch_id: str, texts: list[str], enqueued_at: float, due_at: float) -> None:
@@ -90,10 +105,15 @@ class PendingBatches:
         pipe.zrem(PENDING_DUE, batch_id)
         pipe.execute()
 
-    def claim_lost(self, now: float, next_due: float, limit: int = 100) -> list[str]:
-        """Overdue batches no task will run (queue empty, no worker holds them); claims them."""
+    def claim_lost(self, now: float, next_due: float, held_max_age: float, limit: int = 100) -> list[str]:
+        """Overdue batches no task will run; claims them.
+
+        Lost means: the queue is empty, and no worker holds the batch's task, or the one that
+        does received it more than ``held_max_age`` seconds ago (kombu should have restored it
+        after the visibility timeout and has not)."""
         raw = self._claim_lost(
-            keys=[PENDING_DUE, self._queue_key, self._unacked_key], args=[repr(now), repr(next_due), limit]
+            keys=[PENDING_DUE, self._queue_key, self._unacked_key, self._unacked_index_key],
+            args=[repr(now), repr(next_due), limit, repr(held_max_age)],
         )
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
 

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from bridge.dlq import DeadLetterStore
+from bridge.keys import PENDING_DUE
 from tests.harness import ALL_CALLS, ROOT, Pipeline, example_outcomes, many_outcomes
 
 pytestmark = pytest.mark.slow
@@ -128,6 +129,41 @@ def test_worker_killed_mid_run_loses_nothing(redis_server, tmp_path):
         pipe.wait_delivered(expected, timeout=180)
         pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
         _exactly_once(expected, pipe.received_pairs())
+        _resends_bounded_by_in_flight(pipe, kills=1)
+
+
+def test_worker_killed_while_kombus_restore_lock_is_stuck_loses_nothing(redis_server, tmp_path):
+    """A worker (or Redis) dying inside kombu's restore sweep leaves ``unacked_mutex`` behind,
+    which stops every restore of unacknowledged tasks until it expires. Found by the chaos
+    run in CI: the tasks a killed worker held stayed unacked, and the bridge's own sweeper
+    took them as held, so 202 messages waited past the drain timeout."""
+    outcomes = many_outcomes(300, prefix="mutex")
+    env = {
+        "BRIDGE_VISIBILITY_TIMEOUT_S": "6",
+        "BRIDGE_PENDING_STALE_S": "3",
+        "BRIDGE_TASK_BATCH_SIZE": "50",
+        "BRIDGE_RATE_PER_S": "1",  # tasks wait for their turn to send: the kill finds them unsent
+    }
+    with Pipeline(redis_server, tmp_path, M1, env=env) as pipe:
+        expected = pipe.expected(outcomes)
+        pipe.publish(outcomes)
+        pipe.wait_for(lambda: len(pipe.received()) > 0, 60, "a first delivery before the kill")
+        client = pipe.redis.client()
+        client.set("unacked_mutex", "held by a worker that died", ex=3600)
+        pipe.kill_workers()
+        held = [v.decode() for v in client.hvals("unacked")]
+        stranded = [
+            b.decode() for b in client.zrange(PENDING_DUE, 0, -1) if any(b.decode() in v for v in held)
+        ]
+        assert stranded, (
+            "the kill left no unfinished batch with its task unacknowledged; the test proves nothing"
+        )
+        pipe.clear_faults()
+        pipe.start_worker()
+        pipe.wait_delivered(expected, timeout=60)
+        assert client.ttl("unacked_mutex") > 3000, "the lock was released; kombu's restore did the work"
+        received = pipe.received_pairs()
+        assert set(received) == set(expected)
         _resends_bounded_by_in_flight(pipe, kills=1)
 
 

@@ -9,6 +9,11 @@ Why each setting (see DESIGN.md, "Known traps"):
   which ``task_time_limit`` keeps well below it.
 - ``unacked_restore_interval``/``throttle``: sweep for such messages every few seconds, so
   recovery takes about ``visibility_timeout`` rather than that plus minutes.
+- ``unacked_mutex_expire``: the sweep runs under a Redis lock; a worker killed (or a Redis
+  restarted) while it is held leaves it behind, and kombu's default of 300 s stops every
+  restore that long. A sweep takes milliseconds, and two overlapping sweeps are harmless
+  (each restore is a WATCH transaction), so the lock lapses after 20 s. The bridge's own
+  pending-batch sweeper covers a task whose restore never comes (``bridge.pending``).
 - ``worker_prefetch_multiplier = 1``: a worker holds one batch beyond those it runs.
 - soft shutdown: on SIGTERM a worker finishes (or, past the timeout, returns) what it runs.
 """
@@ -35,6 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": visibility,
             "unacked_restore_interval": 2,
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": 20,
             "socket_timeout": 15,
             "socket_connect_timeout": 5,
             "health_check_interval": 10,

@@ -176,7 +176,8 @@ def _resume_loop(stop: threading.Event) -> None:
             now = time.time()
             if parking.count_due(now) > 0:
                 resume_parked_task.apply_async(ignore_result=True)
-            for batch_id in pending.claim_lost(now, now + settings.pending_stale_s):
+            held_max_age = settings.visibility_timeout_s + settings.pending_stale_s
+            for batch_id in pending.claim_lost(now, now + settings.pending_stale_s, held_max_age):
                 log.warning("batch %s had no task in the queue or in a worker; sending it again", batch_id)
                 publisher.send(batch_id, now)
         except Exception as exc:  # Redis away: try again next tick

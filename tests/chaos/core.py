@@ -55,7 +55,7 @@ import redis as redis_lib
 from bridge import auth
 from bridge.config import load_merchants_file
 from bridge.dlq import DeadLetterStore
-from bridge.keys import PARKED_DUE, PENDING_DUE
+from bridge.keys import PARKED_DUE, PENDING_BATCHES, PENDING_DUE, key_id, message_key, outcome_key
 from bridge.pipeline import prepare
 from tests.harness import ROOT, many_outcomes
 from tests.harness import write_config as harness_write_config
@@ -127,6 +127,7 @@ class ChaosReport:
     total_seconds: float = 0.0
     missing_examples: list[str] = field(default_factory=list)
     duplicate_examples: list[str] = field(default_factory=list)
+    redis_state: dict[str, Any] = field(default_factory=dict)  # where missing work sits (on failure)
 
     @property
     def ok(self) -> bool:
@@ -167,6 +168,8 @@ class ChaosReport:
             lines.append(f"missing e.g. {self.missing_examples}")
         if self.duplicate_examples:
             lines.append(f"duplicated e.g. {self.duplicate_examples}")
+        if self.redis_state:
+            lines.append(f"redis state: {self.redis_state}")
         lines.append("RESULT: " + ("OK" if self.ok else "FAILED"))
         return "\n".join(lines)
 
@@ -193,7 +196,10 @@ def build_outcomes(cfg: ChaosConfig) -> tuple[list[dict[str, Any]], list[dict[st
     return valid, invalid
 
 
-def expected_pairs(outcomes: list[dict[str, Any]], config_path: Path) -> Counter[tuple[str, str]]:
+def expected_pairs(
+    outcomes: list[dict[str, Any]], config_path: Path, origin: dict[str, tuple[int, str]] | None = None
+) -> Counter[tuple[str, str]]:
+    """(write key, messageId) pairs the outcomes must deliver; fills ``origin`` messageId -> (merchant, outcomeId)."""
     merchants = load_merchants_file(config_path)
     expected: Counter[tuple[str, str]] = Counter()
     for outcome in outcomes:
@@ -202,7 +208,40 @@ def expected_pairs(outcomes: list[dict[str, Any]], config_path: Path) -> Counter
             key = source.write_key.get_secret_value()
             for message_id, _, _ in prepared.messages:
                 expected[(key, message_id)] += 1
+                if origin is not None:
+                    origin[message_id] = (int(outcome["merchantId"]), str(outcome["outcomeId"]))
     return expected
+
+
+def diagnose(
+    client: redis_lib.Redis, missing: set[tuple[str, str]], origin: dict[str, tuple[int, str]]
+) -> dict[str, Any]:
+    """Where the work behind missing messages sits in Redis: queue, unacked, pending, parked, dedup keys."""
+    now = time.time()
+    outcomes = sorted({origin[m] for _, m in missing if m in origin})
+    outcome_states = Counter(
+        (v.decode()[:2] if v is not None else "absent")
+        for v in (client.get(outcome_key(mid, oid)) for mid, oid in outcomes)
+    )
+    message_states = Counter(
+        (v.decode()[:2] if v is not None else "absent")
+        for v in (client.get(message_key(key_id(k), m)) for k, m in sorted(missing))
+    )
+    unacked_index = client.zrange("unacked_index", 0, -1, withscores=True)
+    pending_due = client.zrange(PENDING_DUE, 0, -1, withscores=True)
+    return {
+        "queue": client.llen("bridge"),
+        "unacked": client.hlen("unacked"),
+        "unacked_ages_s": [round(now - score, 1) for _, score in unacked_index][:10],
+        "unacked_mutex_ttl": client.ttl("unacked_mutex"),
+        "pending": len(pending_due),
+        "pending_due_in_s": [round(score - now, 1) for _, score in pending_due][:10],
+        "pending_stored": client.hlen(PENDING_BATCHES),
+        "parked": client.zcard(PARKED_DUE),
+        "missing_outcomes": len(outcomes),
+        "outcome_keys": dict(outcome_states),
+        "message_keys": dict(message_states),
+    }
 
 
 def write_config(path: Path, collector_url: str) -> Path:
@@ -482,7 +521,8 @@ def run_chaos(cfg: ChaosConfig) -> ChaosReport:
         log(f"rig up: redis {rig.redis.url} (appendfsync {cfg.appendfsync}), collector {rig.collector.url}, "
             f"api {rig.api.url}, {cfg.workers} workers x {cfg.concurrency}; workdir {cfg.workdir}")  # fmt: skip
         t0 = time.monotonic()
-        expected = expected_pairs(valid, rig.config_path)
+        origin: dict[str, tuple[int, str]] = {}
+        expected = expected_pairs(valid, rig.config_path, origin)
         report.expected = len(expected)
         log(f"expected {len(expected)} (write key, messageId) pairs from {len(valid)} outcomes "
             f"({time.monotonic() - t0:.1f} s to compute)")  # fmt: skip
@@ -644,6 +684,7 @@ def run_chaos(cfg: ChaosConfig) -> ChaosReport:
             if letter.outcome_id is None or letter.outcome_id in valid_ids
         )
         if report.missing:
+            report.redis_state = diagnose(client, missing, origin)
             log(rig.worker_logs())
     finally:
         rig.stop()
