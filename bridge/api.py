@@ -66,7 +66,7 @@ from bridge.config import MerchantsConfig, Settings
 from bridge.dedup import RedisDedup, Reservation
 from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
 from bridge.errors import FieldProblem, InvalidOutcome
-from bridge.pipeline import JSONDecodeProblem, decode_json, prepare
+from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
 from bridge.runtime import ConfigWatcher, redis_client
 from bridge.wire import decimal_to_wire, dumps
 from workers.celery_app import QUEUE
@@ -98,9 +98,10 @@ DRAIN_BYTES = 8 * 1024 * 1024
 
 
 class Publisher(Protocol):
-    """What the API needs of ``bridge.client.Publisher``: returns only once Redis holds the texts."""
+    """What the API needs of ``bridge.client.Publisher``: returns only once Redis holds the texts
+    (and their mapped messages, which spare the worker a second validation and mapping)."""
 
-    def publish_texts(self, texts: Sequence[str]) -> int: ...
+    def publish_texts(self, texts: Sequence[str], mapped: Sequence[Mapped] | None = None) -> int: ...
 
 
 # --------------------------------------------------------------------------- metrics
@@ -247,7 +248,8 @@ class Readiness(BaseModel):
 class GroupCommit:
     """Many concurrent requests' outcomes, one ``publish`` call (run in a thread).
 
-    A request joins (``member()``) once authenticated, and submits its texts when validated;
+    A request joins (``member()``) once authenticated, and submits its items (the API's are
+    (text, mapped) pairs; the committer only counts them) when validated;
     ``submit`` returns once the call carrying them returned (raises what it raised). The
     flusher sends a group as soon as every member has submitted (no wait at all for a lone
     request), ``max_outcomes`` are pending, or ``max_wait_s`` has passed since the group's
@@ -259,7 +261,7 @@ class GroupCommit:
 
     def __init__(
         self,
-        publish: Callable[[list[str]], object],
+        publish: Callable[[list[Any]], object],
         *,
         max_wait_s: float = GROUP_COMMIT_WAIT_S,
         max_outcomes: int = GROUP_COMMIT_MAX_OUTCOMES,
@@ -269,7 +271,7 @@ class GroupCommit:
         self.max_wait_s = max_wait_s
         self.max_outcomes = max_outcomes
         self._on_flush = on_flush
-        self._pending: list[tuple[list[str], asyncio.Future[None]]] = []
+        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
         self._pending_count = 0
         self._joining = 0  # members that have not submitted yet
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -286,7 +288,7 @@ class GroupCommit:
         finally:
             member.leave()
 
-    async def submit(self, texts: Sequence[str]) -> None:
+    async def submit(self, texts: Sequence[Any]) -> None:
         """Publish ``texts`` with the next group (without having joined)."""
         with self.member() as member:
             await member.submit(texts)
@@ -302,7 +304,7 @@ class GroupCommit:
         if self._joining <= 0 and self._settled is not None:
             self._settled.set()
 
-    async def _submit_member(self, member: Member, texts: list[str]) -> None:
+    async def _submit_member(self, member: Member, texts: list[Any]) -> None:
         if not texts:
             member.leave()
             return
@@ -346,8 +348,8 @@ class GroupCommit:
             while self._pending:
                 await self._flush(self._take())
 
-    def _take(self) -> list[tuple[list[str], asyncio.Future[None]]]:
-        group: list[tuple[list[str], asyncio.Future[None]]] = []
+    def _take(self) -> list[tuple[list[Any], asyncio.Future[None]]]:
+        group: list[tuple[list[Any], asyncio.Future[None]]] = []
         count = 0
         while self._pending and (not group or count + len(self._pending[0][0]) <= self.max_outcomes):
             texts, future = self._pending.pop(0)
@@ -356,7 +358,7 @@ class GroupCommit:
         self._pending_count -= count
         return group
 
-    async def _flush(self, group: list[tuple[list[str], asyncio.Future[None]]]) -> None:
+    async def _flush(self, group: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
         texts = [text for request_texts, _ in group for text in request_texts]
         try:
             await asyncio.to_thread(self._publish, texts)
@@ -397,7 +399,7 @@ class Member:
             self._joined = False
             self._group._left()
 
-    async def submit(self, texts: Sequence[str]) -> None:
+    async def submit(self, texts: Sequence[Any]) -> None:
         """Return once ``texts`` were published; raise what the publisher raised."""
         await self._group._submit_member(self, list(texts))
 
@@ -405,7 +407,7 @@ class Member:
 class DirectCommit(GroupCommit):
     """No grouping: each request makes its own ``publish`` call (for comparison and debugging)."""
 
-    async def _submit_member(self, member: Member, texts: list[str]) -> None:
+    async def _submit_member(self, member: Member, texts: list[Any]) -> None:
         member.leave()
         if texts:
             await asyncio.to_thread(self._publish, texts)
@@ -529,6 +531,16 @@ def item_text(item: Any) -> str:
         return json.dumps(item, default=_json_default, separators=(",", ":"))
 
 
+def _item_text_checked(item: Any) -> str:
+    """``item_text``, raising ``InvalidOutcome`` for a lone surrogate. orjson refuses those, so
+    the walk that finds the field runs only for the rare item orjson cannot encode."""
+    try:
+        return dumps(item).decode("utf-8")
+    except TypeError:
+        _refuse_surrogates(item)
+        return item_text(item)
+
+
 def split_items(value: Any) -> list[Any]:
     """The outcomes of a decoded body: ``{"outcomes": [...]}``, a bare array, or one object."""
     if isinstance(value, dict) and "outcomes" in value:
@@ -566,8 +578,8 @@ def _json_type(value: Any) -> str:
 class Checked:
     """One request's items after validation (``validate_items``) and the dedup lookup (``apply_dedup``)."""
 
-    valid: list[tuple[str, int, str]] = field(default_factory=list)  # (text, merchant id, outcome id)
-    enqueue: list[str] = field(default_factory=list)
+    valid: list[tuple[str, Mapped]] = field(default_factory=list)  # (text, its messages and dedup key)
+    enqueue: list[tuple[str, Mapped]] = field(default_factory=list)
     enqueue_keys: list[tuple[int, str]] = field(default_factory=list)  # (merchant id, outcome id)
     duplicate: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -579,7 +591,7 @@ def validate_items(items: Sequence[Any], merchants: MerchantsConfig, now: float)
     checked = Checked()
     for index, item in enumerate(items):
         try:
-            _refuse_surrogates(item)
+            text = _item_text_checked(item)
             prepared = prepare(item, merchants)
         except InvalidOutcome as exc:
             details = exc.to_dict()
@@ -591,8 +603,7 @@ def validate_items(items: Sequence[Any], merchants: MerchantsConfig, now: float)
                 )
             )
             continue
-        outcome = prepared.outcome
-        checked.valid.append((item_text(item), outcome.merchant_id, outcome.outcome_id))
+        checked.valid.append((text, prepared.mapped()))
     return checked
 
 
@@ -602,17 +613,15 @@ def apply_dedup(checked: Checked, dedup: RedisDedup) -> Checked:
     A duplicate is an outcome already processed, already accepted by an earlier request (it is
     stored and will be processed), or repeated within this request."""
     if checked.valid:
-        states = dedup.outcome_states(
-            [(merchant_id, outcome_id) for _, merchant_id, outcome_id in checked.valid]
-        )
+        states = dedup.outcome_states([(m.merchant_id, m.outcome_id) for _, m in checked.valid])
         seen: set[tuple[int, str]] = set()
-        for (text, merchant_id, outcome_id), state in zip(checked.valid, states, strict=True):
-            key = (merchant_id, outcome_id)
+        for item, state in zip(checked.valid, states, strict=True):
+            key = (item[1].merchant_id, item[1].outcome_id)
             if state in (Reservation.DONE, Reservation.ACCEPTED) or key in seen:
                 checked.duplicate += 1
             else:
                 seen.add(key)
-                checked.enqueue.append(text)
+                checked.enqueue.append(item)
                 checked.enqueue_keys.append(key)
     return checked
 
@@ -691,9 +700,9 @@ def create_app(
     dlq = DeadLetterStore(client)
     metrics = Metrics.create(registry)
 
-    def publish(texts: list[str]) -> object:
+    def publish(items: list[tuple[str, Mapped]]) -> object:
         assert publisher is not None
-        return publisher.publish_texts(texts)
+        return publisher.publish_texts([text for text, _ in items], [mapped for _, mapped in items])
 
     commit_class = GroupCommit if group_commit else DirectCommit
     committer = commit_class(publish, on_flush=lambda _n: metrics.enqueue_calls.inc())

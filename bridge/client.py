@@ -10,10 +10,13 @@ import functools
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings
 from bridge.wire import dumps
+
+if TYPE_CHECKING:
+    from bridge.pipeline import Mapped
 
 #: The Celery task that processes a stored batch of raw outcome texts (see workers.tasks).
 PROCESS_TASK = "bridge.process_outcomes"
@@ -31,17 +34,25 @@ class Publisher:
         self.app = make_app(self.settings)
         self.pending = PendingBatches(redis_client(self.settings))
 
-    def publish_texts(self, texts: Sequence[str]) -> int:
+    def publish_texts(self, texts: Sequence[str], mapped: Sequence[Mapped] | None = None) -> int:
         """Enqueue raw outcome JSON texts in batches of ``task_batch_size``; returns the batch count.
 
-        An error propagates, so a caller that gets no exception knows every outcome is in Redis."""
+        ``mapped`` (aligned with ``texts``, from ``pipeline.prepare``) is stored beside them, so
+        the worker delivers without mapping again. An error propagates, so a caller that gets
+        no exception knows every outcome is in Redis."""
+        if mapped is not None and len(mapped) != len(texts):
+            raise ValueError(f"{len(mapped)} mapped outcomes for {len(texts)} texts")
         size = self.settings.task_batch_size
         batches = 0
         for start in range(0, len(texts), size):
             now = time.time()
             batch_id = uuid.uuid4().hex
             self.pending.add(
-                batch_id, list(texts[start : start + size]), now, now + self.settings.pending_stale_s
+                batch_id,
+                list(texts[start : start + size]),
+                now,
+                now + self.settings.pending_stale_s,
+                None if mapped is None else mapped[start : start + size],
             )
             self.send(batch_id, now)
             batches += 1

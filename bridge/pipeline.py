@@ -127,11 +127,25 @@ def encode(message: Message) -> bytes:
 
 
 @dataclass(frozen=True)
+class Mapped:
+    """What delivery needs of a valid outcome: its dedup key and wire-ready messages
+    (messageId, event or type, bytes). The ingest API stores it beside the outcome's text,
+    so a worker delivers without validating and mapping the outcome a second time."""
+
+    merchant_id: int
+    outcome_id: str
+    messages: list[tuple[str, str, bytes]]
+
+
+@dataclass(frozen=True)
 class Prepared:
     """A valid outcome and its wire-ready messages: (messageId, event or type, bytes)."""
 
     outcome: Outcome
     messages: list[tuple[str, str, bytes]]
+
+    def mapped(self) -> Mapped:
+        return Mapped(self.outcome.merchant_id, self.outcome.outcome_id, self.messages)
 
 
 def prepare(raw: Any, merchants: MerchantsConfig) -> Prepared:

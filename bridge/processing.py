@@ -40,7 +40,7 @@ from bridge.keys import key_id
 from bridge.pacing import Pacer
 from bridge.parking import ParkingLot
 from bridge.pending import PendingBatches
-from bridge.pipeline import JSONDecodeProblem, Prepared, decode_json, prepare
+from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
 from bridge.stats import StatsStore
 
 log = logging.getLogger("bridge.processing")
@@ -103,26 +103,38 @@ class _Item:
 
 def prepare_texts(
     texts: Sequence[str], merchants: MerchantsConfig, now: float
-) -> tuple[list[tuple[str, Prepared]], list[NewDeadLetter]]:
+) -> tuple[list[tuple[str, Mapped]], list[NewDeadLetter]]:
     """Decode and prepare each raw outcome text; invalid ones become dead letters."""
-    prepared: list[tuple[str, Prepared]] = []
+    prepared: list[tuple[str, Mapped]] = []
     invalid: list[NewDeadLetter] = []
     for text in texts:
         try:
-            prepared.append((text, prepare(decode_json(text), merchants)))
+            prepared.append((text, prepare(decode_json(text), merchants).mapped()))
         except (InvalidOutcome, JSONDecodeProblem) as exc:
             invalid.append(invalid_outcome_letter(text, exc, now))
     return prepared, invalid
 
 
-def process_outcomes(texts: Sequence[str], stores: Stores, accepted_at: float | None = None) -> Report:
+def process_outcomes(
+    texts: Sequence[str],
+    stores: Stores,
+    accepted_at: float | None = None,
+    mapped: Sequence[Mapped] | None = None,
+) -> Report:
     """Process raw outcome JSON texts end to end. Safe to run again on the same input.
 
-    ``accepted_at`` is when the outcomes were enqueued (for the acceptance-to-delivery latency)."""
+    ``accepted_at`` is when the outcomes were enqueued (for the acceptance-to-delivery latency).
+    ``mapped``, aligned with ``texts``, is their messages as the ingest API mapped them: then
+    they are delivered as they are, not validated and mapped again."""
     now = stores.clock()
     accepted_at = accepted_at if accepted_at is not None else now
     report = Report()
-    prepared, invalid = prepare_texts(texts, stores.merchants, now)
+    if mapped is not None:
+        if len(mapped) != len(texts):
+            raise ValueError(f"{len(mapped)} mapped outcomes for {len(texts)} texts")
+        prepared, invalid = list(zip(texts, mapped, strict=True)), list[NewDeadLetter]()
+    else:
+        prepared, invalid = prepare_texts(texts, stores.merchants, now)
     if invalid:
         stores.dlq.add_many(invalid)
         report.outcomes["invalid"] += len(invalid)
@@ -131,9 +143,9 @@ def process_outcomes(texts: Sequence[str], stores: Stores, accepted_at: float | 
             paths = ", ".join(e["path"] or "<root>" for e in letter.payload["errors"])[:500]
             log.warning("invalid outcome %s dead-lettered; bad fields: %s", letter.outcome_id, paths)
 
-    keys = [(p.outcome.merchant_id, p.outcome.outcome_id) for _, p in prepared]
+    keys = [(p.merchant_id, p.outcome_id) for _, p in prepared]
     states = stores.dedup.outcome_states(keys)
-    fresh: list[tuple[str, Prepared]] = []
+    fresh: list[tuple[str, Mapped]] = []
     for (text, p), state in zip(prepared, states, strict=True):
         if state is Reservation.DONE:
             report.outcomes["duplicate"] += 1
@@ -143,8 +155,7 @@ def process_outcomes(texts: Sequence[str], stores: Stores, accepted_at: float | 
     unconfigured: list[NewDeadLetter] = []
     by_source: dict[tuple[int, str], list[_Item]] = defaultdict(list)
     handled: list[tuple[int, str]] = []
-    for text, p in fresh:
-        outcome = p.outcome
+    for text, outcome in fresh:
         sources = stores.merchants.sources_for(outcome.merchant_id)
         if not sources:
             reason = f"merchant {outcome.merchant_id} has no configured Segment source"
@@ -163,11 +174,11 @@ def process_outcomes(texts: Sequence[str], stores: Stores, accepted_at: float | 
                 )
             )
             continue
-        if not p.messages:
+        if not outcome.messages:
             report.outcomes["no_event"] += 1
         items = [
             _Item(mid, enc, outcome.merchant_id, outcome.outcome_id, label, accepted_at)
-            for mid, label, enc in p.messages
+            for mid, label, enc in outcome.messages
         ]
         for source in sources:
             by_source[(outcome.merchant_id, source.name)].extend(items)

@@ -26,6 +26,7 @@ from bridge.client import Publisher
 from bridge.config import MerchantsConfig, Settings
 from bridge.dedup import RedisDedup
 from bridge.dlq import DeadLetterStore
+from bridge.pipeline import prepare
 from tests.redis_server import RedisServer
 from tests.servers import ThreadServer
 
@@ -123,6 +124,24 @@ def test_batch_is_accepted_and_in_redis(server: ThreadServer, client: redis.Redi
     assert response.json() == {"accepted": len(sent), "duplicate": 0, "invalid": 0, "errors": []}
     assert sorted(queued_ids(client)) == sorted(o["outcomeId"] for o in sent)
     assert client.llen(QUEUE) == 1  # one request, one task message
+
+
+def test_accepted_outcomes_are_stored_with_their_mapped_messages(
+    server: ThreadServer, client: redis.Redis
+) -> None:
+    """The API maps each outcome to answer per item; it stores the messages so no worker maps again."""
+    from bridge.pending import PendingBatches
+
+    sent = [outcome(f"mapped-{i}", i) for i in range(len(examples()))]
+    assert post(server, {"outcomes": sent}).status_code == 202
+    stored = []
+    for raw in client.lrange(QUEUE, 0, -1):
+        args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        batch = PendingBatches(client).load_batch(args[0])
+        assert batch is not None and batch.mapped is not None
+        stored.extend(zip(batch.texts, batch.mapped, strict=True))
+    assert [m for _, m in stored] == [prepare(o, MERCHANTS).mapped() for o in sent]
+    assert [json.loads(text) for text, _ in stored] == sent
 
 
 def test_mixed_valid_and_invalid_accepts_the_valid_ones(server: ThreadServer, client: redis.Redis) -> None:
@@ -381,7 +400,7 @@ def test_redis_down_is_503_and_nothing_accepted_is_lost(redis_server: RedisServe
 
 def test_enqueue_failure_is_503_and_nothing_half_accepted(redis_url: str, client: redis.Redis) -> None:
     class Failing:
-        def publish_texts(self, texts: Any) -> int:
+        def publish_texts(self, texts: Any, mapped: Any = None) -> int:
             raise ConnectionError("broker down")
 
     with serve(redis_url, publisher=Failing()) as srv:
@@ -400,9 +419,9 @@ def test_group_commit_turns_concurrent_requests_into_few_tasks(redis_url: str, c
     calls: list[int] = []
 
     class Counting(Publisher):
-        def publish_texts(self, texts: Any) -> int:
+        def publish_texts(self, texts: Any, mapped: Any = None) -> int:
             calls.append(len(texts))
-            return super().publish_texts(texts)
+            return super().publish_texts(texts, mapped)
 
     publisher = Counting(Settings(redis_url=redis_url))
 

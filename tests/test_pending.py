@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from bridge.pending import PendingBatches, decode_batch, encode_batch
+from bridge.config import MerchantsConfig
+from bridge.pending import PendingBatches, decode_batch, decode_stored, encode_batch
+from bridge.pipeline import prepare
 from tests.harness import example_outcomes
 
 
@@ -15,6 +17,23 @@ def test_round_trip_and_compression():
     assert len(raw) < sum(len(t) for t in texts) / 4
     # batches stored by an earlier version (plain JSON) still load
     assert decode_batch(json.dumps({"texts": texts[:2], "enqueued_at": 1.0})) == (texts[:2], 1.0)
+
+
+def test_mapped_messages_are_stored_byte_for_byte_beside_their_texts(redis_client):
+    outcomes = [{**o, "outcomeId": f"m-{i}"} for i, o in enumerate(example_outcomes() * 3)]
+    texts = [json.dumps(o) for o in outcomes]
+    mapped = [prepare(o, MerchantsConfig()).mapped() for o in outcomes]
+    assert any(not m.messages for m in mapped) and any(len(m.messages) > 1 for m in mapped)
+    raw = encode_batch(texts, 7.25, mapped)
+    batch = decode_stored(raw)
+    assert (batch.texts, batch.enqueued_at, batch.mapped) == (texts, 7.25, mapped)
+    assert decode_batch(raw) == (texts, 7.25)  # readers of texts only still work
+
+    pending = PendingBatches(redis_client)
+    pending.add("b", texts, 7.25, 60.0, mapped)
+    assert pending.load_batch("b") == batch
+    pending.add("plain", texts[:2], 8.0, 60.0)
+    assert pending.load_batch("plain").mapped is None
 
 
 def test_lost_batches_are_claimed_only_when_no_task_can_run_them(redis_client):

@@ -105,16 +105,19 @@ def _flat(report: Report) -> dict[str, int]:
 
 @app.task(name=PROCESS_TASK)
 def process_outcomes_task(batch_id: str, enqueued_at: float | None = None) -> dict[str, Any]:
-    """Validate, map, deduplicate and deliver one stored batch of raw outcome texts."""
+    """Deduplicate and deliver one stored batch: its messages as the ingest API mapped them,
+    or, for batches of raw texts (``bridge.publish``, replays), validated and mapped here."""
     current = stores()
     pending = _pending()
-    loaded = _with_redis_patience(lambda: pending.load(batch_id))
-    if loaded is None:
+    batch = _with_redis_patience(lambda: pending.load_batch(batch_id))
+    if batch is None:
         return {"skipped": "batch already processed"}
-    texts, accepted_at = loaded
+    texts = batch.texts
     pending.hold(batch_id, time.time() + current.settings.visibility_timeout_s)
     try:
-        report = _with_redis_patience(lambda: process_outcomes(texts, stores(), accepted_at=accepted_at))
+        report = _with_redis_patience(
+            lambda: process_outcomes(texts, stores(), accepted_at=batch.enqueued_at, mapped=batch.mapped)
+        )
     except Reject:
         raise
     except Exception as exc:
