@@ -135,9 +135,10 @@ def start_collector(workdir: Path, name: str, env: dict[str, str]) -> tuple[Proc
     return proc, url, record
 
 
-def start_api(workdir: Path, env: dict[str, str]) -> tuple[Proc, str]:
+def start_api(workdir: Path, env: dict[str, str], processes: int = 1) -> tuple[Proc, str]:
     port = free_port()
-    proc = Proc("api", python_argv("-m", "bridge.cli", "serve", "--port", str(port)), env, workdir)
+    argv = python_argv("-m", "bridge.cli", "serve", "--port", str(port), "--workers", str(processes))
+    proc = Proc("api", argv, env, workdir)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", proc)
     return proc, url
@@ -544,6 +545,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "post_size",
                 "connections",
                 "concurrency",
+                "api_workers",
                 "task_batch",
                 "rate_per_key",
             )
@@ -560,7 +562,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         merchants = load_merchants_file(config_path)
         variants = build_variants(merchants, merchant_ids[0])
         env = base_env(redis_proc.url, config_path, args)
-        api, api_url = start_api(workdir, env)
+        api, api_url = start_api(workdir, env, args.api_workers)
         procs.append(api)
         log(f"workdir {workdir}; redis {redis_proc.url}; api {api_url}; collector {collector_url}")
 
@@ -750,6 +752,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--post-size", type=int, default=500, help="outcomes per POST")
     p.add_argument("--connections", type=int, default=4, help="concurrent ingest connections")
     p.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
+    p.add_argument(
+        "--api-workers", type=int, default=2, help="bridge serve --workers: ingest server processes"
+    )
     p.add_argument("--task-batch", type=int, default=500, help="BRIDGE_TASK_BATCH_SIZE")
     p.add_argument(
         "--rate-per-key", type=float, default=50.0, help="BRIDGE_RATE_PER_S (requests/s per write key)"

@@ -459,15 +459,19 @@ class Backlog:
 
 
 def _depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether ``value`` nests at most ``limit`` containers deep (iterative: no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            if depth > limit:
-                return False
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    """Whether ``value`` nests at most ``limit`` containers deep (level by level: no recursion)."""
+    level = [value] if type(value) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return False
+        below = []
+        for node in level:
+            for child in node.values() if type(node) is dict else node:
+                if type(child) in (dict, list):
+                    below.append(child)
+        level = below
     return True
 
 
@@ -933,19 +937,33 @@ def create_app(
     return app
 
 
-def run(host: str, port: int, settings: Settings) -> None:
+def app_from_environment() -> FastAPI:
+    """The app of one server process started by ``run(workers=N)``: settings from ``BRIDGE_*``,
+    logging configured here (each process is spawned afresh, with secrets redacted)."""
+    from bridge import logs
+
+    settings = Settings()
+    logs.configure(settings.log_level, logs.secrets_of(settings.load_merchants()))
+    return create_app(settings)
+
+
+def run(host: str, port: int, settings: Settings, workers: int = 1) -> None:
     """Serve the ingest with uvicorn until interrupted (``bridge serve``).
 
-    When logging is already configured (the CLI does it, with its redaction of secrets),
-    uvicorn's loggers go through that configuration instead of installing their own."""
-    app = create_app(settings)
+    With ``workers`` > 1, uvicorn runs that many processes on the port, each building its app
+    from the environment (``app_from_environment``). When logging is already configured (the
+    CLI does it, with its redaction of secrets), uvicorn's loggers go through that
+    configuration instead of installing their own."""
     configured = bool(logging.getLogger().handlers)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        log_config=None if configured else uvicorn.config.LOGGING_CONFIG,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level.lower(),
+        "log_config": None if configured else uvicorn.config.LOGGING_CONFIG,
+        "server_header": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers > 1:
+        uvicorn.run("bridge.api:app_from_environment", factory=True, workers=workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)

@@ -79,15 +79,29 @@ def map_command(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes sharing the port (validation and mapping are CPU-bound: "
+            "about one per core).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP ingest API (POST /v1/outcomes, /healthz, /readyz, /metrics, /docs)."""
     from bridge import logs
     from bridge.api import run
 
     settings = Settings()
-    merchants = _merchants(settings)
+    merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
-    run(host, port, settings)
+    if workers > 1:
+        import os
+        import tempfile
+
+        # Counters from every server process land in one directory (before prometheus_client loads).
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bridge-metrics-"))
+    run(host, port, settings, workers=workers)
 
 
 @app.command()

@@ -14,17 +14,31 @@ from typing import Any
 
 import orjson
 
+#: Decimals already found to travel exactly as a float, and that float. Money repeats (prices,
+#: totals, balances), so most lookups hit. Equal decimals (``1.5`` and ``1.50``) share an entry:
+#: they have the same float (except zeros, never cached: ``-0`` is ``-0.0``). Cleared when
+#: full, so it stays small.
+_AS_FLOAT: dict[Decimal, float] = {}
+_AS_FLOAT_MAX = 50_000
+
 
 def decimal_to_wire(value: Decimal) -> float | str:
     """A JSON number when float64 carries the decimal exactly, else its exact string."""
+    try:
+        return _AS_FLOAT[value]
+    except (KeyError, TypeError):  # TypeError: a signalling NaN cannot be hashed
+        pass
     as_float = float(value)
     # Fast path: a finite decimal of at most 15 significant digits (DBL_DIG) in the normal
     # float range always round-trips through float64, so the check below would pass.
-    if value.is_finite() and len(value.as_tuple().digits) <= 15 and -290 < value.adjusted() < 290:
-        return as_float
-    if Decimal(repr(as_float)) == value:
-        return as_float
-    return format(value, "f")
+    short = value.is_finite() and len(value.as_tuple().digits) <= 15 and -290 < value.adjusted() < 290
+    if not short and Decimal(repr(as_float)) != value:
+        return format(value, "f")
+    if as_float:  # not zeros: 0 and -0 are equal decimals with different floats
+        if len(_AS_FLOAT) >= _AS_FLOAT_MAX:
+            _AS_FLOAT.clear()
+        _AS_FLOAT[value] = as_float
+    return as_float
 
 
 def _default(obj: Any) -> Any:

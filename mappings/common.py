@@ -345,7 +345,7 @@ def points_changed(changes: Iterable[ChangedPointInfo]) -> Properties:
 
 def drop_unknown(props: Mapping[str, Any]) -> dict[str, Any]:
     """Unknown values are omitted, never sent as a guess (None, and empty lists of optional facts)."""
-    return {k: v for k, v in props.items() if v is not None and v != []}
+    return {k: v for k, v in props.items() if v is not None and (v.__class__ is not list or v)}
 
 
 def base_properties(

@@ -508,3 +508,19 @@ def test_unknown_path_is_json_404(server: ThreadServer) -> None:
     response = httpx.get(server.url + "/v1/nothing")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_depth_bound_is_exact() -> None:
+    from bridge.api import MAX_JSON_DEPTH, _depth_ok
+
+    def nest(depth: int, leaf: Any = 1) -> Any:
+        value = leaf
+        for i in range(depth):
+            value = [value] if i % 2 else {"k": value, "flat": [1, 2] if i else 0}
+        return value
+
+    assert _depth_ok(nest(MAX_JSON_DEPTH))
+    assert not _depth_ok(nest(MAX_JSON_DEPTH + 1))
+    # the deep branch need not be the first one
+    assert not _depth_ok({"a": 1, "b": [nest(3)], "c": nest(MAX_JSON_DEPTH)})
+    assert _depth_ok(7) and _depth_ok("text") and _depth_ok([])

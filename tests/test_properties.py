@@ -469,3 +469,28 @@ def test_example_outcomes_are_valid_for_the_walker() -> None:
         for msg, encoded in pairs:
             assert check_message(msg, encoded) is None
             assert datetime.fromisoformat(msg["timestamp"]) == utc_of(raw["occurredAt"]).astimezone(UTC)
+
+
+def _wire_reference(value: Decimal) -> float | str:
+    """decimal_to_wire without its cache: the float when it carries the decimal exactly."""
+    as_float = float(value)
+    return as_float if Decimal(repr(as_float)) == value else format(value, "f")
+
+
+@given(
+    st.lists(
+        st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**20), max_value=10**20, places=None)
+        | st.sampled_from(
+            [Decimal("0"), Decimal("-0"), Decimal("0.00"), Decimal("15.61"), Decimal("15.610")]
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_wire_decimals_match_the_exact_rule_in_any_order(values: list[Decimal]) -> None:
+    """The cache of decimal_to_wire never changes an answer, whatever came before (-0 included)."""
+    from bridge.wire import decimal_to_wire
+
+    for value in values + values[::-1]:
+        got, want = decimal_to_wire(value), _wire_reference(value)
+        assert type(got) is type(want) and repr(got) == repr(want), (value, got, want)

@@ -50,8 +50,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, Pr
             fh.write(
                 f"ingest:\n  hmac_secrets: ['{HMAC_SECRET}', '{OLD_SECRET}']\n  bearer_tokens: ['{TOKEN}']\n"
             )
+        # Two server processes: each spawned child configures its own (redacting) logging.
         api = ProcessServer(
-            [sys.executable, "-m", "bridge.cli", "serve", "--port", "{port}"],
+            [sys.executable, "-m", "bridge.cli", "serve", "--port", "{port}", "--workers", "2"],
             ready_path="/healthz",
             env=pipe.env,
         )
@@ -218,6 +219,29 @@ def test_secrets_are_never_logged_or_returned(rig: tuple[Pipeline, ProcessServer
     for value in (EMAIL, PHONE, CARD):
         assert value not in logs, f"personal data ({value[:4]}…) was logged"
         assert value not in answered
+
+
+def test_two_server_processes_share_the_port_and_their_metrics(rig: tuple[Pipeline, ProcessServer]) -> None:
+    pipe, api = rig
+
+    def accepted() -> float:
+        text = httpx.get(api.url + "/metrics", timeout=10).text
+        return sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("bridge_outcomes_accepted_total")
+        )
+
+    before = accepted()
+    outcomes = many_outcomes(40, prefix="procs", merchant_id=1738)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(timeout=10) as http:  # a new connection per request: both processes answer
+        answers = [http.post(url(api), json=o, headers={**headers, "Connection": "close"}) for o in outcomes]
+    assert [r.status_code for r in answers] == [202] * len(outcomes)
+    assert accepted() - before == len(outcomes)
+    pipe.wait_delivered(pipe.expected(outcomes), timeout=60)
+    started = set(re.findall(r"Started server process \[(\d+)\]", api.output()))
+    assert len(started) == 2, api.output()[-2000:]
 
 
 # --------------------------------------------------------------------------- merchant isolation
