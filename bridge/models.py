@@ -72,8 +72,28 @@ _PLATFORM_TIME = re.compile(
 )
 
 
+def _common_iso(value: str) -> datetime | None:
+    """The usual shapes, parsed in C: ``yyyy-MM-ddTHH:mm:ss`` (or a space for T) alone, with
+    ``Z`` or with ``+HH:MM``; None for anything else (the regex decides, with its messages)."""
+    size = len(value)
+    if size not in (19, 20, 25) or value[10] not in " T" or value[4] != "-" or value[16] != ":":
+        return None
+    if (size == 20 and value[19] != "Z") or (size == 25 and (value[19] not in "+-" or value[22] != ":")):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def parse_datetime(value: Any) -> datetime:
     """ISO-8601 or the platform's ``yyyy-MM-dd HH:mm:ss [+-ZZZZ]``; no offset means UTC."""
+    if isinstance(value, str) and (fast := _common_iso(value)) is not None:
+        try:
+            return fast.astimezone(UTC)
+        except OverflowError:
+            pass  # the full path below says so
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):

@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from bridge.config import MerchantsConfig
 from bridge.errors import InvalidOutcome
@@ -1037,3 +1039,45 @@ def test_examples_are_unchanged_by_parsing() -> None:
     parse_outcome(raw)
     map_one(raw, MERCHANTS)
     assert raw == before
+
+
+_TIME_SHAPES = [
+    "2024-05-01T12:00:00Z",
+    "2024-05-01 12:00:00",
+    "2024-05-01T12:00:00+05:30",
+    "2024-05-01T12:00:00-23:59",
+    "2024-05-01T12:00:00+24:00",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "2024-05-01T12:00:00.123Z",
+    "2024-05-01 12:00:00 -0500",
+    "2024-02-30 12:00:00",
+]
+
+
+@hypothesis.given(
+    st.sampled_from(_TIME_SHAPES),
+    st.lists(st.tuples(st.integers(0, 24), st.sampled_from("0123456789-:TZ +z.t")), max_size=3),
+)
+def test_fast_date_time_path_agrees_with_the_full_parser(shape: str, edits: list[tuple[int, str]]) -> None:
+    """``_common_iso`` (datetime.fromisoformat on the usual shapes) never changes an answer."""
+    import bridge.models as models
+
+    chars = list(shape)
+    for index, char in edits:
+        chars[index % len(chars)] = char
+    text = "".join(chars)
+
+    def outcome(fast: bool) -> object:
+        saved = models._common_iso
+        if not fast:
+            models._common_iso = lambda _value: None
+        try:
+            parsed = models.parse_datetime(text)
+            return (parsed, parsed.utcoffset())
+        except ValueError as exc:
+            return ("error", str(exc))
+        finally:
+            models._common_iso = saved
+
+    assert outcome(fast=True) == outcome(fast=False)
