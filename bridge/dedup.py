@@ -154,6 +154,14 @@ end
 return #KEYS
 """
 
+# KEYS: item keys. ARGV: accepted value, window ms. Marks only keys with no state yet.
+_MARK_NEW_LUA = """
+for _, k in ipairs(KEYS) do
+  redis.call('SET', k, ARGV[1], 'NX', 'PX', ARGV[2])
+end
+return #KEYS
+"""
+
 # KEYS: item keys. ARGV: our lease value. Deletes only our own live leases.
 _RELEASE_LUA = """
 local n = 0
@@ -198,6 +206,7 @@ class RedisDedup:
         self._reserve = client.register_script(_RESERVE_LUA)
         self._confirm = client.register_script(_CONFIRM_LUA)
         self._release = client.register_script(_RELEASE_LUA)
+        self._mark_new = client.register_script(_MARK_NEW_LUA)
 
     def for_owner(self, owner: str | None = None) -> RedisDedup:
         """Another view of the same store with its own lease owner (another worker)."""
@@ -268,13 +277,7 @@ class RedisDedup:
     def mark_outcomes_accepted(
         self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
     ) -> None:
-        keys = _outcome_keys(items)
-        if not keys:
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(key, ACCEPTED, nx=True, px=ttl_ms(window_s))
-        pipe.execute()
+        self._run(self._mark_new, _outcome_keys(items), [ACCEPTED, ttl_ms(window_s)])
 
     # -- messages -------------------------------------------------------------------------------
 

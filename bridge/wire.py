@@ -25,9 +25,11 @@ _AS_FLOAT_MAX = 50_000
 def decimal_to_wire(value: Decimal) -> float | str:
     """A JSON number when float64 carries the decimal exactly, else its exact string."""
     try:
-        return _AS_FLOAT[value]
-    except (KeyError, TypeError):  # TypeError: a signalling NaN cannot be hashed
-        pass
+        cached = _AS_FLOAT.get(value)
+    except TypeError:  # a signalling NaN cannot be hashed
+        cached = None
+    if cached is not None:
+        return cached
     as_float = float(value)
     # Fast path: a finite decimal of at most 15 significant digits (DBL_DIG) in the normal
     # float range always round-trips through float64, so the check below would pass.

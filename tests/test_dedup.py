@@ -92,6 +92,21 @@ def test_lease_expiry_makes_outcome_reservable_again(env: Env) -> None:
     assert env.store.reserve_outcomes([(1, "o")]) == [NEW]
 
 
+def test_accepted_marks_only_new_outcomes_and_expires(env: Env) -> None:
+    ACCEPTED = Reservation.ACCEPTED
+    env.store.confirm_outcomes([(1, "done")])
+    many = [(1, f"a-{i}") for i in range(1200)]  # more than one script chunk
+    env.store.mark_outcomes_accepted([(1, "done"), *many], window_s=SHORT)
+    assert env.store.outcome_states([(1, "done"), many[0], many[-1], (1, "other")]) == [
+        DONE,
+        ACCEPTED,
+        ACCEPTED,
+        NEW,
+    ]
+    env.advance(SHORT * 2)
+    assert env.store.outcome_states([(1, "done"), many[0], many[-1]]) == [DONE, NEW, NEW]
+
+
 def test_release_makes_reservable_and_keeps_done(env: Env) -> None:
     env.store.reserve_outcomes([(1, "a"), (1, "b")])
     env.store.confirm_outcomes([(1, "b")])
