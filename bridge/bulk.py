@@ -22,7 +22,7 @@ from bridge.dedup import DedupStore, Reservation
 from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
 from bridge.errors import InvalidOutcome
 from bridge.keys import OUTCOME_DEDUP_WINDOW_S
-from bridge.pipeline import JSONDecodeProblem, decode_json, prepare
+from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
 
 #: Outcomes validated and enqueued per step (and per checkpoint).
 CHUNK_LINES = 1000
@@ -77,7 +77,7 @@ def ingest_file(
     merchants: MerchantsConfig,
     dedup: DedupStore,
     dlq: DeadLetterStore,
-    publish_texts: Callable[[Sequence[str]], object],
+    publish_texts: Callable[[Sequence[str], Sequence[Mapped]], object],
     progress: Callable[[int, BulkCounts], None] | None = None,
     on_invalid: Callable[[int, str], None] | None = None,
     resume: bool = True,
@@ -117,12 +117,12 @@ def _ingest_chunk(
     merchants: MerchantsConfig,
     dedup: DedupStore,
     dlq: DeadLetterStore,
-    publish_texts: Callable[[Sequence[str]], object],
+    publish_texts: Callable[[Sequence[str], Sequence[Mapped]], object],
     on_invalid: Callable[[int, str], None] | None,
     window_s: float,
 ) -> None:
     now = time.time()
-    valid: list[tuple[tuple[int, str], str]] = []
+    valid: list[tuple[tuple[int, str], str, Mapped]] = []
     invalid: list[NewDeadLetter] = []
     for line_no, raw in chunk:
         text = raw.decode("utf-8", "replace").strip()
@@ -133,19 +133,20 @@ def _ingest_chunk(
             if on_invalid is not None:
                 on_invalid(line_no, str(exc))
             continue
-        valid.append(((prepared.outcome.merchant_id, prepared.outcome.outcome_id), text))
+        mapped = prepared.mapped()
+        valid.append(((mapped.merchant_id, mapped.outcome_id), text, mapped))
     if invalid:
         dlq.add_many(invalid)
         counts.invalid += len(invalid)
-    states = dedup.outcome_states([key for key, _ in valid])
+    states = dedup.outcome_states([key for key, _, _ in valid])
     seen: set[tuple[int, str]] = set()
-    fresh: list[tuple[tuple[int, str], str]] = []
-    for (key, text), state in zip(valid, states, strict=True):
-        if state not in (Reservation.DONE, Reservation.ACCEPTED) and key not in seen:
-            seen.add(key)
-            fresh.append((key, text))
+    fresh: list[tuple[tuple[int, str], str, Mapped]] = []
+    for item, state in zip(valid, states, strict=True):
+        if state not in (Reservation.DONE, Reservation.ACCEPTED) and item[0] not in seen:
+            seen.add(item[0])
+            fresh.append(item)
     counts.duplicate += len(valid) - len(fresh)
     if fresh:
-        publish_texts([text for _, text in fresh])
-        dedup.mark_outcomes_accepted([key for key, _ in fresh], window_s)
+        publish_texts([text for _, text, _ in fresh], [mapped for _, _, mapped in fresh])
+        dedup.mark_outcomes_accepted([key for key, _, _ in fresh], window_s)
         counts.accepted += len(fresh)

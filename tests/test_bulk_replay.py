@@ -30,7 +30,8 @@ class FlakyPublisher:
         self.calls = 0
         self.fail_after = fail_after
 
-    def __call__(self, texts):
+    def __call__(self, texts, mapped):
+        assert [m.outcome_id for m in mapped] == [json.loads(t)["outcomeId"] for t in texts]
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             self.fail_after = None
