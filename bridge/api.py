@@ -63,7 +63,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import __version__, auth
 from bridge.config import MerchantsConfig, Settings
-from bridge.dedup import RedisDedup, Reservation
+from bridge.dedup import RedisDedup, unseen_outcomes
 from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
 from bridge.errors import FieldProblem, InvalidOutcome
 from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
@@ -584,7 +584,6 @@ class Checked:
 
     valid: list[tuple[str, Mapped]] = field(default_factory=list)  # (text, its messages and dedup key)
     enqueue: list[tuple[str, Mapped]] = field(default_factory=list)
-    enqueue_keys: list[tuple[int, str]] = field(default_factory=list)  # (merchant id, outcome id)
     duplicate: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     letters: list[NewDeadLetter] = field(default_factory=list)
@@ -617,16 +616,9 @@ def apply_dedup(checked: Checked, dedup: RedisDedup) -> Checked:
     A duplicate is an outcome already processed, already accepted by an earlier request (it is
     stored and will be processed), or repeated within this request."""
     if checked.valid:
-        states = dedup.outcome_states([(m.merchant_id, m.outcome_id) for _, m in checked.valid])
-        seen: set[tuple[int, str]] = set()
-        for item, state in zip(checked.valid, states, strict=True):
-            key = (item[1].merchant_id, item[1].outcome_id)
-            if state in (Reservation.DONE, Reservation.ACCEPTED) or key in seen:
-                checked.duplicate += 1
-            else:
-                seen.add(key)
-                checked.enqueue.append(item)
-                checked.enqueue_keys.append(key)
+        keys = [(m.merchant_id, m.outcome_id) for _, m in checked.valid]
+        checked.enqueue = [checked.valid[i] for i in unseen_outcomes(dedup, keys)]
+        checked.duplicate += len(checked.valid) - len(checked.enqueue)
     return checked
 
 
@@ -873,7 +865,9 @@ def create_app(
                 raise _unavailable("could not enqueue (Redis or the broker is down); retry later") from None
             try:  # only now: a request answered 503 must not make its retry look like a duplicate
                 await asyncio.to_thread(
-                    dedup.mark_outcomes_accepted, checked.enqueue_keys, settings.dedup_window_s
+                    dedup.mark_outcomes_accepted,
+                    [(m.merchant_id, m.outcome_id) for _, m in checked.enqueue],
+                    settings.dedup_window_s,
                 )
             except RedisError as exc:  # stored already; a repeat would be deduplicated by the worker
                 log.warning("ingest: marking accepted outcomes failed (%s)", type(exc).__name__)

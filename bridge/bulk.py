@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bridge.config import MerchantsConfig
-from bridge.dedup import DedupStore, Reservation
+from bridge.dedup import DedupStore, unseen_outcomes
 from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
 from bridge.errors import InvalidOutcome
 from bridge.keys import OUTCOME_DEDUP_WINDOW_S
@@ -122,7 +122,7 @@ def _ingest_chunk(
     window_s: float,
 ) -> None:
     now = time.time()
-    valid: list[tuple[tuple[int, str], str, Mapped]] = []
+    valid: list[tuple[str, Mapped]] = []
     invalid: list[NewDeadLetter] = []
     for line_no, raw in chunk:
         text = raw.decode("utf-8", "replace").strip()
@@ -133,20 +133,14 @@ def _ingest_chunk(
             if on_invalid is not None:
                 on_invalid(line_no, str(exc))
             continue
-        mapped = prepared.mapped()
-        valid.append(((mapped.merchant_id, mapped.outcome_id), text, mapped))
+        valid.append((text, prepared.mapped()))
     if invalid:
         dlq.add_many(invalid)
         counts.invalid += len(invalid)
-    states = dedup.outcome_states([key for key, _, _ in valid])
-    seen: set[tuple[int, str]] = set()
-    fresh: list[tuple[tuple[int, str], str, Mapped]] = []
-    for item, state in zip(valid, states, strict=True):
-        if state not in (Reservation.DONE, Reservation.ACCEPTED) and item[0] not in seen:
-            seen.add(item[0])
-            fresh.append(item)
+    keys = [(m.merchant_id, m.outcome_id) for _, m in valid]
+    fresh = unseen_outcomes(dedup, keys)
     counts.duplicate += len(valid) - len(fresh)
     if fresh:
-        publish_texts([text for _, text, _ in fresh], [mapped for _, _, mapped in fresh])
-        dedup.mark_outcomes_accepted([key for key, _, _ in fresh], window_s)
+        publish_texts([valid[i][0] for i in fresh], [valid[i][1] for i in fresh])
+        dedup.mark_outcomes_accepted([keys[i] for i in fresh], window_s)
         counts.accepted += len(fresh)

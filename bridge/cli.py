@@ -96,11 +96,7 @@ def serve(
     merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
     if workers > 1:
-        import os
-        import tempfile
-
-        # Counters from every server process land in one directory (before prometheus_client loads).
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bridge-metrics-"))
+        _multiprocess_metrics()
     run(host, port, settings, workers=workers)
 
 
@@ -147,22 +143,27 @@ def tracking_plan_command(
         raise typer.Exit(2) from None
 
 
+def _multiprocess_metrics() -> None:
+    """Counters from every process (pool children, server processes) land in one directory;
+    set before prometheus_client loads. A given ``PROMETHEUS_MULTIPROC_DIR`` is kept."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bridge-metrics-"))
+
+
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes (default: number of CPUs).")] = 0,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Start a Celery worker that processes and delivers outcomes (BRIDGE_REDIS_URL, BRIDGE_CONFIG)."""
-    import os
-    import tempfile
-
     from bridge import logs
 
     settings = Settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
-    # Counters from every pool process land in one directory (set before prometheus_client loads).
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bridge-metrics-"))
+    _multiprocess_metrics()
     from workers.celery_app import QUEUE, make_app
 
     celery = make_app(settings)

@@ -129,9 +129,7 @@ def process_outcomes(
     now = stores.clock()
     accepted_at = accepted_at if accepted_at is not None else now
     report = Report()
-    if mapped is not None:
-        if len(mapped) != len(texts):
-            raise ValueError(f"{len(mapped)} mapped outcomes for {len(texts)} texts")
+    if mapped is not None:  # zip(strict=True) refuses lists of different lengths
         prepared, invalid = list(zip(texts, mapped, strict=True)), list[NewDeadLetter]()
     else:
         prepared, invalid = prepare_texts(texts, stores.merchants, now)

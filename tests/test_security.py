@@ -221,7 +221,9 @@ def test_secrets_are_never_logged_or_returned(rig: tuple[Pipeline, ProcessServer
         assert value not in answered
 
 
-def test_two_server_processes_share_the_port_and_their_metrics(rig: tuple[Pipeline, ProcessServer]) -> None:
+def test_two_server_processes_serve_one_port_and_count_every_outcome(
+    rig: tuple[Pipeline, ProcessServer],
+) -> None:
     pipe, api = rig
 
     def accepted() -> float:

@@ -174,12 +174,13 @@ def _resume_loop(stop: threading.Event) -> None:
     parking = ParkingLot(client)
     pending = PendingBatches(client)
     publisher = Publisher(settings)
+    # A task held longer than this should have been given back by kombu: its batch is lost.
+    held_max_age = settings.visibility_timeout_s + settings.pending_stale_s
     while not stop.wait(RESUME_INTERVAL_S):
         try:
             now = time.time()
             if parking.count_due(now) > 0:
                 resume_parked_task.apply_async(ignore_result=True)
-            held_max_age = settings.visibility_timeout_s + settings.pending_stale_s
             for batch_id in pending.claim_lost(now, now + settings.pending_stale_s, held_max_age):
                 log.warning("batch %s had no task in the queue or in a worker; sending it again", batch_id)
                 publisher.send(batch_id, now)
