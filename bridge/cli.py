@@ -157,13 +157,23 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes (default: number of CPUs).")] = 0,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
-    """Start a Celery worker that processes and delivers outcomes (BRIDGE_REDIS_URL, BRIDGE_CONFIG)."""
+    """Start a Celery worker that processes and delivers outcomes (BRIDGE_REDIS_URL, BRIDGE_CONFIG).
+
+    The Celery worker runs as a child that is started again if it exits on an error: kombu's
+    Redis transport can die with an "Unrecoverable error" when Redis restarts under it."""
+    import os
+
     from bridge import logs
 
     settings = Settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
     _multiprocess_metrics()
+    if os.environ.get(_SUPERVISED) != "1":
+        from bridge.supervise import supervise
+
+        child = [sys.executable, "-m", "bridge.cli", "worker", "--concurrency", str(concurrency)]
+        raise typer.Exit(supervise([*child, "--loglevel", loglevel], {**os.environ, _SUPERVISED: "1"}))
     from workers.celery_app import QUEUE, make_app
 
     celery = make_app(settings)
@@ -171,6 +181,10 @@ def worker(
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     celery.worker_main(argv)
+
+
+#: Set in the environment of the Celery worker that ``bridge worker`` runs and restarts.
+_SUPERVISED = "BRIDGE_WORKER_SUPERVISED"
 
 
 @app.command()

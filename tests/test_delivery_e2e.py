@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -130,6 +133,45 @@ def test_worker_killed_mid_run_loses_nothing(redis_server, tmp_path):
         pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
         _exactly_once(expected, pipe.received_pairs())
         _resends_bounded_by_in_flight(pipe, kills=1)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [d for c in children for d in (c, *_descendants(c))]
+
+
+def test_celery_worker_that_dies_is_started_again(redis_server, tmp_path):
+    """``bridge worker`` supervises its Celery worker: kombu can end one with an "Unrecoverable
+    error" when Redis restarts under it (found by the chaos test). Killing the Celery worker
+    (not ``bridge worker``) stands in for that exit; delivery must go on."""
+    first, second = many_outcomes(200, prefix="sup-a"), many_outcomes(200, prefix="sup-b")
+    with Pipeline(redis_server, tmp_path, M1) as pipe:
+        pipe.publish(first)
+        pipe.wait_delivered(pipe.expected(first), timeout=60)
+        supervisor = pipe.workers[0].pid
+        celery = _descendants(supervisor)
+        assert celery, "bridge worker runs no child"
+        for pid in reversed(celery):
+            os.kill(pid, signal.SIGKILL)
+        pipe.publish(second)
+        pipe.wait_delivered(pipe.expected(first + second), timeout=60)
+        assert pipe.workers[0].poll() is None, "bridge worker itself exited"
+        assert not set(_descendants(supervisor)) & set(celery), "the same Celery worker still runs"
+
+
+def test_sigterm_to_bridge_worker_stops_its_celery_worker_warm(redis_server, tmp_path):
+    """``docker stop`` signals only the supervisor: the Celery worker must get it and exit."""
+    with Pipeline(redis_server, tmp_path, M1) as pipe:
+        pipe.publish(many_outcomes(50, prefix="term"))
+        supervisor = pipe.workers[0]
+        pipe.wait_for(lambda: bool(_descendants(supervisor.pid)), 30, "the Celery worker to start")
+        time.sleep(2)  # past start-up, so the signal meets a running worker
+        celery = _descendants(supervisor.pid)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+        assert not [pid for pid in celery if Path(f"/proc/{pid}").exists()], "a Celery process outlived it"
 
 
 def test_worker_killed_while_kombus_restore_lock_is_stuck_loses_nothing(redis_server, tmp_path):

@@ -121,3 +121,28 @@ def test_full_pipeline_logs_no_secret_and_status_and_metrics_tell_the_truth(redi
         for secret in SECRETS:
             assert secret not in line, f"{secret!r} leaked into a log line: {line[:300]}"
     assert any("ops-bad" in line for line in lines)  # the invalid outcome is named by its id
+
+
+def test_a_worker_stuck_after_an_unrecoverable_error_exits(monkeypatch):
+    """Celery's stop can hang after kombu's "Unrecoverable error" (a Redis restart): the process
+    must exit, so ``bridge worker`` starts a new one."""
+    import threading
+
+    import workers.celery_app as celery_app
+
+    exited = threading.Event()
+    codes: list[int] = []
+    monkeypatch.setattr(celery_app, "UNRECOVERABLE_EXIT_S", 0.01)
+    monkeypatch.setattr(celery_app.os, "_exit", lambda code: (codes.append(code), exited.set()))
+    watch = celery_app._ExitAfterUnrecoverable()
+
+    def record(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("celery.worker", level, __file__, 1, msg, None, None)
+
+    assert watch.filter(record(logging.CRITICAL, "Unrecoverable error: %r"))  # logged as usual
+    assert exited.wait(5) and codes == [1]
+    codes.clear()
+    exited.clear()
+    watch.filter(record(logging.ERROR, "Unrecoverable error: %r"))
+    watch.filter(record(logging.CRITICAL, "something else"))
+    assert not exited.wait(0.3) and codes == []

@@ -20,6 +20,10 @@ Why each setting (see DESIGN.md, "Known traps"):
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from typing import Any
 
 from celery import Celery, signals
@@ -71,6 +75,33 @@ def make_app(settings: Settings | None = None) -> Celery:
     return app
 
 
+#: After Celery logs an "Unrecoverable error", how long its own stop may take before the
+#: process exits anyway (``bridge worker`` then starts a new one).
+UNRECOVERABLE_EXIT_S = 15.0
+
+
+class _ExitAfterUnrecoverable(logging.Filter):
+    """kombu 5.7 can end a worker with an "Unrecoverable error" when Redis restarts under it
+    (an ``AttributeError`` while closing the dead connection), and Celery's stop then hangs
+    with the event loop closed: the process neither consumes nor exits. Found by the chaos
+    test. Celery has no hook for that error but its log record, so this filter watches for
+    it and ends the process if it is still there ``UNRECOVERABLE_EXIT_S`` later. Nothing is
+    lost: its tasks stay unacknowledged in Redis and their batches are swept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL and str(record.msg).startswith("Unrecoverable error"):
+            threading.Thread(target=self._exit_later, name="bridge-exit-after-error", daemon=True).start()
+        return True
+
+    @staticmethod
+    def _exit_later() -> None:
+        time.sleep(UNRECOVERABLE_EXIT_S)
+        logging.getLogger("bridge.worker").critical(
+            "worker did not stop after an unrecoverable error; exiting"
+        )
+        os._exit(1)
+
+
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     """Replace Celery's logging with the bridge's JSON lines, secrets scrubbed."""
@@ -80,6 +111,7 @@ def _setup_logging(**_: Any) -> None:
     except Exception:
         secrets = []
     logs.configure(settings.log_level, secrets)
+    logging.getLogger("celery.worker").addFilter(_ExitAfterUnrecoverable())
 
 
 app = make_app()
