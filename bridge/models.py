@@ -480,6 +480,24 @@ class ServiceChargeDiscount(_ComputedDiscount):
     quantity_discounted: Money | None = None
 
 
+class RewardToRemove(Model):
+    """A reward named in a simulate request that does not apply to the check (``rewardsToRemove``)."""
+
+    item_id: Text | None = None
+    reason: Text | None = None
+    reference_line: Text | None = None
+
+
+class RewardNotApplied(Model):
+    """A reward the platform refused, with its reason code (``discountsNotApplied``). The reference
+    types ``walletCode`` as a string and its example sends a number: both are read as text."""
+
+    message: Text | None = None
+    reason: Text | None = None
+    wallet_code: Text | None = None
+    wallet_name: Text | None = None
+
+
 class WalletContentsMixin(Model):
     """Wallet lists any reply (or ``data`` payload) may carry."""
 
@@ -541,6 +559,9 @@ class SuccessReply(GuestFieldsMixin):
     guest_web_site: Text | None = None
     receipt_text: dict[str, list[Text]] = Field(default_factory=dict)
     coupons_to_remove: list[Int] = Field(default_factory=list)
+    chosen_rewards_not_applied: list[ChosenReward] = Field(default_factory=list)
+    rewards_to_remove: list[RewardToRemove] = Field(default_factory=list)
+    discounts_not_applied: list[RewardNotApplied] = Field(default_factory=list)
 
 
 class FailureReply(Model):

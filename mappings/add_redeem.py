@@ -7,13 +7,9 @@ were redeemed; ``check.multiPostAndAccruePoints`` gives one per card whose walle
 
 from __future__ import annotations
 
-from typing import Any
-
 from bridge.models import (
-    ChangedPointInfo,
     GuestFieldsMixin,
     Outcome,
-    SingleAccrualResult,
     SuccessReply,
 )
 from mappings.common import (
@@ -22,13 +18,14 @@ from mappings.common import (
     Message,
     Properties,
     base_properties,
-    drop_unknown,
+    changed_wallets,
+    known,
     points_changed,
     track,
     wallet_lists,
     wallet_properties,
 )
-from mappings.pos import redeemed_rewards, reply_properties
+from mappings.pos import redeemed_rewards, reply_discounts
 
 ACCRUING_KINDS = frozenset(
     {
@@ -38,13 +35,6 @@ ACCRUING_KINDS = frozenset(
         "check.redeemOnly",
     }
 )
-
-
-def _changed(changes: list[ChangedPointInfo]) -> list[dict[str, Any]]:
-    return [
-        drop_unknown({"wallet_code": c.wallet_code, "wallet_label": c.point_name, "quantity": c.quantity})
-        for c in changes
-    ]
 
 
 def _check_number(outcome: Outcome) -> str | None:
@@ -61,9 +51,8 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     nested = response.reply if isinstance(response.reply, GuestFieldsMixin) else None
     wallets = wallet_lists(response, nested)
     rewards = redeemed_rewards(outcome.request.check)
-    reward_discounts = reply_properties(outcome).get("reward_discounts", [])
-    if outcome.kind != "check.redeemOnly":
-        reward_discounts = []  # computed but not applied
+    # redeemOnly's computed discounts are the ones it applied; other replies carry none.
+    reward_discounts = reply_discounts(response) if outcome.kind == "check.redeemOnly" else []
     if not (wallets.changed_wallet_contents or rewards or reward_discounts):
         return []
     props: Properties = {
@@ -72,7 +61,7 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         "check_number": _check_number(outcome),
         "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
         **points_changed(wallets.changed_wallet_contents),
-        "changed_wallets": _changed(wallets.changed_wallet_contents),
+        "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
         "rewards_redeemed": rewards,
         "reward_discounts": reward_discounts,
         **wallet_properties(wallets),
@@ -80,10 +69,18 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     return track(outcome, ctx, ADD_REDEEM, props)
 
 
-def _card_outcome(outcome: Outcome, card: SingleAccrualResult, card_number: str | None) -> Outcome:
-    """The outcome as seen from one card: the envelope's guest only if it is this card's holder."""
+def _card_outcome(outcome: Outcome, card: GuestFieldsMixin, cards: int) -> Outcome:
+    """The outcome as seen from one card of a split check. The envelope ``guest`` is this card's
+    holder only when it identifies the card (the same printed card number or account code) or
+    when the check has one card; otherwise the card's own reply names its holder."""
     guest = outcome.guest
-    if guest is None or guest.printed_card_number in (None, card_number):
+    if guest is None or cards == 1:
+        return outcome
+    same_card = (
+        known(guest.printed_card_number) is not None and guest.printed_card_number == card.printed_card_number
+    )
+    same_account = known(guest.account_code) is not None and guest.account_code == card.account_code
+    if same_card or same_account:
         return outcome
     return outcome.model_copy(update={"guest": None})
 
@@ -118,7 +115,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
                 "printedCardNumber": card_number,
             }
         )
-        seen_as = _card_outcome(outcome, card, card_number)
+        seen_as = _card_outcome(outcome, card_facts, len(cards))
         props: Properties = {
             **base_properties(seen_as, ctx, card_facts),
             "pos_function": outcome.kind.removeprefix("check."),
@@ -127,7 +124,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
             "amount_paid": paid.amount_paid if paid else None,
             "px_transaction_id": card_facts.px_transaction_id,
             **points_changed(wallets.changed_wallet_contents),
-            "changed_wallets": _changed(wallets.changed_wallet_contents),
+            "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
             **wallet_properties(wallets),
         }
         messages += track(seen_as, ctx, ADD_REDEEM, props, slot_suffix=f":{index}", card_reply=card_facts)
@@ -141,7 +138,7 @@ def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         **base_properties(outcome, ctx),
         "px_transaction_id": data.px_transaction_id if data else None,
         **points_changed(wallets.changed_wallet_contents),
-        "changed_wallets": _changed(wallets.changed_wallet_contents),
+        "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
         **wallet_properties(wallets),
     }
     return track(outcome, ctx, ADD_REDEEM, props)

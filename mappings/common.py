@@ -11,6 +11,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -129,6 +130,11 @@ def reply_guest_fields(outcome: Outcome) -> list[GuestFieldsMixin]:
     return found
 
 
+def known(value: str | None) -> str | None:
+    """The value, or None when it says nothing: a blank string is unknown, never ``""``."""
+    return value if value is not None and value.strip() else None
+
+
 def _first(values: Iterable[str | None]) -> str | None:
     """The first value that says something (blank strings say nothing)."""
     for value in values:
@@ -185,11 +191,13 @@ def identity(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> di
 
 
 def guest_properties(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> Properties:
-    """first_name, last_name, printed_card_number, email_opt_in, text_opt_in (and tier_name)."""
+    """first_name, last_name, printed_card_number, email_opt_in, text_opt_in, tier_name and
+    account_code. Names come from ``guest`` as a pair; when it gives neither (blank is not a
+    name), from the reply's ``customerName``."""
     guest = outcome.guest
     replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
-    first = guest.first_name if guest else None
-    last = guest.last_name if guest else None
+    first = known(guest.first_name) if guest else None
+    last = known(guest.last_name) if guest else None
     if first is None and last is None:
         first, last = split_name(_first(r.customer_name for r in replies))
     props: Properties = {
@@ -199,8 +207,17 @@ def guest_properties(outcome: Outcome, card_reply: GuestFieldsMixin | None = Non
         "email_opt_in": guest.email_opt_in if guest else None,
         "text_opt_in": guest.text_opt_in if guest else None,
         "tier_name": _first([guest.tier_name if guest else None, *(r.tier_name for r in replies)]),
+        "account_code": account_code(outcome, card_reply),
     }
     return props
+
+
+def account_code(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> str | None:
+    """The loyalty account code: ``guest.accountCode``, else the (card's) reply's accountCode.
+    Sent beside a ``userId`` so that the ids of one person can be linked."""
+    guest = outcome.guest
+    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
+    return _first([guest.account_code if guest else None, *(r.account_code for r in replies)])
 
 
 def store_properties(outcome: Outcome, ctx: MappingContext) -> Properties:
@@ -255,10 +272,13 @@ def wallet_lists(*sources: WalletContentsMixin | None) -> WalletContentsMixin:
 def wallet_properties(
     wallets: WalletContentsMixin,
     stored_value: tuple[int | None, str | None, Decimal | None] | None = None,
+    *,
+    with_changes: bool = True,
 ) -> Properties:
     """wallets_info, all_wallets_info and flat_wallets_info from the wallet lists an outcome gives.
 
-    ``stored_value`` is (wallet code, label, balance) of a stored-value wallet (Recharge Value)."""
+    ``stored_value`` is (wallet code, label, balance) of a stored-value wallet (Recharge Value).
+    ``with_changes=False`` leaves the changes out (a simulation changed nothing)."""
     by_code: dict[int, _Wallet] = {}
 
     def wallet(code: int, label: str | None, kind: str | None) -> _Wallet:
@@ -279,7 +299,7 @@ def wallet_properties(
             "reward_type": reward.reward_type,
             "reward_value_type": reward.reward_value_type,
         }
-    for change in wallets.changed_wallet_contents:
+    for change in wallets.changed_wallet_contents if with_changes else ():
         entry = wallet(change.wallet_code, change.point_name, None)
         # EXACT.add: the same exact addition as under localcontext(EXACT), without switching contexts
         entry.quantity_changed = EXACT.add(entry.quantity_changed or Decimal(0), change.quantity)
@@ -328,8 +348,13 @@ def exact_sum(values: Iterable[Decimal]) -> Decimal:
     return total
 
 
-def points_changed(changes: Iterable[ChangedPointInfo]) -> Properties:
-    """points_earned (sum of increases) and points_redeemed (sum of decreases, positive)."""
+def points_changed(changes: list[ChangedPointInfo]) -> Properties:
+    """points_earned (sum of increases) and points_redeemed (sum of decreases, positive), only
+    when the outcome reports changes and all of them are of one wallet: with no changes reported
+    the totals are unknown (never a guessed 0), and a sum across wallets would add different
+    units (points and reward dollars). ``changed_wallets`` carries the changes per wallet."""
+    if not changes or len({change.wallet_code for change in changes}) != 1:
+        return {}
     earned = Decimal(0)
     redeemed = Decimal(0)
     for change in changes:
@@ -338,6 +363,14 @@ def points_changed(changes: Iterable[ChangedPointInfo]) -> Properties:
         else:
             redeemed = EXACT.subtract(redeemed, change.quantity)
     return {"points_earned": earned, "points_redeemed": redeemed}
+
+
+def changed_wallets(changes: list[ChangedPointInfo]) -> list[dict[str, Any]]:
+    """Each change the outcome reports (changedWalletContents): wallet code, label, quantity."""
+    return [
+        drop_unknown({"wallet_code": c.wallet_code, "wallet_label": c.point_name, "quantity": c.quantity})
+        for c in changes
+    ]
 
 
 # --------------------------------------------------------------------------- messages
@@ -357,6 +390,11 @@ def base_properties(
         **guest_properties(outcome, card_reply),
         **store_properties(outcome, ctx),
     }
+
+
+def utc_text(moment: datetime) -> str:
+    """A UTC date-time as ISO-8601 text with ``Z`` (models keep every time in UTC)."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _envelope(outcome: Outcome, slot: str, ids: dict[str, str]) -> Message:
@@ -393,13 +431,16 @@ def identify(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     if IDENTIFY in ctx.disabled:
         return []
     guest = outcome.guest
-    props = base_properties(outcome, ctx)
+    person = guest_properties(outcome)
+    # The person's traits only (no store), each once: Segment's reserved traits in their own
+    # spelling (firstName, lastName, email, phone), the source's properties in theirs.
     traits: Properties = {
-        **props,
-        "email": guest.email if guest else None,
-        "phone": guest.phone if guest else None,
-        "firstName": props.get("first_name"),
-        "lastName": props.get("last_name"),
+        "merchant_id": outcome.merchant_id,
+        "firstName": person.pop("first_name"),
+        "lastName": person.pop("last_name"),
+        "email": known(guest.email) if guest else None,
+        "phone": known(guest.phone) if guest else None,
+        **person,
     }
     message = _envelope(outcome, IDENTIFY, identity(outcome))
     message["type"] = "identify"

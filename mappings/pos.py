@@ -8,12 +8,19 @@ from bridge.models import (
     Check,
     ComboItem,
     CouponSuccessReply,
+    CreditCardTenderItem,
     DiscountItem,
+    GiftCardTenderItem,
+    ItemDiscount,
+    LoyaltyCardTenderItem,
     MenuItem,
     Modifier,
+    MultiItemDiscount,
     NoRewardsAppliedReply,
     Outcome,
+    ServiceChargeDiscount,
     ServiceChargeItem,
+    SubTotalDiscount,
     SuccessReply,
     TenderItem,
 )
@@ -23,12 +30,26 @@ from mappings.common import (
     Message,
     Properties,
     base_properties,
+    changed_wallets,
     drop_unknown,
     exact_sum,
+    known,
     points_changed,
     track,
+    utc_text,
     wallet_lists,
     wallet_properties,
+)
+
+#: Calls that only compute or simulate: nothing is redeemed, accrued or spent by them. What they
+#: return is reported as applicable or simulated, never as redeemed or earned.
+SIMULATION_KINDS = frozenset(
+    {
+        "check.computePointAccrual",
+        "check.computeApplicableRewards",
+        "check.simulateAccrualAndRedemption",
+        "check.simulateCoupon",
+    }
 )
 
 
@@ -48,6 +69,27 @@ def _discount(d: DiscountItem) -> dict[str, Any]:
             "wallet_code": d.wallet_code,
             "wallet_quantity": d.wallet_quantity,
             "coupon_id": d.coupon_id,
+            "multi_item_discount_id": d.multi_item_discount_id,
+        }
+    )
+
+
+def _tender(t: TenderItem) -> dict[str, Any]:
+    """A tender line with its detail's type, card type, masked number and transaction id. A
+    full card number is never sent: the platform's ``masked`` holds the last digits only, and
+    ``iin``, ``cardholder`` and ``expiration`` are left out."""
+    detail = t.detail
+    return drop_unknown(
+        {
+            "item_id": t.item_id,
+            "name": t.name,
+            "amount": t.amount,
+            "tender_type": detail.type if detail is not None else None,
+            "card_type": detail.card_type if isinstance(detail, CreditCardTenderItem) else None,
+            "masked_number": detail.masked if detail is not None else None,
+            "px_transaction_id": detail.px_transaction_id
+            if isinstance(detail, GiftCardTenderItem | LoyaltyCardTenderItem)
+            else None,
         }
     )
 
@@ -122,10 +164,8 @@ def check_properties(outcome: Outcome) -> Properties:
     return {
         "check_number": check_number or header.number,
         "check_unique_identifier": header.unique_identifier,
-        "check_open_time": header.open_time.isoformat().replace("+00:00", "Z"),
-        "check_close_time": header.close_time.isoformat().replace("+00:00", "Z")
-        if header.close_time
-        else None,
+        "check_open_time": utc_text(header.open_time),
+        "check_close_time": utc_text(header.close_time) if header.close_time else None,
         "is_return": header.is_return,
         "is_void": header.is_void,
         "is_catering": header.is_catering,
@@ -139,6 +179,7 @@ def check_properties(outcome: Outcome) -> Properties:
         "terminal": request.terminal,
         "operator": request.operator,
         "agent_name": request.agent_name,
+        "coupon_code": request.coupon_code,
         "sub_total": totals.sub_total,
         "tax_total": totals.tax_total,
         "discount_total": totals.discount_total,
@@ -154,79 +195,144 @@ def check_properties(outcome: Outcome) -> Properties:
             drop_unknown({"item_id": c.item_id, "name": c.name, "quantity": c.quantity, "price": c.price})
             for c in charges
         ],
-        "tenders": [
+        "tenders": [_tender(t) for t in tenders],
+    }
+
+
+def _computed(kind: str, d: ItemDiscount | SubTotalDiscount | ServiceChargeDiscount) -> dict[str, Any]:
+    return drop_unknown(
+        {
+            "kind": kind,
+            "id": d.id,
+            "name": d.name,
+            "discount": d.discount,
+            "discount_type": d.discount_type,
+            "wallet_code": d.wallet_code,
+            "quantity_redeemed": d.quantity_redeemed,
+            "apply_automatically": d.apply_automatically,
+            "priority": d.priority,
+            "menu_item_id": getattr(d, "menu_item_id", None),
+            "reference_line": known(getattr(d, "reference_line", None)),
+            "quantity_discounted": getattr(d, "quantity_discounted", None),
+            "unit_discount": getattr(d, "unit_discount", None),
+            "discount_source": getattr(d, "discount_source", None),
+            "coupon_id": getattr(d, "coupon_id", None),
+            "multi_item_discount_id": getattr(d, "multi_item_discount_id", None),
+            "soonest_expiration_date": getattr(d, "soonest_expiration_date", None),
+            "pos_item_id": getattr(d, "pos_item_id", None),
+        }
+    )
+
+
+def _multi_item(m: MultiItemDiscount) -> dict[str, Any]:
+    return drop_unknown(
+        {
+            "kind": "multi_item",
+            "id": m.id,
+            "name": m.name,
+            "discount": m.total_discounted,
+            "discount_type": m.discount_type,
+            "wallet_code": m.wallet_code,
+            "quantity_redeemed": m.quantity_redeemed,
+            "apply_automatically": m.apply_automatically,
+            "priority": m.priority,
+            "discount_object_number": m.discount_object_number,
+            "pos_item_id": m.pos_item_id,
+            "items": [
+                drop_unknown(
+                    {
+                        "menu_item_id": sub.menu_item_id,
+                        "reference_line": known(sub.reference_line),
+                        "discount": sub.discount,
+                        "quantity_discounted": sub.quantity_discounted,
+                        "unit_discount": sub.unit_discount,
+                    }
+                )
+                for sub in m.items
+            ],
+        }
+    )
+
+
+def reply_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
+    """Discounts the Check Service computed: applicable (compute and simulate calls) or applied
+    (redeemOnly), with their details."""
+    found = [_computed("item", d) for d in reply.item_discounts]
+    found += [_computed("subtotal", d) for d in reply.subtotal_discounts]
+    found += [_computed("service_charge", d) for d in reply.service_charge_discounts]
+    found += [_multi_item(m) for m in reply.multi_item_discounts]
+    return found
+
+
+def refused_rewards(reply: SuccessReply) -> Properties:
+    """Rewards the platform would not apply, each with what the reply says of it."""
+    return {
+        "chosen_rewards_not_applied": [
+            {"wallet_code": r.wallet_code, "amount": r.amount} for r in reply.chosen_rewards_not_applied
+        ],
+        "rewards_to_remove": [
+            drop_unknown(
+                {"item_id": r.item_id, "reason": r.reason, "reference_line": known(r.reference_line)}
+            )
+            for r in reply.rewards_to_remove
+        ],
+        "discounts_not_applied": [
             drop_unknown(
                 {
-                    "item_id": t.item_id,
-                    "name": t.name,
-                    "amount": t.amount,
-                    "tender_type": t.detail.type if t.detail is not None else None,
+                    "wallet_code": r.wallet_code,
+                    "wallet_name": r.wallet_name,
+                    "reason": r.reason,
+                    "message": r.message,
                 }
             )
-            for t in tenders
+            for r in reply.discounts_not_applied
         ],
     }
 
 
-def _reply_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
-    """Discounts the Check Service computed (applicable, or applied by redeemOnly)."""
-    found: list[dict[str, Any]] = []
-    for kind, discounts in (
-        ("item", reply.item_discounts),
-        ("subtotal", reply.subtotal_discounts),
-        ("service_charge", reply.service_charge_discounts),
-    ):
-        for d in discounts:
-            found.append(
-                drop_unknown(
-                    {
-                        "kind": kind,
-                        "id": d.id,
-                        "name": d.name,
-                        "discount": d.discount,
-                        "wallet_code": d.wallet_code,
-                        "quantity_redeemed": d.quantity_redeemed,
-                    }
-                )
-            )
-    for m in reply.multi_item_discounts:
-        found.append(
-            drop_unknown(
-                {
-                    "kind": "multi_item",
-                    "id": m.id,
-                    "name": m.name,
-                    "discount": m.total_discounted,
-                    "wallet_code": m.wallet_code,
-                    "quantity_redeemed": m.quantity_redeemed,
-                }
-            )
-        )
-    return found
+def failed_cards(reply: SuccessReply) -> list[dict[str, Any]]:
+    """Cards of a split check whose accrual failed: their place in the reply and error code."""
+    if not isinstance(reply.reply, list):
+        return []
+    return [
+        drop_unknown({"card_index": index, "result": card.result, "error_code": card.error_code})
+        for index, card in enumerate(reply.reply)
+        if card.result != "success"
+    ]
 
 
 def reply_properties(outcome: Outcome) -> Properties:
-    """Facts of the reply: result, transaction id, visit code, points, computed discounts, wallets."""
+    """Facts of the reply: result, transaction id, visit code, open time, computed discounts
+    (applicable for simulations, applied otherwise), refused rewards, wallet changes, wallets."""
     response = outcome.response
+    simulation = outcome.kind in SIMULATION_KINDS
     if isinstance(response, SuccessReply):
         nested = response.reply if not isinstance(response.reply, list) else None
         wallets = wallet_lists(response, nested)
+        changes = wallets.changed_wallet_contents
         props: Properties = {
             "pos_result": response.result,
             "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
             "visit_code": response.visit_code,
-            "reward_discounts": _reply_discounts(response),
-            **points_changed(wallets.changed_wallet_contents),
-            **wallet_properties(wallets),
+            "reply_open_time": utc_text(response.open_time) if response.open_time else None,
+            ("applicable_rewards" if simulation else "reward_discounts"): reply_discounts(response),
+            "coupons_to_remove": response.coupons_to_remove,
+            **refused_rewards(response),
+            "failed_cards": failed_cards(response),
         }
-        if not wallets.changed_wallet_contents:
-            props.pop("points_earned")
-            props.pop("points_redeemed")
+        if simulation:
+            props["simulated_wallet_changes"] = changed_wallets(changes)
+        else:
+            props.update(points_changed(changes), changed_wallets=changed_wallets(changes))
+        props.update(wallet_properties(wallets, with_changes=not simulation))
         return props
     if isinstance(response, NoRewardsAppliedReply):
         return {"pos_result": response.result, **wallet_properties(response)}
     if isinstance(response, CouponSuccessReply):
-        return {"pos_result": response.result}
+        return {
+            "pos_result": response.result,
+            "reply_open_time": utc_text(response.open_time) if response.open_time else None,
+        }
     return {}
 
 
@@ -243,6 +349,13 @@ def pos_activity(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         "pos_function": outcome.kind.removeprefix("check."),
         **check_properties(outcome),
         **reply_properties(outcome),
-        "rewards_redeemed": redeemed_rewards(outcome.request.check) if outcome.request else None,
     }
+    if redeems(outcome) and outcome.request is not None:
+        props["rewards_redeemed"] = redeemed_rewards(outcome.request.check)
     return track(outcome, ctx, POS_ACTIVITY, props)
+
+
+def redeems(outcome: Outcome) -> bool:
+    """Whether the call can have redeemed anything: not a computation or simulation, and not a
+    reply that says no reward was applied."""
+    return outcome.kind not in SIMULATION_KINDS and not isinstance(outcome.response, NoRewardsAppliedReply)
