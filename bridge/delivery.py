@@ -30,7 +30,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, Protocol
 
@@ -339,16 +339,58 @@ def send_batch(
     library's (whose frames hold it).
     """
     guard_segment_logger()
-    batch = [orjson.loads(m) for m in encoded_messages]
     try:
-        response = segment_request.post(
-            write_key, host=host, timeout=timeout, batch=batch, retry_count=retry_count
-        )
+        response = post_batch(write_key, host, encoded_messages, timeout=timeout, retry_count=retry_count)
     except segment_request.APIError as exc:
         raise _from_api_error(exc, write_key) from None
     except Exception as exc:
         raise _from_exception(exc, write_key) from None
     return int(response.status_code)
+
+
+def post_batch(
+    write_key: str, host: str, encoded_messages: Sequence[bytes], *, timeout: float, retry_count: int
+) -> requests.Response:
+    """``segment.analytics.request.post`` for messages already encoded: the same request (its
+    session, ``User-Agent``, Basic auth with the write key, ``X-Retry-Count``, ``sentAt`` of this
+    attempt, ``writeKey`` in the body) and the same ``APIError`` for a non-2xx answer, but the
+    body is the messages' own bytes joined, not ``json.dumps`` of them parsed back.
+
+    That keeps every number exactly as ``bridge.wire`` wrote it (the library's ``json.dumps``
+    can only write a float, so ``12345678901234567.89`` would arrive as
+    ``1.2345678901234568e+16``) and spares a parse and an encode of every message."""
+    sent_at = datetime.now(UTC).isoformat()
+    body = b"".join(
+        (
+            b'{"batch":[',
+            b",".join(encoded_messages),
+            b'],"sentAt":',
+            orjson.dumps(sent_at),
+            b',"writeKey":',
+            orjson.dumps(write_key),
+            b"}",
+        )
+    )
+    credential = base64.b64encode(f"{write_key}:".encode()).decode("ascii")
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"analytics-python/{segment_request.VERSION}",
+        "Authorization": f"Basic {credential}",
+    }
+    if retry_count > 0:
+        headers["X-Retry-Count"] = str(retry_count)
+    url = segment_request.remove_trailing_slash(host or "https://api.segment.io") + "/v1/batch"
+    res: requests.Response = segment_request._session.post(url, data=body, headers=headers, timeout=timeout)
+    if 200 <= res.status_code < 300:
+        return res
+    if 300 <= res.status_code < 400:  # a redirect requests declined to follow: nothing was uploaded
+        raise segment_request.APIError(res.status_code, "redirect", res.reason, res)
+    try:
+        payload = res.json()
+        code, message = payload["code"], payload["message"]
+    except (ValueError, KeyError, TypeError):
+        raise segment_request.APIError(res.status_code, "unknown", res.text, res) from None
+    raise segment_request.APIError(res.status_code, code, message, res)
 
 
 class Sender(Protocol):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -360,6 +361,20 @@ def test_send_batch_posts_one_batch(segment: StubSegment) -> None:
     sent_at = datetime.fromisoformat(req.body["sentAt"])
     assert abs(sent_at.timestamp() - time.time()) < 5
     assert segment.accepted == ["m-00000000", "m-00000001", "m-00000002"]
+
+
+def test_send_batch_keeps_every_number_exactly_as_written(segment: StubSegment) -> None:
+    """Issue 10 defect 4: money is a JSON number written exactly, to Segment too. Re-encoding the
+    batch with the library's json.dumps would turn 12345678901234567.89 into 1.2345678901234568e+16."""
+    exact = dumps({"messageId": "m-exact", "type": "track", "event": "E", "userId": "u",
+                   "properties": {"balance": Decimal("12345678901234567.89"), "price": Decimal("-2.00"),
+                                  "tiny": Decimal("0.1234567890123456789")}})  # fmt: skip
+    assert send_batch(WRITE_KEY, segment.url, [exact]) == 200
+    (req,) = segment.requests
+    assert b'"balance":12345678901234567.89' in req.raw
+    assert b'"price":-2.00' in req.raw and b'"tiny":0.1234567890123456789' in req.raw
+    [got] = json.loads(req.raw, parse_float=Decimal)["batch"]
+    assert got["properties"]["balance"] == Decimal("12345678901234567.89")
 
 
 def test_send_batch_sets_retry_count_and_fresh_sent_at(segment: StubSegment) -> None:
