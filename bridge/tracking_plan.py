@@ -7,8 +7,7 @@ identify rule has ``"key": null``, as Segment stores it. Each ``jsonSchema`` is 
 describes the whole message as the bridge sends it: ``properties`` (or ``traits``) closed with
 ``additionalProperties: false`` and the properties every message of the event carries listed
 in ``required``; ``context.integration``; ``userId`` or ``anonymousId``; ``messageId``;
-``timestamp``. Decimals are ``{"type": ["number", "string"]}`` (a string only when a float64
-cannot hold the exact value, see ``bridge.wire``).
+``timestamp``. Decimals are ``{"type": "number"}``, written exactly (see ``bridge.wire``).
 
 With a merchant's ``MappingContext`` the plan follows that merchant's configuration:
 renamed events are keyed by their new name and disabled events are left out.

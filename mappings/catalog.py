@@ -41,12 +41,9 @@ JSONSchema = dict[str, Any]
 
 # --------------------------------------------------------------------------- value schemas
 
-# An exact decimal: a JSON number, or its exact text when float64 cannot hold it (bridge.wire).
-DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
-
-
 def decimal(description: str) -> JSONSchema:
-    return {"description": description, "type": ["number", "string"], "pattern": DECIMAL_PATTERN}
+    """An exact decimal: always a JSON number whose text is the decimal's (``bridge.wire``)."""
+    return {"description": description, "type": "number"}
 
 
 def string(description: str, **extra: Any) -> JSONSchema:
@@ -805,4 +802,4 @@ EVENTS: tuple[EventSpec, ...] = (
 CATALOG: dict[str, EventSpec] = {spec.name: spec for spec in EVENTS}
 
 
-__all__ = ["CATALOG", "DECIMAL_PATTERN", "EVENTS", "EventSpec", "JSONSchema", "Prop"]
+__all__ = ["CATALOG", "EVENTS", "EventSpec", "JSONSchema", "Prop"]

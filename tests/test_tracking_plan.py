@@ -136,16 +136,18 @@ def test_catalog_lists_the_documented_properties() -> None:
     assert {"email", "phone", "firstName", "lastName", "merchant_id"} <= traits
 
 
-def test_money_fields_allow_numbers_and_exact_strings() -> None:
+def test_money_fields_are_numbers_only() -> None:
+    """One JSON type per property: money and quantities are always numbers (never exact strings)."""
     props = rule_for("POS Activity")["jsonSchema"]["properties"]["properties"]["properties"]
     for name in ("sub_total", "check_total", "points_earned", "item_quantity", "store_latitude"):
-        assert props[name]["type"] == ["number", "string"], name
+        assert props[name]["type"] == "number", name
     flat = props["flat_wallets_info"]
     assert flat["additionalProperties"] is False
     check = jsonschema.Draft7Validator(flat)
     assert check.is_valid(
-        {"wallet_12_label": "Points", "wallet_12_balance": 3.5, "wallet_12_quantity_changed": "1"}
+        {"wallet_12_label": "Points", "wallet_12_balance": 3.5, "wallet_12_quantity_changed": 1}
     )
+    assert not check.is_valid({"wallet_12_quantity_changed": "1"})
     assert not check.is_valid({"wallet_12_balance": "3.5 points"})
     assert not check.is_valid({"wallet_x_label": "Points"})
     assert not check.is_valid({"wallet_12_label": 5})
