@@ -20,6 +20,7 @@ from mappings.common import (
     base_properties,
     changed_wallets,
     known,
+    person,
     points_changed,
     track,
     wallet_lists,
@@ -55,8 +56,9 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     reward_discounts = reply_discounts(response) if outcome.kind == "check.redeemOnly" else []
     if not (wallets.changed_wallet_contents or rewards or reward_discounts):
         return []
+    who = person(outcome)
     props: Properties = {
-        **base_properties(outcome, ctx),
+        **base_properties(outcome, ctx, who),
         "pos_function": outcome.kind.removeprefix("check."),
         "check_number": _check_number(outcome),
         "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
@@ -66,7 +68,7 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         "reward_discounts": reward_discounts,
         **wallet_properties(wallets),
     }
-    return track(outcome, ctx, ADD_REDEEM, props)
+    return track(outcome, ctx, ADD_REDEEM, props, who)
 
 
 def _card_outcome(outcome: Outcome, card: GuestFieldsMixin, cards: int) -> Outcome:
@@ -116,8 +118,9 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
             }
         )
         seen_as = _card_outcome(outcome, card_facts, len(cards))
+        who = person(seen_as, card_facts)
         props: Properties = {
-            **base_properties(seen_as, ctx, card_facts),
+            **base_properties(seen_as, ctx, who),
             "pos_function": outcome.kind.removeprefix("check."),
             "check_number": _check_number(outcome),
             "card_index": index,
@@ -127,21 +130,22 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
             "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
             **wallet_properties(wallets),
         }
-        messages += track(seen_as, ctx, ADD_REDEEM, props, slot_suffix=f":{index}", card_reply=card_facts)
+        messages += track(seen_as, ctx, ADD_REDEEM, props, who, slot_suffix=f":{index}")
     return messages
 
 
 def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     data = outcome.data
     wallets = wallet_lists(data)
+    who = person(outcome)
     props: Properties = {
-        **base_properties(outcome, ctx),
+        **base_properties(outcome, ctx, who),
         "px_transaction_id": data.px_transaction_id if data else None,
         **points_changed(wallets.changed_wallet_contents),
         "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
         **wallet_properties(wallets),
     }
-    return track(outcome, ctx, ADD_REDEEM, props)
+    return track(outcome, ctx, ADD_REDEEM, props, who)
 
 
 def add_redeem(outcome: Outcome, ctx: MappingContext) -> list[Message]:

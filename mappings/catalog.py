@@ -41,6 +41,7 @@ JSONSchema = dict[str, Any]
 
 # --------------------------------------------------------------------------- value schemas
 
+
 def decimal(description: str) -> JSONSchema:
     """An exact decimal: always a JSON number whose text is the decimal's (``bridge.wire``)."""
     return {"description": description, "type": "number"}

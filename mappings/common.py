@@ -143,22 +143,6 @@ def _first(values: Iterable[str | None]) -> str | None:
     return None
 
 
-def printed_card_number(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> str | None:
-    """``guest``, else the reply, else ``request.cardInfo``."""
-    guest = outcome.guest
-    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
-    response = outcome.response
-    request = outcome.request
-    return _first(
-        [
-            guest.printed_card_number if guest else None,
-            *(r.printed_card_number for r in replies),
-            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
-            request.card_info.printed_card_number if request and request.card_info else None,
-        ]
-    )
-
-
 def split_name(full_name: str | None) -> tuple[str | None, str | None]:
     """``"John Doe"`` -> ``("John", "Doe")``; one word is a first name only."""
     if not full_name or not full_name.strip():
@@ -167,35 +151,46 @@ def split_name(full_name: str | None) -> tuple[str | None, str | None]:
     return first, (last.strip() or None)
 
 
-def identity(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> dict[str, str]:
-    """``userId`` = guest.userId, else the account code; otherwise a stable anonymousId."""
+@dataclass(frozen=True)
+class Person:
+    """Who a message is about, worked out once per message: its Segment ids (``userId``, else an
+    ``anonymousId``) and the guest's properties (names, card, opt-ins, tier, account code)."""
+
+    ids: dict[str, str]
+    properties: Properties
+
+
+def person(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> Person:
+    """The person of ``outcome`` (of one card of a split check when ``card_reply`` is given).
+
+    ``userId`` = guest.userId, else the account code; otherwise a stable anonymousId of the
+    card, the reply's token, or the outcome. Names come from ``guest`` as a pair; when it gives
+    neither (blank is not a name), from the reply's ``customerName``. The printed card number
+    is the guest's, else the reply's, else ``request.cardInfo``'s."""
     guest = outcome.guest
-    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
-    user_id = _first(
+    replies = reply_guest_fields(outcome)
+    if card_reply is not None:
+        replies.insert(0, card_reply)
+    response = outcome.response
+    request = outcome.request
+    account = _first([guest.account_code if guest else None, *(r.account_code for r in replies)])
+    card = _first(
         [
-            guest.user_id if guest else None,
-            guest.account_code if guest else None,
-            *(r.account_code for r in replies),
+            guest.printed_card_number if guest else None,
+            *(r.printed_card_number for r in replies),
+            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
+            request.card_info.printed_card_number if request and request.card_info else None,
         ]
     )
+    user_id = _first([guest.user_id, account]) if guest else account
     if user_id is not None:
-        return {"userId": user_id}
-    card = printed_card_number(outcome, card_reply)
-    if card is not None:
-        return {"anonymousId": anonymous_id(outcome.merchant_id, "card", card)}
-    token = _first(r.anonymous_account_token for r in replies)
-    if token is not None:
-        return {"anonymousId": anonymous_id(outcome.merchant_id, "token", token)}
-    # Nothing names the guest (a check without a card): the outcome itself is the subject.
-    return {"anonymousId": anonymous_id(outcome.merchant_id, "outcome", outcome.outcome_id)}
-
-
-def guest_properties(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> Properties:
-    """first_name, last_name, printed_card_number, email_opt_in, text_opt_in, tier_name and
-    account_code. Names come from ``guest`` as a pair; when it gives neither (blank is not a
-    name), from the reply's ``customerName``."""
-    guest = outcome.guest
-    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
+        ids = {"userId": user_id}
+    elif card is not None:
+        ids = {"anonymousId": anonymous_id(outcome.merchant_id, "card", card)}
+    elif (token := _first(r.anonymous_account_token for r in replies)) is not None:
+        ids = {"anonymousId": anonymous_id(outcome.merchant_id, "token", token)}
+    else:  # nothing names the guest (a check without a card): the outcome itself is the subject
+        ids = {"anonymousId": anonymous_id(outcome.merchant_id, "outcome", outcome.outcome_id)}
     first = known(guest.first_name) if guest else None
     last = known(guest.last_name) if guest else None
     if first is None and last is None:
@@ -203,21 +198,14 @@ def guest_properties(outcome: Outcome, card_reply: GuestFieldsMixin | None = Non
     props: Properties = {
         "first_name": first,
         "last_name": last,
-        "printed_card_number": printed_card_number(outcome, card_reply),
+        "printed_card_number": card,
         "email_opt_in": guest.email_opt_in if guest else None,
         "text_opt_in": guest.text_opt_in if guest else None,
         "tier_name": _first([guest.tier_name if guest else None, *(r.tier_name for r in replies)]),
-        "account_code": account_code(outcome, card_reply),
+        # Sent beside a userId, so that the ids of one person can be linked.
+        "account_code": account,
     }
-    return props
-
-
-def account_code(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> str | None:
-    """The loyalty account code: ``guest.accountCode``, else the (card's) reply's accountCode.
-    Sent beside a ``userId`` so that the ids of one person can be linked."""
-    guest = outcome.guest
-    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
-    return _first([guest.account_code if guest else None, *(r.account_code for r in replies)])
+    return Person(ids, props)
 
 
 def store_properties(outcome: Outcome, ctx: MappingContext) -> Properties:
@@ -381,15 +369,9 @@ def drop_unknown(props: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if v is not None and (v.__class__ is not list or v)}
 
 
-def base_properties(
-    outcome: Outcome, ctx: MappingContext, card_reply: GuestFieldsMixin | None = None
-) -> Properties:
+def base_properties(outcome: Outcome, ctx: MappingContext, who: Person) -> Properties:
     """The documented properties every event carries when it has data for them, plus merchant_id."""
-    return {
-        "merchant_id": outcome.merchant_id,
-        **guest_properties(outcome, card_reply),
-        **store_properties(outcome, ctx),
-    }
+    return {"merchant_id": outcome.merchant_id, **who.properties, **store_properties(outcome, ctx)}
 
 
 def utc_text(moment: datetime) -> str:
@@ -411,27 +393,27 @@ def track(
     ctx: MappingContext,
     event: str,
     properties: Properties,
+    who: Person,
     *,
     slot_suffix: str = "",
-    card_reply: GuestFieldsMixin | None = None,
 ) -> list[Message]:
-    """A track call, renamed per configuration; [] when the merchant disabled the event."""
+    """A track call about ``who``, renamed per configuration; [] when the merchant disabled the event."""
     if event in ctx.disabled:
         return []
     slot = f"track:{event}{slot_suffix}"
-    message = _envelope(outcome, slot, identity(outcome, card_reply))
+    message = _envelope(outcome, slot, who.ids)
     message["type"] = "track"
     message["event"] = ctx.rename.get(event, event)
     message["properties"] = drop_unknown(properties)
     return [message]
 
 
-def identify(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+def identify(outcome: Outcome, ctx: MappingContext, who: Person) -> list[Message]:
     """An identify call with the guest's traits; [] when the merchant disabled ``identify``."""
     if IDENTIFY in ctx.disabled:
         return []
     guest = outcome.guest
-    person = guest_properties(outcome)
+    person = dict(who.properties)
     # The person's traits only (no store), each once: Segment's reserved traits in their own
     # spelling (firstName, lastName, email, phone), the source's properties in theirs.
     traits: Properties = {
@@ -442,7 +424,7 @@ def identify(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         "phone": known(guest.phone) if guest else None,
         **person,
     }
-    message = _envelope(outcome, IDENTIFY, identity(outcome))
+    message = _envelope(outcome, IDENTIFY, who.ids)
     message["type"] = "identify"
     message["traits"] = drop_unknown(traits)
     return [message]

@@ -34,6 +34,7 @@ from mappings.common import (
     drop_unknown,
     exact_sum,
     known,
+    person,
     points_changed,
     track,
     utc_text,
@@ -344,15 +345,16 @@ def is_successful(outcome: Outcome) -> bool:
 def pos_activity(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     if not is_successful(outcome):
         return []
+    who = person(outcome)
     props: Properties = {
-        **base_properties(outcome, ctx),
+        **base_properties(outcome, ctx, who),
         "pos_function": outcome.kind.removeprefix("check."),
         **check_properties(outcome),
         **reply_properties(outcome),
     }
     if redeems(outcome) and outcome.request is not None:
         props["rewards_redeemed"] = redeemed_rewards(outcome.request.check)
-    return track(outcome, ctx, POS_ACTIVITY, props)
+    return track(outcome, ctx, POS_ACTIVITY, props, who)
 
 
 def redeems(outcome: Outcome) -> bool:
