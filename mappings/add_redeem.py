@@ -7,9 +7,13 @@ were redeemed; ``check.multiPostAndAccruePoints`` gives one per card whose walle
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from bridge.models import (
     GuestFieldsMixin,
     Outcome,
+    SingleAccrualResult,
     SuccessReply,
 )
 from mappings.common import (
@@ -71,7 +75,7 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     return track(outcome, ctx, ADD_REDEEM, props, who)
 
 
-def _card_outcome(outcome: Outcome, card: GuestFieldsMixin, cards: int) -> Outcome:
+def _card_outcome(outcome: Outcome, card: CardHolder, cards: int) -> Outcome:
     """The outcome as seen from one card of a split check. The envelope ``guest`` is this card's
     holder only when it identifies the card (the same printed card number or account code) or
     when the check has one card; otherwise the card's own reply names its holder."""
@@ -85,6 +89,36 @@ def _card_outcome(outcome: Outcome, card: GuestFieldsMixin, cards: int) -> Outco
     if same_card or same_account:
         return outcome
     return outcome.model_copy(update={"guest": None})
+
+
+@dataclass(frozen=True)
+class CardHolder:
+    """What names one card's holder on a split check (``GuestFacts``): the card's result fields,
+    else those of its nested add/redeem reply, so that ids and properties follow the card."""
+
+    customer_name: str | None
+    tier_name: str | None
+    printed_card_number: str | None
+    account_code: str | None
+    anonymous_account_token: str | None
+    px_transaction_id: int | None
+
+    @classmethod
+    def of(cls, card: SingleAccrualResult, card_number: str | None) -> CardHolder:
+        nested = card.reply
+
+        def field(name: str) -> Any:
+            value = getattr(card, name)
+            return getattr(nested, name) if value is None and nested is not None else value
+
+        return cls(
+            customer_name=field("customer_name"),
+            tier_name=field("tier_name"),
+            printed_card_number=card_number,
+            account_code=field("account_code"),
+            anonymous_account_token=field("anonymous_account_token"),
+            px_transaction_id=field("px_transaction_id"),
+        )
 
 
 def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
@@ -109,14 +143,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
             or (card.reply.printed_card_number if card.reply else None)
             or (paid.card_info.printed_card_number if paid else None)
         )
-        # One GuestFieldsMixin that names this card, so ids and properties follow the card.
-        card_facts = GuestFieldsMixin.model_validate(
-            {
-                **(card.reply.model_dump(by_alias=True, exclude_none=True) if card.reply else {}),
-                **card.model_dump(by_alias=True, exclude_none=True, exclude={"reply", "receipt_text"}),
-                "printedCardNumber": card_number,
-            }
-        )
+        card_facts = CardHolder.of(card, card_number)
         seen_as = _card_outcome(outcome, card_facts, len(cards))
         who = person(seen_as, card_facts)
         props: Properties = {

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from bridge import __version__
 from bridge.models import (
@@ -119,10 +119,27 @@ def anonymous_id(merchant_id: int, basis: str, value: str) -> str:
 # --------------------------------------------------------------------------- guest facts
 
 
-def reply_guest_fields(outcome: Outcome) -> list[GuestFieldsMixin]:
+class GuestFacts(Protocol):
+    """What a reply (or one card of a split check) may say of the guest."""
+
+    @property
+    def customer_name(self) -> str | None: ...
+    @property
+    def tier_name(self) -> str | None: ...
+    @property
+    def printed_card_number(self) -> str | None: ...
+    @property
+    def account_code(self) -> str | None: ...
+    @property
+    def anonymous_account_token(self) -> str | None: ...
+    @property
+    def px_transaction_id(self) -> int | None: ...
+
+
+def reply_guest_fields(outcome: Outcome) -> list[GuestFacts]:
     """The reply objects that may name the guest, most specific first."""
     response = outcome.response
-    found: list[GuestFieldsMixin] = []
+    found: list[GuestFacts] = []
     if isinstance(response, SuccessReply):
         found.append(response)
         if isinstance(response.reply, GuestFieldsMixin):
@@ -160,7 +177,7 @@ class Person:
     properties: Properties
 
 
-def person(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> Person:
+def person(outcome: Outcome, card_reply: GuestFacts | None = None) -> Person:
     """The person of ``outcome`` (of one card of a split check when ``card_reply`` is given).
 
     ``userId`` = guest.userId, else the account code; otherwise a stable anonymousId of the
