@@ -55,7 +55,13 @@ SIMULATION_KINDS = frozenset(
 
 
 def _categories(item: MenuItem | ComboItem | Modifier) -> list[dict[str, Any]]:
-    return [drop_unknown({"type": c.category_type, "id": c.id, "name": c.name}) for c in item.categories]
+    found: list[dict[str, Any]] = []
+    for c in item.categories:
+        category: dict[str, Any] = {"type": c.category_type, "id": c.id}
+        if c.name is not None:
+            category["name"] = c.name
+        found.append(category)
+    return found
 
 
 def _discount(d: DiscountItem) -> dict[str, Any]:
@@ -96,34 +102,37 @@ def _tender(t: TenderItem) -> dict[str, Any]:
 
 
 def _modifier(m: Modifier) -> dict[str, Any]:
-    return drop_unknown(
-        {
-            "item_id": m.item_id,
-            "name": m.name,
-            "quantity": m.quantity,
-            "price": m.price,
-            "is_voided": m.is_voided or None,
-            "categories": _categories(m),
-        }
-    )
+    # Required facts first; optional ones only when known (cheaper than filtering afterwards).
+    line: dict[str, Any] = {"item_id": m.item_id}
+    if m.name is not None:
+        line["name"] = m.name
+    line["quantity"] = m.quantity
+    line["price"] = m.price
+    if m.is_voided:
+        line["is_voided"] = True
+    if m.categories:
+        line["categories"] = _categories(m)
+    return line
 
 
 def _item(item: MenuItem | ComboItem) -> dict[str, Any]:
-    return drop_unknown(
-        {
-            "type": item.type,
-            "item_id": item.item_id,
-            "name": item.name,
-            "quantity": item.quantity,
-            "price": item.price,
-            "full_price": item.full_price,
-            "is_voided": item.is_voided,
-            "seat": item.seat,
-            "categories": _categories(item),
-            "modifiers": [_modifier(m) for m in item.modifiers],
-            "items": [_item(sub) for sub in item.items] if isinstance(item, ComboItem) else None,
-        }
-    )
+    line: dict[str, Any] = {"type": item.type, "item_id": item.item_id}
+    if item.name is not None:
+        line["name"] = item.name
+    line["quantity"] = item.quantity
+    line["price"] = item.price
+    if item.full_price is not None:
+        line["full_price"] = item.full_price
+    line["is_voided"] = item.is_voided
+    if item.seat is not None:
+        line["seat"] = item.seat
+    if item.categories:
+        line["categories"] = _categories(item)
+    if item.modifiers:
+        line["modifiers"] = [_modifier(m) for m in item.modifiers]
+    if isinstance(item, ComboItem) and item.items:
+        line["items"] = [_item(sub) for sub in item.items]
+    return line
 
 
 def all_discounts(check: Check) -> list[DiscountItem]:
