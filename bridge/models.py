@@ -498,6 +498,26 @@ class RewardNotApplied(Model):
     wallet_name: Text | None = None
 
 
+class PossibleDiscount(Model):
+    """One item a per-unit discount could apply to (only inside ``AvailableUnitDiscount``)."""
+
+    item_id: Text | None = None
+    unit_discount: Money | None = None
+
+
+class AvailableUnitDiscount(Model):
+    """A per-unit discount the guest could use on items dispensed by weight or volume
+    (``availableUnitDiscounts`` of simulateAccrualAndRedemption and simulateCoupon replies)."""
+
+    id: Text | None = None
+    name: Text | None = None
+    wallet_code: Int | None = None
+    possible_uses: list[PossibleDiscount] = Field(default_factory=list)
+    max_eligible_units: Money | None = None
+    apply_automatically: Bool | None = None
+    priority: Int | None = None
+
+
 class WalletContentsMixin(Model):
     """Wallet lists any reply (or ``data`` payload) may carry."""
 
@@ -562,6 +582,7 @@ class SuccessReply(GuestFieldsMixin):
     chosen_rewards_not_applied: list[ChosenReward] = Field(default_factory=list)
     rewards_to_remove: list[RewardToRemove] = Field(default_factory=list)
     discounts_not_applied: list[RewardNotApplied] = Field(default_factory=list)
+    available_unit_discounts: list[AvailableUnitDiscount] = Field(default_factory=list)
 
 
 class FailureReply(Model):
@@ -716,13 +737,16 @@ class Outcome(Model):
                     problems.append("request.merchantId: differs from the outcome's merchantId")
                 if self.kind == "check.multiPostAndAccruePoints" and not self.request.cards:
                     problems.append("request.cards: required for check.multiPostAndAccruePoints")
+                if not self.request.check.header.number.strip():
+                    problems.append("request.check.header.number: required, and blank says nothing")
         if self.kind.startswith("check.") or self.kind == "guest.checkIn":
-            store = self.store_code or (self.request.store_code if self.request else None)
-            if not store:
+            store = self.effective_store_code
+            if store is None:
                 problems.append("storeCode: required for check.* kinds and guest.checkIn")
         for field in _KIND_DATA_REQUIRED.get(self.kind, ()):
             data = self.data.model_dump(by_alias=True) if self.data is not None else {}
-            if data.get(field) is None:
+            value = data.get(field)
+            if value is None or (isinstance(value, str) and not value.strip()):
                 problems.append(f"data.{field}: required for {self.kind}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -730,7 +754,11 @@ class Outcome(Model):
 
     @property
     def effective_store_code(self) -> str | None:
-        return self.store_code or (self.request.store_code if self.request else None)
+        """The outcome's ``storeCode``, else the request's; a blank one is no store code."""
+        for code in (self.store_code, self.request.store_code if self.request else None):
+            if code is not None and code.strip():
+                return code
+        return None
 
 
 # --------------------------------------------------------------------------- parsing

@@ -53,6 +53,8 @@ def no_event_reason(outcome: Outcome, ctx: MappingContext = DEFAULT_CONTEXT) -> 
     if unfiltered:
         names = sorted({str(m.get("event") or m.get("type")) for m in unfiltered})
         return "disabled event: " + ", ".join(names)
+    if outcome.kind == "transaction.addRedeem":
+        return "no wallet change reported (Add/Redeem is for outcomes that changed wallets)"
     return "no event applies to this outcome"
 
 

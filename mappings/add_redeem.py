@@ -2,7 +2,7 @@
 
 ``check.postAndAccruePoints*`` and ``check.redeemOnly`` give one when wallets changed or rewards
 were redeemed; ``check.multiPostAndAccruePoints`` gives one per card whose wallets changed;
-``transaction.addRedeem`` always gives one.
+``transaction.addRedeem`` gives one when it reports a wallet change.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mappings.common import (
     wallet_lists,
     wallet_properties,
 )
-from mappings.pos import redeemed_rewards, reply_discounts
+from mappings.pos import redeemed_rewards, redeems_check_discounts, reply_discounts
 
 ACCRUING_KINDS = frozenset(
     {
@@ -44,7 +44,7 @@ ACCRUING_KINDS = frozenset(
 
 def _check_number(outcome: Outcome) -> str | None:
     response = outcome.response
-    if isinstance(response, SuccessReply) and response.check_number:
+    if isinstance(response, SuccessReply) and known(response.check_number):
         return response.check_number
     return outcome.request.check.header.number if outcome.request else None
 
@@ -55,7 +55,7 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         return []
     nested = response.reply if isinstance(response.reply, GuestFieldsMixin) else None
     wallets = wallet_lists(response, nested)
-    rewards = redeemed_rewards(outcome.request.check)
+    rewards = redeemed_rewards(outcome.request.check) if redeems_check_discounts(outcome) else []
     # redeemOnly's computed discounts are the ones it applied; other replies carry none.
     reward_discounts = reply_discounts(response) if outcome.kind == "check.redeemOnly" else []
     if not (wallets.changed_wallet_contents or rewards or reward_discounts):
@@ -144,7 +144,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
             or (paid.card_info.printed_card_number if paid else None)
         )
         card_facts = CardHolder.of(card, card_number)
-        seen_as = _card_outcome(outcome, card_facts, len(cards))
+        seen_as = _card_outcome(outcome, card_facts, max(len(cards), len(response.reply)))
         who = person(seen_as, card_facts)
         props: Properties = {
             **base_properties(seen_as, ctx, who),
@@ -164,6 +164,8 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
 def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     data = outcome.data
     wallets = wallet_lists(data)
+    if not wallets.changed_wallet_contents:
+        return []  # Add/Redeem is for outcomes that changed wallets; this one reports no change
     who = person(outcome)
     props: Properties = {
         **base_properties(outcome, ctx, who),

@@ -143,12 +143,14 @@ GUEST = (
     Prop(
         "first_name",
         string("Guest's first name (a blank one is unknown)."),
-        f"envelope `guest.firstName`, else the first word of the {_REPLY} `customerName`",
+        f"envelope `guest.firstName`; when the guest gives neither name, the first word of the {_REPLY} "
+        "`customerName`",
     ),
     Prop(
         "last_name",
         string("Guest's last name (a blank one is unknown)."),
-        f"envelope `guest.lastName`, else the rest of the {_REPLY} `customerName`",
+        f"envelope `guest.lastName`; when the guest gives neither name, the rest of the {_REPLY} "
+        "`customerName`",
     ),
     Prop(
         "printed_card_number",
@@ -191,7 +193,7 @@ _EXPIRATION = obj(
         "quantity": decimal("Quantity that expires."),
         "date": string("When it expires (as the platform gives it, e.g. 2024-05-01)."),
     },
-    required=("quantity", "date"),
+    required=("quantity",),
 )
 
 WALLET_INFO = obj(
@@ -225,7 +227,10 @@ WALLETS = (
     Prop(
         "wallets_info",
         {
-            "description": "Wallet label -> balance (a label used twice gets ' (<wallet code>)').",
+            "description": (
+                "Wallet label -> balance (a label used twice gets ' (<wallet code>)'; a wallet without a "
+                "label is only in all_wallets_info and flat_wallets_info, by code)."
+            ),
             "type": "object",
             "additionalProperties": decimal("Balance."),
         },
@@ -264,7 +269,7 @@ POS_RESULTS = ("success", "noRewardsApplied", "couponSuccess")
 _CATEGORY = obj(
     "A menu category of the item.",
     {"type": string("Category type."), "id": string("Category id."), "name": string("Category name.")},
-    required=("type", "id"),
+    required=(),
 )
 
 DISCOUNT_LINE = obj(
@@ -281,7 +286,7 @@ DISCOUNT_LINE = obj(
         "coupon_id": integer("Coupon redeemed."),
         "multi_item_discount_id": integer("The combo reward this line belongs to."),
     },
-    required=("item_id", "quantity", "price"),
+    required=("quantity", "price"),
 )
 
 _MODIFIER = obj(
@@ -294,7 +299,7 @@ _MODIFIER = obj(
         "is_voided": boolean("Present (true) only when the modifier is voided.", const=True),
         "categories": array("Menu categories.", _CATEGORY),
     },
-    required=("item_id", "quantity", "price"),
+    required=("quantity", "price"),
 )
 
 
@@ -313,9 +318,7 @@ def _check_item(*, combo: bool) -> JSONSchema:
     }
     if combo:
         properties["items"] = array("Combo items: the menu items of the combo.", _check_item(combo=False))
-    return obj(
-        "A menu or combo item of the check.", properties, required=("type", "item_id", "quantity", "price")
-    )
+    return obj("A menu or combo item of the check.", properties, required=("type", "quantity", "price"))
 
 
 CHECK_ITEM = _check_item(combo=True)
@@ -328,7 +331,7 @@ SERVICE_CHARGE = obj(
         "quantity": decimal("Quantity."),
         "price": decimal("Price."),
     },
-    required=("item_id", "quantity", "price"),
+    required=("quantity", "price"),
 )
 
 TENDER = obj(
@@ -342,7 +345,7 @@ TENDER = obj(
         "masked_number": string("The masked account number (typically the last 4 digits)."),
         "px_transaction_id": integer("Gift and loyalty cards: the platform's transaction id."),
     },
-    required=("item_id", "amount"),
+    required=("amount",),
 )
 
 _SUB_ITEM = obj(
@@ -354,7 +357,7 @@ _SUB_ITEM = obj(
         "quantity_discounted": decimal("Quantity discounted."),
         "unit_discount": decimal("Discount per unit."),
     },
-    required=("menu_item_id", "discount"),
+    required=("discount",),
 )
 
 REWARD_DISCOUNT = obj(
@@ -384,7 +387,7 @@ REWARD_DISCOUNT = obj(
         "discount_object_number": string("Multi-item discounts: the POS discount number."),
         "items": array("Multi-item discounts: the items discounted.", _SUB_ITEM),
     },
-    required=("kind", "id", "discount"),
+    required=("kind", "discount"),
 )
 
 CHANGED_WALLET = obj(
@@ -402,6 +405,29 @@ _CHOSEN_NOT_APPLIED = obj(
     {"wallet_code": integer("Reward wallet."), "amount": decimal("Amount the caller asked to redeem.")},
     required=("wallet_code", "amount"),
 )
+_CHOSEN_REWARD = obj(
+    "A reward the caller chose to redeem (ChosenReward).",
+    {"wallet_code": integer("Reward wallet."), "amount": decimal("Amount the caller asked to redeem.")},
+    required=("wallet_code", "amount"),
+)
+_AVAILABLE_UNIT = obj(
+    "A per-unit discount available to the guest (AvailableUnitDiscount).",
+    {
+        "id": string("Discount id."),
+        "name": string("Discount name."),
+        "wallet_code": integer("Reward wallet."),
+        "max_eligible_units": decimal("Most units it applies to."),
+        "apply_automatically": boolean("The platform says to apply it automatically."),
+        "priority": integer("The order in which rewards are applied."),
+        "possible_uses": array(
+            "Items it could apply to (PossibleDiscount).",
+            obj(
+                "An item and its per-unit discount.",
+                {"item_id": string("Item id."), "unit_discount": decimal("Discount per unit.")},
+            ),
+        ),
+    },
+)
 _REWARD_TO_REMOVE = obj(
     "A reward that does not apply to the check (RewardToRemove).",
     {
@@ -413,7 +439,7 @@ _REWARD_TO_REMOVE = obj(
 _DISCOUNT_NOT_APPLIED = obj(
     "A reward that could not be applied (RewardNotApplied).",
     {
-        "wallet_code": string("Reward wallet (the reference types it as a string)."),
+        "wallet_code": integer("Reward wallet (sent when the reference's string holds an integer)."),
         "wallet_name": string("Reward name."),
         "reason": string("Reason code (minimumSpendNotMet, itemNotInCheck, ...)."),
         "message": string("The merchant's message for that reason."),
@@ -423,7 +449,7 @@ _FAILED_CARD = obj(
     "A card of a split check whose accrual did not succeed.",
     {
         "card_index": integer("The card's place in the reply (from 0)."),
-        "result": string("The card's result (failure, failed, noWorkSuccess)."),
+        "result": string("The card's result.", enum=["failure", "failed"]),
         "error_code": string("The card's errorCode."),
     },
     required=("card_index", "result"),
@@ -465,8 +491,9 @@ CHANGED_WALLETS = Prop(
 REWARDS_REDEEMED = Prop(
     "rewards_redeemed",
     array(
-        "Loyalty or coupon discount lines of the check (not voided) that the call redeemed. Never sent "
-        "by compute or simulate calls, nor by a redeemOnly that applied no reward.",
+        "Loyalty or coupon discount lines of the check (not voided) that the call redeemed: sent by "
+        "postAndAccruePointsWithRedeem only, the call that redeems them (other calls carry lines redeemed "
+        "elsewhere; redeemOnly reports what it applied as reward_discounts).",
         DISCOUNT_LINE,
     ),
     "`request.check.items[]` discountItem lines (and items' `discounts`) with `walletCode` or `couponId`",
@@ -504,9 +531,17 @@ POS_ACTIVITY_PROPS = (
     Prop("revenue_center_name", string("Revenue center name."), "`request.check.header.revenueCenterName`"),
     Prop("table_number", string("Table number."), "`request.check.header.tableNumber`"),
     Prop("seat_count", integer("Number of seats."), "`request.check.header.seatCount`"),
-    Prop("cashier", string("Cashier."), "`request.check.header.cashier`"),
-    Prop("terminal", string("POS terminal."), "`request.terminal`"),
-    Prop("operator", string("POS operator."), "`request.operator`"),
+    Prop(
+        "cashier",
+        string("Cashier ('0', the reference's 'unknown', is omitted)."),
+        "`request.check.header.cashier`",
+    ),
+    Prop(
+        "terminal", string("POS terminal ('0', the reference's 'unknown', is omitted)."), "`request.terminal`"
+    ),
+    Prop(
+        "operator", string("POS operator ('0', the reference's 'unknown', is omitted)."), "`request.operator`"
+    ),
     Prop("agent_name", string("POS integration agent."), "`request.agentName`"),
     Prop(
         "coupon_code", string("simulateCoupon: the coupon code tried on the check."), "`request.couponCode`"
@@ -575,6 +610,23 @@ POS_ACTIVITY_PROPS = (
         CURRENCY,
     ),
     Prop(
+        "reward_selection_mode",
+        string("How rewards were to be chosen.", enum=["automatic", "manual", "applicable_rewards"]),
+        "`request.rewardSelectionMode.mode`",
+    ),
+    Prop(
+        "chosen_rewards",
+        array("Manual mode: the rewards the caller chose.", _CHOSEN_REWARD),
+        "`request.rewardSelectionMode.chosenRewards`: `walletCode`, `amount`",
+        WALLET_UNITS,
+    ),
+    Prop(
+        "available_unit_discounts",
+        array("Per-unit discounts the guest could use (offered, not redeemed).", _AVAILABLE_UNIT),
+        "reply `availableUnitDiscounts`",
+        CURRENCY,
+    ),
+    Prop(
         "coupons_to_remove",
         array("simulateCoupon: coupon ids to remove from the check.", integer("Coupon id.")),
         "reply `couponsToRemove`",
@@ -598,7 +650,7 @@ POS_ACTIVITY_PROPS = (
     Prop(
         "failed_cards",
         array("multiPostAndAccruePoints: cards whose accrual did not succeed.", _FAILED_CARD),
-        "reply `reply[i]` with `result` other than success: `result`, `errorCode`",
+        "reply `reply[i]` with `result` failure or failed: `result`, `errorCode`",
     ),
     PX_TRANSACTION_ID,
     Prop("visit_code", string("Visit code."), "reply `visitCode` (check.post)"),

@@ -299,7 +299,9 @@ def wallet_properties(
         entry.balance = reward.balance
         entry.extra = {
             "discount_object_number": reward.discount_object_number,
-            "expirations": [{"quantity": e.quantity, "date": e.date} for e in reward.expiration_dates],
+            "expirations": [
+                drop_unknown({"quantity": e.quantity, "date": e.date}) for e in reward.expiration_dates
+            ],
             "additional_expiring_balance": reward.additional_expiring_balance,
             "reward_type": reward.reward_type,
             "reward_value_type": reward.reward_value_type,
@@ -322,8 +324,8 @@ def wallet_properties(
     all_info: list[dict[str, Any]] = []
     flat: dict[str, Any] = {}
     for entry in by_code.values():
-        label = entry.label or f"Wallet {entry.code}"
-        if entry.balance is not None:
+        label = known(entry.label)
+        if entry.balance is not None and label is not None:  # by code in the other two
             key = label if label not in wallets_info else f"{label} ({entry.code})"
             wallets_info[key] = entry.balance
         info = {
@@ -382,8 +384,13 @@ def changed_wallets(changes: list[ChangedPointInfo]) -> list[dict[str, Any]]:
 
 
 def drop_unknown(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Unknown values are omitted, never sent as a guess (None, and empty lists of optional facts)."""
-    return {k: v for k, v in props.items() if v is not None and (v.__class__ is not list or v)}
+    """Unknown values are omitted, never sent as a guess: None, blank strings (a blank says
+    nothing, and ``""`` is not a value), and empty lists of optional facts."""
+    return {
+        k: v
+        for k, v in props.items()
+        if v is not None and (v.__class__ is not list or v) and (v.__class__ is not str or v.strip())
+    }
 
 
 def base_properties(outcome: Outcome, ctx: MappingContext, who: Person) -> Properties:

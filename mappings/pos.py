@@ -6,6 +6,7 @@ from typing import Any
 
 from bridge.models import (
     Check,
+    CheckRequest,
     ComboItem,
     CouponSuccessReply,
     CreditCardTenderItem,
@@ -57,9 +58,7 @@ SIMULATION_KINDS = frozenset(
 def _categories(item: MenuItem | ComboItem | Modifier) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for c in item.categories:
-        category: dict[str, Any] = {"type": c.category_type, "id": c.id}
-        if c.name is not None:
-            category["name"] = c.name
+        category = drop_unknown({"type": c.category_type, "id": c.id, "name": c.name})
         found.append(category)
     return found
 
@@ -79,6 +78,27 @@ def _discount(d: DiscountItem) -> dict[str, Any]:
             "multi_item_discount_id": d.multi_item_discount_id,
         }
     )
+
+
+def _reward_selection(request: CheckRequest) -> Properties:
+    """How the caller asked for rewards (``request.rewardSelectionMode``): the mode, and in manual
+    mode the rewards chosen, so that what was asked can be compared with what was applied."""
+    selection = request.reward_selection_mode
+    if selection is None:
+        return {}
+    return {
+        "reward_selection_mode": selection.mode,
+        "chosen_rewards": [
+            {"wallet_code": c.wallet_code, "amount": c.amount} for c in selection.chosen_rewards
+        ],
+    }
+
+
+def _pos_id(value: str | None) -> str | None:
+    """A POS terminal, operator or cashier id; the reference says to send "0" when it is unknown
+    or unavailable, so "0" (or a blank) is unknown and omitted."""
+    value = known(value)
+    return None if value is None or value.strip() == "0" else value
 
 
 def _tender(t: TenderItem) -> dict[str, Any]:
@@ -103,8 +123,8 @@ def _tender(t: TenderItem) -> dict[str, Any]:
 
 def _modifier(m: Modifier) -> dict[str, Any]:
     # Required facts first; optional ones only when known (cheaper than filtering afterwards).
-    line: dict[str, Any] = {"item_id": m.item_id}
-    if m.name is not None:
+    line: dict[str, Any] = {"item_id": m.item_id} if known(m.item_id) else {}
+    if known(m.name) is not None:
         line["name"] = m.name
     line["quantity"] = m.quantity
     line["price"] = m.price
@@ -116,8 +136,10 @@ def _modifier(m: Modifier) -> dict[str, Any]:
 
 
 def _item(item: MenuItem | ComboItem) -> dict[str, Any]:
-    line: dict[str, Any] = {"type": item.type, "item_id": item.item_id}
-    if item.name is not None:
+    line: dict[str, Any] = {"type": item.type}
+    if known(item.item_id) is not None:
+        line["item_id"] = item.item_id
+    if known(item.name) is not None:
         line["name"] = item.name
     line["quantity"] = item.quantity
     line["price"] = item.price
@@ -172,7 +194,7 @@ def check_properties(outcome: Outcome) -> Properties:
     charges = [line for line in check.items if isinstance(line, ServiceChargeItem)]
     check_number = response.check_number if isinstance(response, SuccessReply | CouponSuccessReply) else None
     return {
-        "check_number": check_number or header.number,
+        "check_number": known(check_number) or header.number,
         "check_unique_identifier": header.unique_identifier,
         "check_open_time": utc_text(header.open_time),
         "check_close_time": utc_text(header.close_time) if header.close_time else None,
@@ -185,11 +207,12 @@ def check_properties(outcome: Outcome) -> Properties:
         "revenue_center_name": header.revenue_center_name or None,
         "table_number": header.table_number or None,
         "seat_count": header.seat_count,
-        "cashier": header.cashier,
-        "terminal": request.terminal,
-        "operator": request.operator,
+        "cashier": _pos_id(header.cashier),
+        "terminal": _pos_id(request.terminal),
+        "operator": _pos_id(request.operator),
         "agent_name": request.agent_name,
         "coupon_code": request.coupon_code,
+        **_reward_selection(request),
         "sub_total": totals.sub_total,
         "tax_total": totals.tax_total,
         "discount_total": totals.discount_total,
@@ -289,7 +312,7 @@ def refused_rewards(reply: SuccessReply) -> Properties:
         "discounts_not_applied": [
             drop_unknown(
                 {
-                    "wallet_code": r.wallet_code,
+                    "wallet_code": _wallet_code(r.wallet_code),
                     "wallet_name": r.wallet_name,
                     "reason": r.reason,
                     "message": r.message,
@@ -300,14 +323,45 @@ def refused_rewards(reply: SuccessReply) -> Properties:
     }
 
 
+def _wallet_code(text: str | None) -> int | None:
+    """RewardNotApplied types ``walletCode`` as a string (its example sends a number): an integer
+    like every other wallet code when it is one; otherwise unknown (its ``walletName`` stays)."""
+    if text is None:
+        return None
+    digits = text.strip()
+    return int(digits) if digits.removeprefix("-").isdigit() and len(digits) <= 19 else None
+
+
+def available_unit_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
+    """Per-unit discounts the guest could use (``availableUnitDiscounts``): offered, not redeemed."""
+    return [
+        drop_unknown(
+            {
+                "id": u.id,
+                "name": u.name,
+                "wallet_code": u.wallet_code,
+                "max_eligible_units": u.max_eligible_units,
+                "apply_automatically": u.apply_automatically,
+                "priority": u.priority,
+                "possible_uses": [
+                    drop_unknown({"item_id": p.item_id, "unit_discount": p.unit_discount})
+                    for p in u.possible_uses
+                ],
+            }
+        )
+        for u in reply.available_unit_discounts
+    ]
+
+
 def failed_cards(reply: SuccessReply) -> list[dict[str, Any]]:
-    """Cards of a split check whose accrual failed: their place in the reply and error code."""
+    """Cards of a split check whose accrual failed (``failure``/``failed``): their place in the
+    reply and error code. A card answering ``noWorkSuccess`` did not fail: it had nothing to do."""
     if not isinstance(reply.reply, list):
         return []
     return [
         drop_unknown({"card_index": index, "result": card.result, "error_code": card.error_code})
         for index, card in enumerate(reply.reply)
-        if card.result != "success"
+        if card.result in ("failure", "failed")
     ]
 
 
@@ -327,6 +381,7 @@ def reply_properties(outcome: Outcome) -> Properties:
             "reply_open_time": utc_text(response.open_time) if response.open_time else None,
             ("applicable_rewards" if simulation else "reward_discounts"): reply_discounts(response),
             "coupons_to_remove": response.coupons_to_remove,
+            "available_unit_discounts": available_unit_discounts(response),
             **refused_rewards(response),
             "failed_cards": failed_cards(response),
         }
@@ -337,7 +392,8 @@ def reply_properties(outcome: Outcome) -> Properties:
         props.update(wallet_properties(wallets, with_changes=not simulation))
         return props
     if isinstance(response, NoRewardsAppliedReply):
-        return {"pos_result": response.result, **wallet_properties(response)}
+        # noRewardsApplied: nothing was applied, so no change is reported even if one is listed.
+        return {"pos_result": response.result, **wallet_properties(response, with_changes=False)}
     if isinstance(response, CouponSuccessReply):
         return {
             "pos_result": response.result,
@@ -361,12 +417,19 @@ def pos_activity(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         **check_properties(outcome),
         **reply_properties(outcome),
     }
-    if redeems(outcome) and outcome.request is not None:
+    if redeems_check_discounts(outcome) and outcome.request is not None:
         props["rewards_redeemed"] = redeemed_rewards(outcome.request.check)
     return track(outcome, ctx, POS_ACTIVITY, props, who)
 
 
-def redeems(outcome: Outcome) -> bool:
-    """Whether the call can have redeemed anything: not a computation or simulation, and not a
-    reply that says no reward was applied."""
-    return outcome.kind not in SIMULATION_KINDS and not isinstance(outcome.response, NoRewardsAppliedReply)
+def redeems_check_discounts(outcome: Outcome) -> bool:
+    """Whether this call redeemed the loyalty and coupon discount lines of its check. Only
+    ``postAndAccruePointsWithRedeem`` does (the seed's DiscountItem: a Paytronix discount needs
+    its walletCode and walletQuantity "if it is to be sent to the POST
+    postAndAccruePointsWithRedeem endpoint, otherwise the reward will never be redeemed"), and
+    only when it succeeded. Other calls carry lines redeemed elsewhere (``redeemOnly`` returns the
+    discounts to insert; a later post carries them again), so counting them would count one
+    reward twice; ``redeemOnly`` reports what it applied as ``reward_discounts``."""
+    return outcome.kind == "check.postAndAccruePointsWithRedeem" and isinstance(
+        outcome.response, SuccessReply | CouponSuccessReply
+    )

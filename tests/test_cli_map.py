@@ -70,10 +70,11 @@ def test_says_which_outcomes_gave_no_event_and_why():
     result = run_map([str(EXAMPLES)])
     assert result.returncode == 0, result.stderr
     silent = [raw["outcomeId"] for raw in example_outcomes() if not map_one(raw, MerchantsConfig())]
-    assert silent == ["ex-0007", "ex-0025"]
+    assert silent == ["ex-0007", "ex-0025", "ex-0026"]
     assert "(ex-0007): failed: the call failed (errorCode check_storage.get_check.not_found)" in result.stderr
     assert "(ex-0025): noWorkSuccess: the platform did no work" in result.stderr
-    assert "2 outcome(s) produced no event" in result.stderr
+    assert "(ex-0026): no wallet change reported" in result.stderr
+    assert "3 outcome(s) produced no event" in result.stderr
 
 
 def test_invalid_outcome_is_reported_and_the_rest_still_mapped():

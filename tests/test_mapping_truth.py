@@ -102,14 +102,24 @@ def test_failed_cards_of_a_split_check_are_reported_with_their_error_code() -> N
 
 
 def test_no_wallet_change_reported_means_no_points_properties() -> None:
-    raw = example("ex-0026")  # transaction.addRedeem without changedWalletContents
+    """ex-0004: a redeemOnly that applied a reward and reports no wallet change (its reply's
+    changedWalletContents is empty): its Add/Redeem says what it applied, and no points."""
+    (message,) = events(example("ex-0004"), "Add/Redeem")
+    props = message["properties"]
+    assert [d["wallet_code"] for d in props["reward_discounts"]] == [50]
+    assert not {"points_earned", "points_redeemed", "changed_wallets"} & set(props)
+    raw = example("ex-0004")
+    raw["response"].pop("changedWalletContents")
     (message,) = events(raw, "Add/Redeem")
-    assert "points_earned" not in message["properties"]
-    assert "points_redeemed" not in message["properties"]
-    assert "changed_wallets" not in message["properties"]
-    raw["data"]["changedWalletContents"] = []
+    assert not {"points_earned", "points_redeemed", "changed_wallets"} & set(message["properties"])
+
+
+def test_an_add_redeem_transaction_without_a_wallet_change_gives_no_event() -> None:
+    raw = example("ex-0026")  # transaction.addRedeem reporting balances only
+    assert messages(raw) == []
+    raw["data"]["changedWalletContents"] = [{"pointName": "Coffee Points", "walletCode": 2, "quantity": "4"}]
     (message,) = events(raw, "Add/Redeem")
-    assert not {"points_earned", "points_redeemed"} & set(message["properties"])
+    assert message["properties"]["points_earned"] == Decimal("4")
 
 
 def test_no_total_across_wallets_of_different_units() -> None:
@@ -195,7 +205,7 @@ def test_simulations_name_what_they_computed() -> None:
     ]
     assert props["discounts_not_applied"] == [
         {
-            "wallet_code": "3",
+            "wallet_code": 3,
             "wallet_name": "Free Coffee",
             "reason": "minimumSpendNotMet",
             "message": "Minimum spend amount not met",
@@ -211,6 +221,92 @@ def test_refused_chosen_rewards_are_reported() -> None:
 def test_a_posted_redemption_still_counts() -> None:
     (message,) = events(example("ex-0002"), "Add/Redeem")
     assert [r["wallet_code"] for r in message["properties"]["rewards_redeemed"]] == [14]
+    (pos,) = events(example("ex-0002"), "POS Activity")
+    assert [r["wallet_code"] for r in pos["properties"]["rewards_redeemed"]] == [14]
+
+
+@pytest.mark.parametrize("outcome_id", ["ex-0001", "ex-0005", "ex-0019", "ex-0023"])
+def test_discount_lines_redeemed_elsewhere_are_not_counted_again(outcome_id: str) -> None:
+    """redeemOnly (ex-0004) applied wallet 50 and returned the discount to insert; the check
+    posted afterwards carries that line. Only postAndAccruePointsWithRedeem redeems a check's
+    discount lines: a plain post, accrual, split-check accrual or auto-redeem counts none."""
+    raw = example(outcome_id)
+    raw["request"]["check"]["items"].append(
+        {
+            "type": "discountItem",
+            "itemId": "32",
+            "name": "Two Dollars Off Item 3",
+            "price": "-2.00",
+            "discountSource": "loyalty",
+            "walletCode": 50,
+            "walletQuantity": "1",
+        }
+    )
+    for message in messages(raw):
+        assert "rewards_redeemed" not in message["properties"], message["event"]
+    (pos,) = events(raw, "POS Activity")
+    assert 50 in [d.get("wallet_code") for d in pos["properties"]["discounts"]]  # still on the check
+
+
+def test_the_references_unknown_pos_ids_are_omitted() -> None:
+    """The reference: 'Use "0" if the terminal is unknown or unavailable' (the same for operator)."""
+    raw = example("ex-0001")
+    raw["request"].update(terminal="0", operator="0")
+    raw["request"]["check"]["header"]["cashier"] = "0"
+    (pos,) = events(raw, "POS Activity")
+    assert not {"terminal", "operator", "cashier"} & set(pos["properties"])
+    raw["request"].update(terminal="7", operator="Ann")
+    (pos,) = events(raw, "POS Activity")
+    assert (pos["properties"]["terminal"], pos["properties"]["operator"]) == ("7", "Ann")
+
+
+def test_blank_strings_are_never_sent() -> None:
+    raw = example("ex-0010")  # guest.loyaltyRegistered
+    raw["data"]["channel"] = "  "
+    raw["guest"]["tierName"] = ""
+    for message in messages(raw):
+        payload = message.get("properties") or message["traits"]
+        assert all(not isinstance(v, str) or v.strip() for v in payload.values()), payload
+
+
+def test_a_wallet_without_a_label_gets_no_made_up_name() -> None:
+    raw = example("ex-0001")
+    raw["response"]["pointBalances"][0].pop("pointName")
+    raw["response"]["changedWalletContents"][0].pop("pointName")
+    (message,) = events(raw, "Add/Redeem")
+    props = message["properties"]
+    assert "Wallet 2" not in json.dumps(props, default=str)
+    assert props["flat_wallets_info"]["wallet_2_balance"] == Decimal("2")
+    assert "wallet_2_label" not in props["flat_wallets_info"]
+
+
+def test_a_card_with_nothing_to_do_is_not_a_failed_card() -> None:
+    raw = example("ex-0019")
+    raw["response"]["reply"][2] = {"result": "noWorkSuccess"}
+    (pos,) = events(raw, "POS Activity")
+    assert "failed_cards" not in pos["properties"]
+
+
+def test_what_the_caller_asked_for_and_what_was_offered() -> None:
+    (pos,) = events(example("ex-0004"), "POS Activity")
+    assert pos["properties"]["reward_selection_mode"] == "manual"
+    assert pos["properties"]["chosen_rewards"] == [{"wallet_code": 50, "amount": Decimal("1.0")}]
+    raw = example("ex-0021")
+    raw["response"]["availableUnitDiscounts"] = [
+        {
+            "id": "71",
+            "name": "Fuel Wallet",
+            "walletCode": 71,
+            "possibleUses": [{"itemId": "FUELID", "unitDiscount": "0.10"}],
+            "maxEligibleUnits": "20",
+            "applyAutomatically": True,
+            "priority": 1,
+        }
+    ]
+    (pos,) = events(raw, "POS Activity")
+    (offer,) = pos["properties"]["available_unit_discounts"]
+    assert offer["possible_uses"] == [{"item_id": "FUELID", "unit_discount": Decimal("0.10")}]
+    assert offer["max_eligible_units"] == Decimal("20")
 
 
 # --------------------------------------------------------------------------- identify and ids
