@@ -33,7 +33,7 @@ from pydantic import (
     Tag,
     ValidationError,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 from pydantic_core import core_schema
 
 from bridge.errors import FieldProblem, InvalidOutcome
@@ -905,6 +905,12 @@ def _problems(exc: ValidationError) -> list[FieldProblem]:
     return problems
 
 
+def _field(raw: dict[str, Any], alias: str) -> Any:
+    """A raw field by its camelCase alias, or by its Python name (``populate_by_name``)."""
+    value = raw.get(alias)
+    return raw.get(to_snake(alias)) if value is None else value
+
+
 def _given(value: Any) -> bool:
     """Whether a raw field says something (the kind rules read the raw input)."""
     return value is not None and value != ""
@@ -931,21 +937,21 @@ def kind_problems(raw: dict[str, Any]) -> list[FieldProblem]:
         if raw.get("response") is None:
             problems.append(FieldProblem("response", "required for check.* kinds"))
         if isinstance(request, dict):
-            inner, outer = _as_int(request.get("merchantId")), _as_int(raw.get("merchantId"))
+            inner, outer = _as_int(_field(request, "merchantId")), _as_int(_field(raw, "merchantId"))
             if inner is not None and outer is not None and inner != outer:
                 problems.append(FieldProblem("request.merchantId", "differs from the outcome's merchantId"))
             cards = request.get("cards")
             if kind == "check.multiPostAndAccruePoints" and (cards is None or cards == []):
                 problems.append(FieldProblem("request.cards", "required for check.multiPostAndAccruePoints"))
     if kind.startswith("check.") or kind == "guest.checkIn":
-        inner_store = request.get("storeCode") if isinstance(request, dict) else None
-        if not _given(raw.get("storeCode")) and not _given(inner_store):
+        inner_store = _field(request, "storeCode") if isinstance(request, dict) else None
+        if not _given(_field(raw, "storeCode")) and not _given(inner_store):
             problems.append(FieldProblem("storeCode", "required for check.* kinds and guest.checkIn"))
     required = _KIND_DATA_REQUIRED.get(kind, ())
     data = raw.get("data")
     if required and (data is None or isinstance(data, dict)):
         for name in required:
-            if (data or {}).get(name) is None:
+            if _field(data or {}, name) is None:
                 problems.append(FieldProblem(f"data.{name}", f"required for {kind}"))
     return problems
 

@@ -1023,6 +1023,16 @@ def test_type_problems_and_kind_requirements_are_named_together() -> None:
     ]
 
 
+def test_kind_requirements_read_python_names_too() -> None:
+    """Fields may be sent by their Python names (populate_by_name); the kind rules, which read the
+    raw input, accept them as the models do."""
+    survey = {**RECHARGE, "kind": "survey.completed", "merchant_id": 1, "data": {"survey_id": "s1"}}
+    del survey["merchantId"]
+    assert parse_outcome(survey).data is not None
+    check_in = {**RECHARGE, "kind": "guest.checkIn", "store_code": "7"}
+    assert parse_outcome(check_in).effective_store_code == "7"
+
+
 def test_an_outcome_id_of_a_megabyte_is_cut_short_in_the_error() -> None:
     raw = {**RECHARGE, "outcomeId": "i" * 1_000_000, "data": {}}
     with pytest.raises(InvalidOutcome) as caught:
