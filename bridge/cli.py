@@ -47,7 +47,8 @@ def map_command(
 
     Applies BRIDGE_CONFIG when set (store directory, renames, disabled events). Needs no Redis.
     An invalid outcome is reported on stderr, the others are still mapped, and the exit status is 1."""
-    from bridge.pipeline import map_one, split_outcomes
+    from bridge.pipeline import prepare, split_outcomes
+    from mappings import no_event_reason
 
     merchants = _merchants(Settings())
     try:
@@ -56,6 +57,7 @@ def map_command(
         typer.echo(f"error: cannot read {source}: {exc}", err=True)
         raise typer.Exit(2) from None
     failures = 0
+    silent = 0
     out = sys.stdout
     for entry in split_outcomes(text):
         if entry.error is not None:
@@ -63,13 +65,22 @@ def map_command(
             typer.echo(f"error: {entry.where}: {entry.error}", err=True)
             continue
         try:
-            for _message, encoded in map_one(entry.value, merchants):
-                out.write(encoded.decode("utf-8"))
-                out.write("\n")
+            prepared = prepare(entry.value, merchants)
         except InvalidOutcome as exc:
             failures += 1
             typer.echo(f"error: {entry.where}: {exc}", err=True)
+            continue
+        for _id, _label, encoded in prepared.messages:
+            out.write(encoded.decode("utf-8"))
+            out.write("\n")
+        if not prepared.messages:
+            silent += 1
+            outcome = prepared.outcome
+            reason = no_event_reason(outcome, merchants.context_for(outcome.merchant_id))
+            typer.echo(f"no event: {entry.where} ({outcome.outcome_id}): {reason}", err=True)
     out.flush()
+    if silent:
+        typer.echo(f"{silent} outcome(s) produced no event", err=True)
     if failures:
         typer.echo(f"{failures} invalid outcome(s)", err=True)
         raise typer.Exit(1)
@@ -126,10 +137,20 @@ def tracking_plan_command(
         int | None,
         typer.Option(help="Apply this merchant's renames and disabled events (from BRIDGE_CONFIG)."),
     ] = None,
+    markdown: Annotated[
+        bool,
+        typer.Option(
+            "--markdown",
+            help="Print the README's event reference instead: every property's type, unit, source.",
+        ),
+    ] = False,
 ) -> None:
     """Print the Segment Protocols tracking plan (a JSON Schema per event), generated from the mappings."""
-    from bridge.tracking_plan import UnknownEvent, write_tracking_plan
+    from bridge.tracking_plan import UnknownEvent, event_reference_markdown, write_tracking_plan
 
+    if markdown:
+        sys.stdout.write(event_reference_markdown())
+        return
     context = None
     if merchant is not None:
         merchants = _merchants(Settings())

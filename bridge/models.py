@@ -117,7 +117,14 @@ def _common_iso(value: str) -> datetime | None:
     platform's ``yyyy-MM-dd HH:mm:ss -0500``); None for anything else (the regex decides, with
     its messages)."""
     size = len(value)
-    if size < 19 or value[10] not in " T" or value[4] != "-" or value[16] != ":":
+    if (
+        size < 19
+        or value[10] not in " T"
+        or value[4] != "-"
+        or value[7] != "-"
+        or value[13] != ":"
+        or value[16] != ":"
+    ):
         return None
     if size == 19 or (size == 20 and value[19] == "Z"):
         iso = value
@@ -598,6 +605,44 @@ class ServiceChargeDiscount(_ComputedDiscount):
     quantity_discounted: Money | None = None
 
 
+class RewardToRemove(Model):
+    """A reward named in a simulate request that does not apply to the check (``rewardsToRemove``)."""
+
+    item_id: Text | None = None
+    reason: Text | None = None
+    reference_line: Text | None = None
+
+
+class RewardNotApplied(Model):
+    """A reward the platform refused, with its reason code (``discountsNotApplied``). The reference
+    types ``walletCode`` as a string and its example sends a number: both are read as text."""
+
+    message: Text | None = None
+    reason: Text | None = None
+    wallet_code: Text | None = None
+    wallet_name: Text | None = None
+
+
+class PossibleDiscount(Model):
+    """One item a per-unit discount could apply to (only inside ``AvailableUnitDiscount``)."""
+
+    item_id: Text | None = None
+    unit_discount: Money | None = None
+
+
+class AvailableUnitDiscount(Model):
+    """A per-unit discount the guest could use on items dispensed by weight or volume
+    (``availableUnitDiscounts`` of simulateAccrualAndRedemption and simulateCoupon replies)."""
+
+    id: Text | None = None
+    name: Text | None = None
+    wallet_code: Int | None = None
+    possible_uses: list[PossibleDiscount] = Field(default_factory=list)
+    max_eligible_units: Money | None = None
+    apply_automatically: Bool | None = None
+    priority: Int | None = None
+
+
 _POINT_BALANCES = AliasChoices("pointBalances", "pointsBalances", "point_balances")
 
 
@@ -655,6 +700,10 @@ class SuccessReply(GuestFieldsMixin):
     guest_web_site: Text | None = None
     receipt_text: dict[str, list[Text]] = Field(default_factory=dict)
     coupons_to_remove: list[Int] = Field(default_factory=list)
+    chosen_rewards_not_applied: list[ChosenReward] = Field(default_factory=list)
+    rewards_to_remove: list[RewardToRemove] = Field(default_factory=list)
+    discounts_not_applied: list[RewardNotApplied] = Field(default_factory=list)
+    available_unit_discounts: list[AvailableUnitDiscount] = Field(default_factory=list)
 
 
 class FailureReply(Model):
@@ -798,7 +847,11 @@ class Outcome(Model):
 
     @property
     def effective_store_code(self) -> str | None:
-        return self.store_code or (self.request.store_code if self.request else None)
+        """The outcome's ``storeCode``, else the request's; a blank one is no store code."""
+        for code in (self.store_code, self.request.store_code if self.request else None):
+            if code is not None and code.strip():
+                return code
+        return None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -912,8 +965,9 @@ def _field(raw: dict[str, Any], alias: str) -> Any:
 
 
 def _given(value: Any) -> bool:
-    """Whether a raw field says something (the kind rules read the raw input)."""
-    return value is not None and value != ""
+    """Whether a raw field says something (the kind rules read the raw input): a blank string
+    says nothing."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def _as_int(value: Any) -> int | None:
@@ -943,6 +997,13 @@ def kind_problems(raw: dict[str, Any]) -> list[FieldProblem]:
             cards = request.get("cards")
             if kind == "check.multiPostAndAccruePoints" and (cards is None or cards == []):
                 problems.append(FieldProblem("request.cards", "required for check.multiPostAndAccruePoints"))
+            check = request.get("check")
+            header = check.get("header") if isinstance(check, dict) else None
+            number = header.get("number") if isinstance(header, dict) else None
+            if isinstance(number, str) and not number.strip():
+                problems.append(
+                    FieldProblem("request.check.header.number", "required, and blank says nothing")
+                )
     if kind.startswith("check.") or kind == "guest.checkIn":
         inner_store = _field(request, "storeCode") if isinstance(request, dict) else None
         if not _given(_field(raw, "storeCode")) and not _given(inner_store):
@@ -951,7 +1012,7 @@ def kind_problems(raw: dict[str, Any]) -> list[FieldProblem]:
     data = raw.get("data")
     if required and (data is None or isinstance(data, dict)):
         for name in required:
-            if _field(data or {}, name) is None:
+            if not _given(_field(data or {}, name)):
                 problems.append(FieldProblem(f"data.{name}", f"required for {kind}"))
     return problems
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from bridge.models import CHECK_KINDS, Outcome
 from mappings.add_redeem import add_redeem
@@ -38,4 +39,32 @@ def map_outcome(outcome: Outcome, ctx: MappingContext = DEFAULT_CONTEXT) -> list
     return messages
 
 
-__all__ = ["DEFAULT_CONTEXT", "EVENT_NAMES", "MAPPERS", "MappingContext", "Message", "Store", "map_outcome"]
+def no_event_reason(outcome: Outcome, ctx: MappingContext = DEFAULT_CONTEXT) -> str:
+    """Why an outcome gives no message: the platform's reply (``failed``, ``noWorkSuccess``), or
+    the merchant's configuration (disabled events). For ``bridge map`` and the operators."""
+    response = outcome.response
+    result = getattr(response, "result", None)
+    if result in ("failure", "failed"):
+        code = getattr(response, "error_code", None)
+        return f"{result}: the call failed" + (f" (errorCode {code})" if code else "")
+    if result == "noWorkSuccess":
+        return "noWorkSuccess: the platform did no work"
+    unfiltered = map_outcome(outcome, replace(ctx, disabled=frozenset()))
+    if unfiltered:
+        names = sorted({str(m.get("event") or m.get("type")) for m in unfiltered})
+        return "disabled event: " + ", ".join(names)
+    if outcome.kind == "transaction.addRedeem":
+        return "no wallet change reported (Add/Redeem is for outcomes that changed wallets)"
+    return "no event applies to this outcome"
+
+
+__all__ = [
+    "DEFAULT_CONTEXT",
+    "EVENT_NAMES",
+    "MAPPERS",
+    "MappingContext",
+    "Message",
+    "Store",
+    "map_outcome",
+    "no_event_reason",
+]

@@ -2,15 +2,15 @@
 
 ``check.postAndAccruePoints*`` and ``check.redeemOnly`` give one when wallets changed or rewards
 were redeemed; ``check.multiPostAndAccruePoints`` gives one per card whose wallets changed;
-``transaction.addRedeem`` always gives one.
+``transaction.addRedeem`` gives one when it reports a wallet change.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.models import (
-    ChangedPointInfo,
     GuestFieldsMixin,
     Outcome,
     SingleAccrualResult,
@@ -22,13 +22,15 @@ from mappings.common import (
     Message,
     Properties,
     base_properties,
-    drop_unknown,
+    changed_wallets,
+    known,
+    person,
     points_changed,
     track,
     wallet_lists,
     wallet_properties,
 )
-from mappings.pos import redeemed_rewards, reply_properties
+from mappings.pos import redeemed_rewards, redeems_check_discounts, reply_discounts
 
 ACCRUING_KINDS = frozenset(
     {
@@ -40,16 +42,9 @@ ACCRUING_KINDS = frozenset(
 )
 
 
-def _changed(changes: list[ChangedPointInfo]) -> list[dict[str, Any]]:
-    return [
-        drop_unknown({"wallet_code": c.wallet_code, "wallet_label": c.point_name, "quantity": c.quantity})
-        for c in changes
-    ]
-
-
 def _check_number(outcome: Outcome) -> str | None:
     response = outcome.response
-    if isinstance(response, SuccessReply) and response.check_number:
+    if isinstance(response, SuccessReply) and known(response.check_number):
         return response.check_number
     return outcome.request.check.header.number if outcome.request else None
 
@@ -60,32 +55,70 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         return []
     nested = response.reply if isinstance(response.reply, GuestFieldsMixin) else None
     wallets = wallet_lists(response, nested)
-    rewards = redeemed_rewards(outcome.request.check)
-    reward_discounts = reply_properties(outcome).get("reward_discounts", [])
-    if outcome.kind != "check.redeemOnly":
-        reward_discounts = []  # computed but not applied
+    rewards = redeemed_rewards(outcome.request.check) if redeems_check_discounts(outcome) else []
+    # redeemOnly's computed discounts are the ones it applied; other replies carry none.
+    reward_discounts = reply_discounts(response) if outcome.kind == "check.redeemOnly" else []
     if not (wallets.changed_wallet_contents or rewards or reward_discounts):
         return []
+    who = person(outcome)
     props: Properties = {
-        **base_properties(outcome, ctx),
+        **base_properties(outcome, ctx, who),
         "pos_function": outcome.kind.removeprefix("check."),
         "check_number": _check_number(outcome),
         "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
         **points_changed(wallets.changed_wallet_contents),
-        "changed_wallets": _changed(wallets.changed_wallet_contents),
+        "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
         "rewards_redeemed": rewards,
         "reward_discounts": reward_discounts,
         **wallet_properties(wallets),
     }
-    return track(outcome, ctx, ADD_REDEEM, props)
+    return track(outcome, ctx, ADD_REDEEM, props, who)
 
 
-def _card_outcome(outcome: Outcome, card: SingleAccrualResult, card_number: str | None) -> Outcome:
-    """The outcome as seen from one card: the envelope's guest only if it is this card's holder."""
+def _card_outcome(outcome: Outcome, card: CardHolder, cards: int) -> Outcome:
+    """The outcome as seen from one card of a split check. The envelope ``guest`` is this card's
+    holder only when it identifies the card (the same printed card number or account code) or
+    when the check has one card; otherwise the card's own reply names its holder."""
     guest = outcome.guest
-    if guest is None or guest.printed_card_number in (None, card_number):
+    if guest is None or cards == 1:
+        return outcome
+    same_card = (
+        known(guest.printed_card_number) is not None and guest.printed_card_number == card.printed_card_number
+    )
+    same_account = known(guest.account_code) is not None and guest.account_code == card.account_code
+    if same_card or same_account:
         return outcome
     return outcome.model_copy(update={"guest": None})
+
+
+@dataclass(frozen=True)
+class CardHolder:
+    """What names one card's holder on a split check (``GuestFacts``): the card's result fields,
+    else those of its nested add/redeem reply, so that ids and properties follow the card."""
+
+    customer_name: str | None
+    tier_name: str | None
+    printed_card_number: str | None
+    account_code: str | None
+    anonymous_account_token: str | None
+    px_transaction_id: int | None
+
+    @classmethod
+    def of(cls, card: SingleAccrualResult, card_number: str | None) -> CardHolder:
+        nested = card.reply
+
+        def field(name: str) -> Any:
+            value = getattr(card, name)
+            return getattr(nested, name) if value is None and nested is not None else value
+
+        return cls(
+            customer_name=field("customer_name"),
+            tier_name=field("tier_name"),
+            printed_card_number=card_number,
+            account_code=field("account_code"),
+            anonymous_account_token=field("anonymous_account_token"),
+            px_transaction_id=field("px_transaction_id"),
+        )
 
 
 def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
@@ -110,41 +143,38 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
             or (card.reply.printed_card_number if card.reply else None)
             or (paid.card_info.printed_card_number if paid else None)
         )
-        # One GuestFieldsMixin that names this card, so ids and properties follow the card.
-        card_facts = GuestFieldsMixin.model_validate(
-            {
-                **(card.reply.model_dump(by_alias=True, exclude_none=True) if card.reply else {}),
-                **card.model_dump(by_alias=True, exclude_none=True, exclude={"reply", "receipt_text"}),
-                "printedCardNumber": card_number,
-            }
-        )
-        seen_as = _card_outcome(outcome, card, card_number)
+        card_facts = CardHolder.of(card, card_number)
+        seen_as = _card_outcome(outcome, card_facts, max(len(cards), len(response.reply)))
+        who = person(seen_as, card_facts)
         props: Properties = {
-            **base_properties(seen_as, ctx, card_facts),
+            **base_properties(seen_as, ctx, who),
             "pos_function": outcome.kind.removeprefix("check."),
             "check_number": _check_number(outcome),
             "card_index": index,
             "amount_paid": paid.amount_paid if paid else None,
             "px_transaction_id": card_facts.px_transaction_id,
             **points_changed(wallets.changed_wallet_contents),
-            "changed_wallets": _changed(wallets.changed_wallet_contents),
+            "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
             **wallet_properties(wallets),
         }
-        messages += track(seen_as, ctx, ADD_REDEEM, props, slot_suffix=f":{index}", card_reply=card_facts)
+        messages += track(seen_as, ctx, ADD_REDEEM, props, who, slot_suffix=f":{index}")
     return messages
 
 
 def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     data = outcome.data
     wallets = wallet_lists(data)
+    if not wallets.changed_wallet_contents:
+        return []  # Add/Redeem is for outcomes that changed wallets; this one reports no change
+    who = person(outcome)
     props: Properties = {
-        **base_properties(outcome, ctx),
+        **base_properties(outcome, ctx, who),
         "px_transaction_id": data.px_transaction_id if data else None,
         **points_changed(wallets.changed_wallet_contents),
-        "changed_wallets": _changed(wallets.changed_wallet_contents),
+        "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
         **wallet_properties(wallets),
     }
-    return track(outcome, ctx, ADD_REDEEM, props)
+    return track(outcome, ctx, ADD_REDEEM, props, who)
 
 
 def add_redeem(outcome: Outcome, ctx: MappingContext) -> list[Message]:

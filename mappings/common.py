@@ -11,8 +11,9 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from bridge import __version__
 from bridge.models import (
@@ -118,15 +119,37 @@ def anonymous_id(merchant_id: int, basis: str, value: str) -> str:
 # --------------------------------------------------------------------------- guest facts
 
 
-def reply_guest_fields(outcome: Outcome) -> list[GuestFieldsMixin]:
+class GuestFacts(Protocol):
+    """What a reply (or one card of a split check) may say of the guest."""
+
+    @property
+    def customer_name(self) -> str | None: ...
+    @property
+    def tier_name(self) -> str | None: ...
+    @property
+    def printed_card_number(self) -> str | None: ...
+    @property
+    def account_code(self) -> str | None: ...
+    @property
+    def anonymous_account_token(self) -> str | None: ...
+    @property
+    def px_transaction_id(self) -> int | None: ...
+
+
+def reply_guest_fields(outcome: Outcome) -> list[GuestFacts]:
     """The reply objects that may name the guest, most specific first."""
     response = outcome.response
-    found: list[GuestFieldsMixin] = []
+    found: list[GuestFacts] = []
     if isinstance(response, SuccessReply):
         found.append(response)
         if isinstance(response.reply, GuestFieldsMixin):
             found.append(response.reply)
     return found
+
+
+def known(value: str | None) -> str | None:
+    """The value, or None when it says nothing: a blank string is unknown, never ``""``."""
+    return value if value is not None and value.strip() else None
 
 
 def _first(values: Iterable[str | None]) -> str | None:
@@ -137,22 +160,6 @@ def _first(values: Iterable[str | None]) -> str | None:
     return None
 
 
-def printed_card_number(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> str | None:
-    """``guest``, else the reply, else ``request.cardInfo``."""
-    guest = outcome.guest
-    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
-    response = outcome.response
-    request = outcome.request
-    return _first(
-        [
-            guest.printed_card_number if guest else None,
-            *(r.printed_card_number for r in replies),
-            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
-            request.card_info.printed_card_number if request and request.card_info else None,
-        ]
-    )
-
-
 def split_name(full_name: str | None) -> tuple[str | None, str | None]:
     """``"John Doe"`` -> ``("John", "Doe")``; one word is a first name only."""
     if not full_name or not full_name.strip():
@@ -161,46 +168,61 @@ def split_name(full_name: str | None) -> tuple[str | None, str | None]:
     return first, (last.strip() or None)
 
 
-def identity(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> dict[str, str]:
-    """``userId`` = guest.userId, else the account code; otherwise a stable anonymousId."""
+@dataclass(frozen=True)
+class Person:
+    """Who a message is about, worked out once per message: its Segment ids (``userId``, else an
+    ``anonymousId``) and the guest's properties (names, card, opt-ins, tier, account code)."""
+
+    ids: dict[str, str]
+    properties: Properties
+
+
+def person(outcome: Outcome, card_reply: GuestFacts | None = None) -> Person:
+    """The person of ``outcome`` (of one card of a split check when ``card_reply`` is given).
+
+    ``userId`` = guest.userId, else the account code; otherwise a stable anonymousId of the
+    card, the reply's token, or the outcome. Names come from ``guest`` as a pair; when it gives
+    neither (blank is not a name), from the reply's ``customerName``. The printed card number
+    is the guest's, else the reply's, else ``request.cardInfo``'s."""
     guest = outcome.guest
-    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
-    user_id = _first(
+    replies = reply_guest_fields(outcome)
+    if card_reply is not None:
+        replies.insert(0, card_reply)
+    response = outcome.response
+    request = outcome.request
+    account = _first([guest.account_code if guest else None, *(r.account_code for r in replies)])
+    card = _first(
         [
-            guest.user_id if guest else None,
-            guest.account_code if guest else None,
-            *(r.account_code for r in replies),
+            guest.printed_card_number if guest else None,
+            *(r.printed_card_number for r in replies),
+            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
+            request.card_info.printed_card_number if request and request.card_info else None,
         ]
     )
+    user_id = _first([guest.user_id, account]) if guest else account
     if user_id is not None:
-        return {"userId": user_id}
-    card = printed_card_number(outcome, card_reply)
-    if card is not None:
-        return {"anonymousId": anonymous_id(outcome.merchant_id, "card", card)}
-    token = _first(r.anonymous_account_token for r in replies)
-    if token is not None:
-        return {"anonymousId": anonymous_id(outcome.merchant_id, "token", token)}
-    # Nothing names the guest (a check without a card): the outcome itself is the subject.
-    return {"anonymousId": anonymous_id(outcome.merchant_id, "outcome", outcome.outcome_id)}
-
-
-def guest_properties(outcome: Outcome, card_reply: GuestFieldsMixin | None = None) -> Properties:
-    """first_name, last_name, printed_card_number, email_opt_in, text_opt_in (and tier_name)."""
-    guest = outcome.guest
-    replies = ([card_reply] if card_reply is not None else []) + reply_guest_fields(outcome)
-    first = guest.first_name if guest else None
-    last = guest.last_name if guest else None
+        ids = {"userId": user_id}
+    elif card is not None:
+        ids = {"anonymousId": anonymous_id(outcome.merchant_id, "card", card)}
+    elif (token := _first(r.anonymous_account_token for r in replies)) is not None:
+        ids = {"anonymousId": anonymous_id(outcome.merchant_id, "token", token)}
+    else:  # nothing names the guest (a check without a card): the outcome itself is the subject
+        ids = {"anonymousId": anonymous_id(outcome.merchant_id, "outcome", outcome.outcome_id)}
+    first = known(guest.first_name) if guest else None
+    last = known(guest.last_name) if guest else None
     if first is None and last is None:
         first, last = split_name(_first(r.customer_name for r in replies))
     props: Properties = {
         "first_name": first,
         "last_name": last,
-        "printed_card_number": printed_card_number(outcome, card_reply),
+        "printed_card_number": card,
         "email_opt_in": guest.email_opt_in if guest else None,
         "text_opt_in": guest.text_opt_in if guest else None,
         "tier_name": _first([guest.tier_name if guest else None, *(r.tier_name for r in replies)]),
+        # Sent beside a userId, so that the ids of one person can be linked.
+        "account_code": account,
     }
-    return props
+    return Person(ids, props)
 
 
 def store_properties(outcome: Outcome, ctx: MappingContext) -> Properties:
@@ -255,10 +277,13 @@ def wallet_lists(*sources: WalletContentsMixin | None) -> WalletContentsMixin:
 def wallet_properties(
     wallets: WalletContentsMixin,
     stored_value: tuple[int | None, str | None, Decimal | None] | None = None,
+    *,
+    with_changes: bool = True,
 ) -> Properties:
     """wallets_info, all_wallets_info and flat_wallets_info from the wallet lists an outcome gives.
 
-    ``stored_value`` is (wallet code, label, balance) of a stored-value wallet (Recharge Value)."""
+    ``stored_value`` is (wallet code, label, balance) of a stored-value wallet (Recharge Value).
+    ``with_changes=False`` leaves the changes out (a simulation changed nothing)."""
     by_code: dict[int, _Wallet] = {}
 
     def wallet(code: int, label: str | None, kind: str | None) -> _Wallet:
@@ -274,12 +299,14 @@ def wallet_properties(
         entry.balance = reward.balance
         entry.extra = {
             "discount_object_number": reward.discount_object_number,
-            "expirations": [{"quantity": e.quantity, "date": e.date} for e in reward.expiration_dates],
+            "expirations": [
+                drop_unknown({"quantity": e.quantity, "date": e.date}) for e in reward.expiration_dates
+            ],
             "additional_expiring_balance": reward.additional_expiring_balance,
             "reward_type": reward.reward_type,
             "reward_value_type": reward.reward_value_type,
         }
-    for change in wallets.changed_wallet_contents:
+    for change in wallets.changed_wallet_contents if with_changes else ():
         entry = wallet(change.wallet_code, change.point_name, None)
         # EXACT.add: the same exact addition as under localcontext(EXACT), without switching contexts
         entry.quantity_changed = EXACT.add(entry.quantity_changed or Decimal(0), change.quantity)
@@ -297,8 +324,8 @@ def wallet_properties(
     all_info: list[dict[str, Any]] = []
     flat: dict[str, Any] = {}
     for entry in by_code.values():
-        label = entry.label or f"Wallet {entry.code}"
-        if entry.balance is not None:
+        label = known(entry.label)
+        if entry.balance is not None and label is not None:  # by code in the other two
             key = label if label not in wallets_info else f"{label} ({entry.code})"
             wallets_info[key] = entry.balance
         info = {
@@ -328,8 +355,13 @@ def exact_sum(values: Iterable[Decimal]) -> Decimal:
     return total
 
 
-def points_changed(changes: Iterable[ChangedPointInfo]) -> Properties:
-    """points_earned (sum of increases) and points_redeemed (sum of decreases, positive)."""
+def points_changed(changes: list[ChangedPointInfo]) -> Properties:
+    """points_earned (sum of increases) and points_redeemed (sum of decreases, positive), only
+    when the outcome reports changes and all of them are of one wallet: with no changes reported
+    the totals are unknown (never a guessed 0), and a sum across wallets would add different
+    units (points and reward dollars). ``changed_wallets`` carries the changes per wallet."""
+    if not changes or len({change.wallet_code for change in changes}) != 1:
+        return {}
     earned = Decimal(0)
     redeemed = Decimal(0)
     for change in changes:
@@ -340,23 +372,35 @@ def points_changed(changes: Iterable[ChangedPointInfo]) -> Properties:
     return {"points_earned": earned, "points_redeemed": redeemed}
 
 
+def changed_wallets(changes: list[ChangedPointInfo]) -> list[dict[str, Any]]:
+    """Each change the outcome reports (changedWalletContents): wallet code, label, quantity."""
+    return [
+        drop_unknown({"wallet_code": c.wallet_code, "wallet_label": c.point_name, "quantity": c.quantity})
+        for c in changes
+    ]
+
+
 # --------------------------------------------------------------------------- messages
 
 
 def drop_unknown(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Unknown values are omitted, never sent as a guess (None, and empty lists of optional facts)."""
-    return {k: v for k, v in props.items() if v is not None and (v.__class__ is not list or v)}
-
-
-def base_properties(
-    outcome: Outcome, ctx: MappingContext, card_reply: GuestFieldsMixin | None = None
-) -> Properties:
-    """The documented properties every event carries when it has data for them, plus merchant_id."""
+    """Unknown values are omitted, never sent as a guess: None, blank strings (a blank says
+    nothing, and ``""`` is not a value), and empty lists of optional facts."""
     return {
-        "merchant_id": outcome.merchant_id,
-        **guest_properties(outcome, card_reply),
-        **store_properties(outcome, ctx),
+        k: v
+        for k, v in props.items()
+        if v is not None and (v.__class__ is not list or v) and (v.__class__ is not str or v.strip())
     }
+
+
+def base_properties(outcome: Outcome, ctx: MappingContext, who: Person) -> Properties:
+    """The documented properties every event carries when it has data for them, plus merchant_id."""
+    return {"merchant_id": outcome.merchant_id, **who.properties, **store_properties(outcome, ctx)}
+
+
+def utc_text(moment: datetime) -> str:
+    """A UTC date-time as ISO-8601 text with ``Z`` (models keep every time in UTC)."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _envelope(outcome: Outcome, slot: str, ids: dict[str, str]) -> Message:
@@ -373,35 +417,38 @@ def track(
     ctx: MappingContext,
     event: str,
     properties: Properties,
+    who: Person,
     *,
     slot_suffix: str = "",
-    card_reply: GuestFieldsMixin | None = None,
 ) -> list[Message]:
-    """A track call, renamed per configuration; [] when the merchant disabled the event."""
+    """A track call about ``who``, renamed per configuration; [] when the merchant disabled the event."""
     if event in ctx.disabled:
         return []
     slot = f"track:{event}{slot_suffix}"
-    message = _envelope(outcome, slot, identity(outcome, card_reply))
+    message = _envelope(outcome, slot, who.ids)
     message["type"] = "track"
     message["event"] = ctx.rename.get(event, event)
     message["properties"] = drop_unknown(properties)
     return [message]
 
 
-def identify(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+def identify(outcome: Outcome, ctx: MappingContext, who: Person) -> list[Message]:
     """An identify call with the guest's traits; [] when the merchant disabled ``identify``."""
     if IDENTIFY in ctx.disabled:
         return []
     guest = outcome.guest
-    props = base_properties(outcome, ctx)
+    person = dict(who.properties)
+    # The person's traits only (no store), each once: Segment's reserved traits in their own
+    # spelling (firstName, lastName, email, phone), the source's properties in theirs.
     traits: Properties = {
-        **props,
-        "email": guest.email if guest else None,
-        "phone": guest.phone if guest else None,
-        "firstName": props.get("first_name"),
-        "lastName": props.get("last_name"),
+        "merchant_id": outcome.merchant_id,
+        "firstName": person.pop("first_name"),
+        "lastName": person.pop("last_name"),
+        "email": known(guest.email) if guest else None,
+        "phone": known(guest.phone) if guest else None,
+        **person,
     }
-    message = _envelope(outcome, IDENTIFY, identity(outcome))
+    message = _envelope(outcome, IDENTIFY, who.ids)
     message["type"] = "identify"
     message["traits"] = drop_unknown(traits)
     return [message]

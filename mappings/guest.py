@@ -12,46 +12,56 @@ from mappings.common import (
     WEB_REGISTRATION,
     MappingContext,
     Message,
+    Person,
     Properties,
     base_properties,
     identify,
+    person,
     track,
     wallet_lists,
     wallet_properties,
 )
 
 
-def _props(outcome: Outcome, ctx: MappingContext, **extra: object) -> Properties:
-    return {**base_properties(outcome, ctx), **extra, **wallet_properties(wallet_lists(outcome.data))}
+def _props(outcome: Outcome, ctx: MappingContext, who: Person, **extra: object) -> Properties:
+    return {**base_properties(outcome, ctx, who), **extra, **wallet_properties(wallet_lists(outcome.data))}
+
+
+def _identified(outcome: Outcome, ctx: MappingContext, event: str, **extra: object) -> list[Message]:
+    """identify, then the track event, both about the same person."""
+    who = person(outcome)
+    return identify(outcome, ctx, who) + track(outcome, ctx, event, _props(outcome, ctx, who, **extra), who)
 
 
 def identify_customer(outcome: Outcome, ctx: MappingContext) -> list[Message]:
-    return identify(outcome, ctx) + track(outcome, ctx, IDENTIFY_CUSTOMER, _props(outcome, ctx))
+    return _identified(outcome, ctx, IDENTIFY_CUSTOMER)
 
 
 def loyalty_registration(outcome: Outcome, ctx: MappingContext) -> list[Message]:
-    channel = outcome.data.channel if outcome.data else None
-    return identify(outcome, ctx) + track(
-        outcome, ctx, LOYALTY_REGISTRATION, _props(outcome, ctx, channel=channel)
+    return _identified(
+        outcome, ctx, LOYALTY_REGISTRATION, channel=outcome.data.channel if outcome.data else None
     )
 
 
 def web_registration(outcome: Outcome, ctx: MappingContext) -> list[Message]:
-    return identify(outcome, ctx) + track(outcome, ctx, WEB_REGISTRATION, _props(outcome, ctx))
+    return _identified(outcome, ctx, WEB_REGISTRATION)
 
 
 def referral(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     data = outcome.data
+    who = person(outcome)
     props = _props(
         outcome,
         ctx,
+        who,
         referral_code=data.referral_code if data else None,
         referred_email=data.referred_email if data else None,
         referred_user_id=data.referred_user_id if data else None,
     )
-    return track(outcome, ctx, REFERRAL, props)
+    return track(outcome, ctx, REFERRAL, props, who)
 
 
 def check_in(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    who = person(outcome)
     method = outcome.data.method if outcome.data else None
-    return track(outcome, ctx, CHECK_IN, _props(outcome, ctx, check_in_method=method))
+    return track(outcome, ctx, CHECK_IN, _props(outcome, ctx, who, check_in_method=method), who)

@@ -6,14 +6,22 @@ from typing import Any
 
 from bridge.models import (
     Check,
+    CheckRequest,
     ComboItem,
     CouponSuccessReply,
+    CreditCardTenderItem,
     DiscountItem,
+    GiftCardTenderItem,
+    ItemDiscount,
+    LoyaltyCardTenderItem,
     MenuItem,
     Modifier,
+    MultiItemDiscount,
     NoRewardsAppliedReply,
     Outcome,
+    ServiceChargeDiscount,
     ServiceChargeItem,
+    SubTotalDiscount,
     SuccessReply,
     TenderItem,
 )
@@ -23,17 +31,36 @@ from mappings.common import (
     Message,
     Properties,
     base_properties,
+    changed_wallets,
     drop_unknown,
     exact_sum,
+    known,
+    person,
     points_changed,
     track,
+    utc_text,
     wallet_lists,
     wallet_properties,
 )
 
+#: Calls that only compute or simulate: nothing is redeemed, accrued or spent by them. What they
+#: return is reported as applicable or simulated, never as redeemed or earned.
+SIMULATION_KINDS = frozenset(
+    {
+        "check.computePointAccrual",
+        "check.computeApplicableRewards",
+        "check.simulateAccrualAndRedemption",
+        "check.simulateCoupon",
+    }
+)
+
 
 def _categories(item: MenuItem | ComboItem | Modifier) -> list[dict[str, Any]]:
-    return [drop_unknown({"type": c.category_type, "id": c.id, "name": c.name}) for c in item.categories]
+    found: list[dict[str, Any]] = []
+    for c in item.categories:
+        category = drop_unknown({"type": c.category_type, "id": c.id, "name": c.name})
+        found.append(category)
+    return found
 
 
 def _discount(d: DiscountItem) -> dict[str, Any]:
@@ -48,39 +75,86 @@ def _discount(d: DiscountItem) -> dict[str, Any]:
             "wallet_code": d.wallet_code,
             "wallet_quantity": d.wallet_quantity,
             "coupon_id": d.coupon_id,
+            "multi_item_discount_id": d.multi_item_discount_id,
+        }
+    )
+
+
+def _reward_selection(request: CheckRequest) -> Properties:
+    """How the caller asked for rewards (``request.rewardSelectionMode``): the mode, and in manual
+    mode the rewards chosen, so that what was asked can be compared with what was applied."""
+    selection = request.reward_selection_mode
+    if selection is None:
+        return {}
+    return {
+        "reward_selection_mode": selection.mode,
+        "chosen_rewards": [
+            {"wallet_code": c.wallet_code, "amount": c.amount} for c in selection.chosen_rewards
+        ],
+    }
+
+
+def _pos_id(value: str | None) -> str | None:
+    """A POS terminal, operator or cashier id; the reference says to send "0" when it is unknown
+    or unavailable, so "0" (or a blank) is unknown and omitted."""
+    value = known(value)
+    return None if value is None or value.strip() == "0" else value
+
+
+def _tender(t: TenderItem) -> dict[str, Any]:
+    """A tender line with its detail's type, card type, masked number and transaction id. A
+    full card number is never sent: the platform's ``masked`` holds the last digits only, and
+    ``iin``, ``cardholder`` and ``expiration`` are left out."""
+    detail = t.detail
+    return drop_unknown(
+        {
+            "item_id": t.item_id,
+            "name": t.name,
+            "amount": t.amount,
+            "tender_type": detail.type if detail is not None else None,
+            "card_type": detail.card_type if isinstance(detail, CreditCardTenderItem) else None,
+            "masked_number": detail.masked if detail is not None else None,
+            "px_transaction_id": detail.px_transaction_id
+            if isinstance(detail, GiftCardTenderItem | LoyaltyCardTenderItem)
+            else None,
         }
     )
 
 
 def _modifier(m: Modifier) -> dict[str, Any]:
-    return drop_unknown(
-        {
-            "item_id": m.item_id,
-            "name": m.name,
-            "quantity": m.quantity,
-            "price": m.price,
-            "is_voided": m.is_voided or None,
-            "categories": _categories(m),
-        }
-    )
+    # Required facts first; optional ones only when known (cheaper than filtering afterwards).
+    line: dict[str, Any] = {"item_id": m.item_id} if known(m.item_id) else {}
+    if known(m.name) is not None:
+        line["name"] = m.name
+    line["quantity"] = m.quantity
+    line["price"] = m.price
+    if m.is_voided:
+        line["is_voided"] = True
+    if m.categories:
+        line["categories"] = _categories(m)
+    return line
 
 
 def _item(item: MenuItem | ComboItem) -> dict[str, Any]:
-    return drop_unknown(
-        {
-            "type": item.type,
-            "item_id": item.item_id,
-            "name": item.name,
-            "quantity": item.quantity,
-            "price": item.price,
-            "full_price": item.full_price,
-            "is_voided": item.is_voided,
-            "seat": item.seat,
-            "categories": _categories(item),
-            "modifiers": [_modifier(m) for m in item.modifiers],
-            "items": [_item(sub) for sub in item.items] if isinstance(item, ComboItem) else None,
-        }
-    )
+    line: dict[str, Any] = {"type": item.type}
+    if known(item.item_id) is not None:
+        line["item_id"] = item.item_id
+    if known(item.name) is not None:
+        line["name"] = item.name
+    line["quantity"] = item.quantity
+    line["price"] = item.price
+    if item.full_price is not None:
+        line["full_price"] = item.full_price
+    line["is_voided"] = item.is_voided
+    if item.seat is not None:
+        line["seat"] = item.seat
+    if item.categories:
+        line["categories"] = _categories(item)
+    if item.modifiers:
+        line["modifiers"] = [_modifier(m) for m in item.modifiers]
+    if isinstance(item, ComboItem) and item.items:
+        line["items"] = [_item(sub) for sub in item.items]
+    return line
 
 
 def all_discounts(check: Check) -> list[DiscountItem]:
@@ -120,12 +194,10 @@ def check_properties(outcome: Outcome) -> Properties:
     charges = [line for line in check.items if isinstance(line, ServiceChargeItem)]
     check_number = response.check_number if isinstance(response, SuccessReply | CouponSuccessReply) else None
     return {
-        "check_number": check_number or header.number,
+        "check_number": known(check_number) or header.number,
         "check_unique_identifier": header.unique_identifier,
-        "check_open_time": header.open_time.isoformat().replace("+00:00", "Z"),
-        "check_close_time": header.close_time.isoformat().replace("+00:00", "Z")
-        if header.close_time
-        else None,
+        "check_open_time": utc_text(header.open_time),
+        "check_close_time": utc_text(header.close_time) if header.close_time else None,
         "is_return": header.is_return,
         "is_void": header.is_void,
         "is_catering": header.is_catering,
@@ -135,10 +207,12 @@ def check_properties(outcome: Outcome) -> Properties:
         "revenue_center_name": header.revenue_center_name or None,
         "table_number": header.table_number or None,
         "seat_count": header.seat_count,
-        "cashier": header.cashier,
-        "terminal": request.terminal,
-        "operator": request.operator,
+        "cashier": _pos_id(header.cashier),
+        "terminal": _pos_id(request.terminal),
+        "operator": _pos_id(request.operator),
         "agent_name": request.agent_name,
+        "coupon_code": request.coupon_code,
+        **_reward_selection(request),
         "sub_total": totals.sub_total,
         "tax_total": totals.tax_total,
         "discount_total": totals.discount_total,
@@ -154,79 +228,177 @@ def check_properties(outcome: Outcome) -> Properties:
             drop_unknown({"item_id": c.item_id, "name": c.name, "quantity": c.quantity, "price": c.price})
             for c in charges
         ],
-        "tenders": [
+        "tenders": [_tender(t) for t in tenders],
+    }
+
+
+def _computed(kind: str, d: ItemDiscount | SubTotalDiscount | ServiceChargeDiscount) -> dict[str, Any]:
+    return drop_unknown(
+        {
+            "kind": kind,
+            "id": d.id,
+            "name": d.name,
+            "discount": d.discount,
+            "discount_type": d.discount_type,
+            "wallet_code": d.wallet_code,
+            "quantity_redeemed": d.quantity_redeemed,
+            "apply_automatically": d.apply_automatically,
+            "priority": d.priority,
+            "menu_item_id": getattr(d, "menu_item_id", None),
+            "reference_line": known(getattr(d, "reference_line", None)),
+            "quantity_discounted": getattr(d, "quantity_discounted", None),
+            "unit_discount": getattr(d, "unit_discount", None),
+            "discount_source": getattr(d, "discount_source", None),
+            "coupon_id": getattr(d, "coupon_id", None),
+            "multi_item_discount_id": getattr(d, "multi_item_discount_id", None),
+            "soonest_expiration_date": getattr(d, "soonest_expiration_date", None),
+            "pos_item_id": getattr(d, "pos_item_id", None),
+        }
+    )
+
+
+def _multi_item(m: MultiItemDiscount) -> dict[str, Any]:
+    return drop_unknown(
+        {
+            "kind": "multi_item",
+            "id": m.id,
+            "name": m.name,
+            "discount": m.total_discounted,
+            "discount_type": m.discount_type,
+            "wallet_code": m.wallet_code,
+            "quantity_redeemed": m.quantity_redeemed,
+            "apply_automatically": m.apply_automatically,
+            "priority": m.priority,
+            "discount_object_number": m.discount_object_number,
+            "pos_item_id": m.pos_item_id,
+            "items": [
+                drop_unknown(
+                    {
+                        "menu_item_id": sub.menu_item_id,
+                        "reference_line": known(sub.reference_line),
+                        "discount": sub.discount,
+                        "quantity_discounted": sub.quantity_discounted,
+                        "unit_discount": sub.unit_discount,
+                    }
+                )
+                for sub in m.items
+            ],
+        }
+    )
+
+
+def reply_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
+    """Discounts the Check Service computed: applicable (compute and simulate calls) or applied
+    (redeemOnly), with their details."""
+    found = [_computed("item", d) for d in reply.item_discounts]
+    found += [_computed("subtotal", d) for d in reply.subtotal_discounts]
+    found += [_computed("service_charge", d) for d in reply.service_charge_discounts]
+    found += [_multi_item(m) for m in reply.multi_item_discounts]
+    return found
+
+
+def refused_rewards(reply: SuccessReply) -> Properties:
+    """Rewards the platform would not apply, each with what the reply says of it."""
+    return {
+        "chosen_rewards_not_applied": [
+            {"wallet_code": r.wallet_code, "amount": r.amount} for r in reply.chosen_rewards_not_applied
+        ],
+        "rewards_to_remove": [
+            drop_unknown(
+                {"item_id": r.item_id, "reason": r.reason, "reference_line": known(r.reference_line)}
+            )
+            for r in reply.rewards_to_remove
+        ],
+        "discounts_not_applied": [
             drop_unknown(
                 {
-                    "item_id": t.item_id,
-                    "name": t.name,
-                    "amount": t.amount,
-                    "tender_type": t.detail.type if t.detail is not None else None,
+                    "wallet_code": _wallet_code(r.wallet_code),
+                    "wallet_name": r.wallet_name,
+                    "reason": r.reason,
+                    "message": r.message,
                 }
             )
-            for t in tenders
+            for r in reply.discounts_not_applied
         ],
     }
 
 
-def _reply_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
-    """Discounts the Check Service computed (applicable, or applied by redeemOnly)."""
-    found: list[dict[str, Any]] = []
-    for kind, discounts in (
-        ("item", reply.item_discounts),
-        ("subtotal", reply.subtotal_discounts),
-        ("service_charge", reply.service_charge_discounts),
-    ):
-        for d in discounts:
-            found.append(
-                drop_unknown(
-                    {
-                        "kind": kind,
-                        "id": d.id,
-                        "name": d.name,
-                        "discount": d.discount,
-                        "wallet_code": d.wallet_code,
-                        "quantity_redeemed": d.quantity_redeemed,
-                    }
-                )
-            )
-    for m in reply.multi_item_discounts:
-        found.append(
-            drop_unknown(
-                {
-                    "kind": "multi_item",
-                    "id": m.id,
-                    "name": m.name,
-                    "discount": m.total_discounted,
-                    "wallet_code": m.wallet_code,
-                    "quantity_redeemed": m.quantity_redeemed,
-                }
-            )
+def _wallet_code(text: str | None) -> int | None:
+    """RewardNotApplied types ``walletCode`` as a string (its example sends a number): an integer
+    like every other wallet code when it is one; otherwise unknown (its ``walletName`` stays)."""
+    if text is None:
+        return None
+    digits = text.strip()
+    return int(digits) if digits.removeprefix("-").isdigit() and len(digits) <= 19 else None
+
+
+def available_unit_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
+    """Per-unit discounts the guest could use (``availableUnitDiscounts``): offered, not redeemed."""
+    return [
+        drop_unknown(
+            {
+                "id": u.id,
+                "name": u.name,
+                "wallet_code": u.wallet_code,
+                "max_eligible_units": u.max_eligible_units,
+                "apply_automatically": u.apply_automatically,
+                "priority": u.priority,
+                "possible_uses": [
+                    drop_unknown({"item_id": p.item_id, "unit_discount": p.unit_discount})
+                    for p in u.possible_uses
+                ],
+            }
         )
-    return found
+        for u in reply.available_unit_discounts
+    ]
+
+
+def failed_cards(reply: SuccessReply) -> list[dict[str, Any]]:
+    """Cards of a split check whose accrual failed (``failure``/``failed``): their place in the
+    reply and error code. A card answering ``noWorkSuccess`` did not fail: it had nothing to do."""
+    if not isinstance(reply.reply, list):
+        return []
+    return [
+        drop_unknown({"card_index": index, "result": card.result, "error_code": card.error_code})
+        for index, card in enumerate(reply.reply)
+        if card.result in ("failure", "failed")
+    ]
 
 
 def reply_properties(outcome: Outcome) -> Properties:
-    """Facts of the reply: result, transaction id, visit code, points, computed discounts, wallets."""
+    """Facts of the reply: result, transaction id, visit code, open time, computed discounts
+    (applicable for simulations, applied otherwise), refused rewards, wallet changes, wallets."""
     response = outcome.response
+    simulation = outcome.kind in SIMULATION_KINDS
     if isinstance(response, SuccessReply):
         nested = response.reply if not isinstance(response.reply, list) else None
         wallets = wallet_lists(response, nested)
+        changes = wallets.changed_wallet_contents
         props: Properties = {
             "pos_result": response.result,
             "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
             "visit_code": response.visit_code,
-            "reward_discounts": _reply_discounts(response),
-            **points_changed(wallets.changed_wallet_contents),
-            **wallet_properties(wallets),
+            "reply_open_time": utc_text(response.open_time) if response.open_time else None,
+            ("applicable_rewards" if simulation else "reward_discounts"): reply_discounts(response),
+            "coupons_to_remove": response.coupons_to_remove,
+            "available_unit_discounts": available_unit_discounts(response),
+            **refused_rewards(response),
+            "failed_cards": failed_cards(response),
         }
-        if not wallets.changed_wallet_contents:
-            props.pop("points_earned")
-            props.pop("points_redeemed")
+        if simulation:
+            props["simulated_wallet_changes"] = changed_wallets(changes)
+        else:
+            props.update(points_changed(changes), changed_wallets=changed_wallets(changes))
+        props.update(wallet_properties(wallets, with_changes=not simulation))
         return props
     if isinstance(response, NoRewardsAppliedReply):
-        return {"pos_result": response.result, **wallet_properties(response)}
+        # noRewardsApplied: nothing was applied, so no change is reported even if one is listed.
+        return {"pos_result": response.result, **wallet_properties(response, with_changes=False)}
     if isinstance(response, CouponSuccessReply):
-        return {"pos_result": response.result}
+        return {
+            "pos_result": response.result,
+            "reply_open_time": utc_text(response.open_time) if response.open_time else None,
+        }
     return {}
 
 
@@ -238,11 +410,26 @@ def is_successful(outcome: Outcome) -> bool:
 def pos_activity(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     if not is_successful(outcome):
         return []
+    who = person(outcome)
     props: Properties = {
-        **base_properties(outcome, ctx),
+        **base_properties(outcome, ctx, who),
         "pos_function": outcome.kind.removeprefix("check."),
         **check_properties(outcome),
         **reply_properties(outcome),
-        "rewards_redeemed": redeemed_rewards(outcome.request.check) if outcome.request else None,
     }
-    return track(outcome, ctx, POS_ACTIVITY, props)
+    if redeems_check_discounts(outcome) and outcome.request is not None:
+        props["rewards_redeemed"] = redeemed_rewards(outcome.request.check)
+    return track(outcome, ctx, POS_ACTIVITY, props, who)
+
+
+def redeems_check_discounts(outcome: Outcome) -> bool:
+    """Whether this call redeemed the loyalty and coupon discount lines of its check. Only
+    ``postAndAccruePointsWithRedeem`` does (the seed's DiscountItem: a Paytronix discount needs
+    its walletCode and walletQuantity "if it is to be sent to the POST
+    postAndAccruePointsWithRedeem endpoint, otherwise the reward will never be redeemed"), and
+    only when it succeeded. Other calls carry lines redeemed elsewhere (``redeemOnly`` returns the
+    discounts to insert; a later post carries them again), so counting them would count one
+    reward twice; ``redeemOnly`` reports what it applied as ``reward_discounts``."""
+    return outcome.kind == "check.postAndAccruePointsWithRedeem" and isinstance(
+        outcome.response, SuccessReply | CouponSuccessReply
+    )

@@ -8,6 +8,7 @@ from mappings.common import (
     MappingContext,
     Message,
     base_properties,
+    person,
     track,
     wallet_lists,
     wallet_properties,
@@ -18,12 +19,13 @@ def recharge_value(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     data = outcome.data
     if data is None:
         return []
+    who = person(outcome)
     props = {
-        **base_properties(outcome, ctx),
+        **base_properties(outcome, ctx, who),
         "recharge_amount": data.amount,
         "wallet_code": data.wallet_code,
         "wallet_label": data.wallet_label,
         "balance": data.balance,
         **wallet_properties(wallet_lists(data), (data.wallet_code, data.wallet_label, data.balance)),
     }
-    return track(outcome, ctx, RECHARGE_VALUE, props)
+    return track(outcome, ctx, RECHARGE_VALUE, props, who)

@@ -8,6 +8,7 @@ from mappings.common import (
     MappingContext,
     Message,
     base_properties,
+    person,
     track,
     wallet_lists,
     wallet_properties,
@@ -18,11 +19,12 @@ def survey_completion(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     data = outcome.data
     if data is None:
         return []
+    who = person(outcome)
     props = {
-        **base_properties(outcome, ctx),
+        **base_properties(outcome, ctx, who),
         "survey_id": data.survey_id,
         "survey_name": data.survey_name,
         "score": data.score,
         **wallet_properties(wallet_lists(data)),
     }
-    return track(outcome, ctx, SURVEY_COMPLETION, props)
+    return track(outcome, ctx, SURVEY_COMPLETION, props, who)

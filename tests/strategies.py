@@ -324,7 +324,7 @@ def check_items() -> st.SearchStrategy[Raw]:
 
 def headers() -> st.SearchStrategy[Raw]:
     return obj(
-        {"number": text_or_int(), "isReturn": bools(), "openTime": times()},
+        {"number": st.one_of(ids(), st.just("0")), "isReturn": bools(), "openTime": times()},
         {
             "uniqueIdentifier": texts(),
             "closeTime": times(),
@@ -664,7 +664,7 @@ def outcome_ids() -> st.SearchStrategy[str]:
 
 
 MERCHANT_IDS = st.integers(1, 2**53)
-STORE_CODES = st.one_of(st.text(min_size=1, max_size=20), st.integers(0, 9999))
+STORE_CODES = st.one_of(st.text(min_size=1, max_size=20).filter(str.strip), st.integers(0, 9999))
 
 
 @st.composite
@@ -700,7 +700,7 @@ DATA_FIELDS: dict[str, dict[str, Any]] = {
 }
 DATA_REQUIRED: dict[str, dict[str, Any]] = {
     "storedValue.recharge": {"amount": money()},
-    "survey.completed": {"surveyId": text_or_int()},
+    "survey.completed": {"surveyId": ids()},
 }
 
 

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bridge.config import MerchantsConfig
+from bridge.pipeline import map_one
+from tests.harness import example_outcomes
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "bridge" / "examples" / "outcomes.jsonl"
 FIXTURE = Path(__file__).parent / "fixtures" / "merchants.yaml"
@@ -31,7 +35,10 @@ def test_maps_examples_without_configuration():
     result = run_map([str(EXAMPLES)])
     assert result.returncode == 0, result.stderr
     messages = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(messages) == 22
+    expected = [
+        json.loads(encoded) for raw in example_outcomes() for _, encoded in map_one(raw, MerchantsConfig())
+    ]
+    assert messages == expected
     assert all("sentAt" not in m and "writeKey" not in m for m in messages)
     # Without a store directory only store_code is known.
     pos = next(m for m in messages if m.get("event") == "POS Activity")
@@ -55,6 +62,19 @@ def test_applies_bridge_config_and_reads_stdin():
     [message] = [json.loads(line) for line in result.stdout.splitlines()]  # survey disabled
     assert message["event"] == "Store Check-In"
     assert message["properties"]["store_name"] == "Airport"
+    assert "no event: line 2 (cfg-2): disabled event: Survey Completion" in result.stderr
+    assert "1 outcome(s) produced no event" in result.stderr
+
+
+def test_says_which_outcomes_gave_no_event_and_why():
+    result = run_map([str(EXAMPLES)])
+    assert result.returncode == 0, result.stderr
+    silent = [raw["outcomeId"] for raw in example_outcomes() if not map_one(raw, MerchantsConfig())]
+    assert silent == ["ex-0007", "ex-0025", "ex-0026"]
+    assert "(ex-0007): failed: the call failed (errorCode check_storage.get_check.not_found)" in result.stderr
+    assert "(ex-0025): noWorkSuccess: the platform did no work" in result.stderr
+    assert "(ex-0026): no wallet change reported" in result.stderr
+    assert "3 outcome(s) produced no event" in result.stderr
 
 
 def test_invalid_outcome_is_reported_and_the_rest_still_mapped():

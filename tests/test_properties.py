@@ -99,8 +99,9 @@ def expected_events(raw: dict[str, Any]) -> list[str] | None:
                 return ["POS Activity", "Add/Redeem"]
             return None  # Add/Redeem only if rewards were redeemed
         return ["POS Activity"]
+    if kind == "transaction.addRedeem":  # Add/Redeem only when it reports a wallet change
+        return ["Add/Redeem"] if _changed(raw.get("data")) else []
     return {
-        "transaction.addRedeem": ["Add/Redeem"],
         "guest.identified": ["identify", "Identify Customer"],
         "guest.loyaltyRegistered": ["identify", "Loyalty Registration"],
         "guest.webRegistered": ["identify", "Web Registration"],

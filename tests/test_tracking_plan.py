@@ -136,16 +136,18 @@ def test_catalog_lists_the_documented_properties() -> None:
     assert {"email", "phone", "firstName", "lastName", "merchant_id"} <= traits
 
 
-def test_money_fields_allow_numbers_and_exact_strings() -> None:
+def test_money_fields_are_numbers_only() -> None:
+    """One JSON type per property: money and quantities are always numbers (never exact strings)."""
     props = rule_for("POS Activity")["jsonSchema"]["properties"]["properties"]["properties"]
     for name in ("sub_total", "check_total", "points_earned", "item_quantity", "store_latitude"):
-        assert props[name]["type"] == ["number", "string"], name
+        assert props[name]["type"] == "number", name
     flat = props["flat_wallets_info"]
     assert flat["additionalProperties"] is False
     check = jsonschema.Draft7Validator(flat)
     assert check.is_valid(
-        {"wallet_12_label": "Points", "wallet_12_balance": 3.5, "wallet_12_quantity_changed": "1"}
+        {"wallet_12_label": "Points", "wallet_12_balance": 3.5, "wallet_12_quantity_changed": 1}
     )
+    assert not check.is_valid({"wallet_12_quantity_changed": "1"})
     assert not check.is_valid({"wallet_12_balance": "3.5 points"})
     assert not check.is_valid({"wallet_x_label": "Points"})
     assert not check.is_valid({"wallet_12_label": 5})
@@ -322,3 +324,43 @@ def test_plan_follows_a_merchants_renames_and_disabled_events() -> None:
     assert json.loads(render("Store Check-In", ctx))["key"] == "Store Check-In"
     with pytest.raises(UnknownEvent):
         render("Survey Completion", ctx)
+
+
+# --------------------------------------------------------------------------- the README's reference
+
+
+def test_readme_event_reference_is_generated_from_the_catalog() -> None:
+    """The README's property tables are the catalog's; regenerate with
+    ``UPDATE_README=1 pytest tests/test_tracking_plan.py -k readme`` (or ``bridge tracking-plan
+    --markdown``) after changing ``mappings/catalog.py``."""
+    import os
+
+    from bridge.tracking_plan import README_END, README_START, event_reference_markdown
+
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.index(README_START), text.index(README_END) + len(README_END) + 1
+    generated = event_reference_markdown()
+    if os.environ.get("UPDATE_README"):
+        readme.write_text(text[:start] + generated + text[end:], encoding="utf-8")
+        text = readme.read_text(encoding="utf-8")
+    assert text[start : start + len(generated)] == generated
+    for spec in EVENTS:
+        for prop in spec.properties:
+            assert f"`{prop.name}`" in generated, prop.name
+
+
+def test_markdown_reference_from_the_cli() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "tracking-plan", "--markdown"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert result.stdout.startswith("<!-- event-reference:start")
+    assert "| `sub_total` (always) |" in result.stdout
+    assert "`request.check.totals.subTotal`" in result.stdout

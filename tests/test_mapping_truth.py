@@ -1,0 +1,452 @@
+"""The rules that keep the warehouse true (DESIGN.md, "Rules that keep the data true"), each
+checked on outcomes built from the Check Service document's own examples
+(``bridge/examples/outcomes.jsonl``): the right person on a split check, nothing guessed, no
+simulation counted as a redemption, blank is unknown, identify traits that are the person's,
+and one JSON type per property across every message an event sends."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from bridge.config import MerchantsConfig
+from bridge.models import KINDS
+from bridge.pipeline import map_one
+from mappings.catalog import EVENTS
+from tests.harness import example_outcomes
+from tests.strategies import valid_outcomes
+
+MERCHANTS = MerchantsConfig()
+SIMULATIONS = (
+    "check.computePointAccrual",
+    "check.computeApplicableRewards",
+    "check.simulateAccrualAndRedemption",
+    "check.simulateCoupon",
+)
+REDEMPTION_FACTS = ("rewards_redeemed", "points_earned", "points_redeemed", "changed_wallets")
+
+
+def example(outcome_id: str) -> dict[str, Any]:
+    return copy.deepcopy(next(raw for raw in example_outcomes() if raw["outcomeId"] == outcome_id))
+
+
+def messages(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages as Segment reads them, decimals exact."""
+    return [json.loads(encoded, parse_float=Decimal) for _, encoded in map_one(raw, MERCHANTS)]
+
+
+def events(raw: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [m for m in messages(raw) if m.get("event") == name]
+
+
+# --------------------------------------------------------------------------- the right person
+
+
+def test_split_check_credits_each_card_to_its_own_holder() -> None:
+    """ex-0019: the envelope guest names a user (no card number); the two cards belong to John
+    Doe (account 986) and Jane Roe (account 987). Each Add/Redeem is that card's person."""
+    raw = example("ex-0019")
+    assert raw["guest"] == {"userId": "guest-986", "firstName": "John", "lastName": "Doe"}
+    cards = events(raw, "Add/Redeem")
+    assert [m["properties"]["card_index"] for m in cards] == [0, 1]
+    for message, (account, first, last, card) in zip(
+        cards,
+        [("986", "John", "Doe", "011235813213455"), ("987", "Jane", "Roe", "022358132134558")],
+        strict=True,
+    ):
+        props = message["properties"]
+        assert message["userId"] == account
+        assert (props["first_name"], props["last_name"]) == (first, last)
+        assert props["printed_card_number"] == card
+        assert props["account_code"] == account
+
+
+def test_envelope_guest_applies_to_the_card_it_names() -> None:
+    raw = example("ex-0019")
+    raw["guest"]["printedCardNumber"] = "022358132134558"  # the guest is Jane's card's holder
+    first, second = events(raw, "Add/Redeem")
+    assert first["userId"] == "986"
+    assert first["properties"]["first_name"] == "John"
+    assert second["userId"] == "guest-986"
+    assert second["properties"]["first_name"] == "John"  # the envelope's names, for its own card
+
+    raw = example("ex-0019")
+    raw["guest"]["accountCode"] = "987"  # the same, by account code
+    _first, second = events(raw, "Add/Redeem")
+    assert second["userId"] == "guest-986"
+
+
+def test_envelope_guest_applies_when_the_check_has_one_card() -> None:
+    raw = example("ex-0019")
+    raw["request"]["cards"] = raw["request"]["cards"][:1]
+    raw["response"]["reply"] = raw["response"]["reply"][:1]
+    (only,) = events(raw, "Add/Redeem")
+    assert only["userId"] == "guest-986"
+
+
+def test_failed_cards_of_a_split_check_are_reported_with_their_error_code() -> None:
+    (pos,) = events(example("ex-0019"), "POS Activity")
+    assert pos["properties"]["failed_cards"] == [
+        {"card_index": 2, "result": "failed", "error_code": "transaction.card_not_active"}
+    ]
+    assert len(events(example("ex-0019"), "Add/Redeem")) == 2
+
+
+# --------------------------------------------------------------------------- nothing guessed
+
+
+def test_no_wallet_change_reported_means_no_points_properties() -> None:
+    """ex-0004: a redeemOnly that applied a reward and reports no wallet change (its reply's
+    changedWalletContents is empty): its Add/Redeem says what it applied, and no points."""
+    (message,) = events(example("ex-0004"), "Add/Redeem")
+    props = message["properties"]
+    assert [d["wallet_code"] for d in props["reward_discounts"]] == [50]
+    assert not {"points_earned", "points_redeemed", "changed_wallets"} & set(props)
+    raw = example("ex-0004")
+    raw["response"].pop("changedWalletContents")
+    (message,) = events(raw, "Add/Redeem")
+    assert not {"points_earned", "points_redeemed", "changed_wallets"} & set(message["properties"])
+
+
+def test_an_add_redeem_transaction_without_a_wallet_change_gives_no_event() -> None:
+    raw = example("ex-0026")  # transaction.addRedeem reporting balances only
+    assert messages(raw) == []
+    raw["data"]["changedWalletContents"] = [{"pointName": "Coffee Points", "walletCode": 2, "quantity": "4"}]
+    (message,) = events(raw, "Add/Redeem")
+    assert message["properties"]["points_earned"] == Decimal("4")
+
+
+def test_no_total_across_wallets_of_different_units() -> None:
+    """ex-0023: one coffee point earned and two reward dollars spent on one check."""
+    raw = example("ex-0023")
+    for name in ("POS Activity", "Add/Redeem"):
+        (message,) = events(raw, name)
+        props = message["properties"]
+        assert "points_earned" not in props, name
+        assert "points_redeemed" not in props, name
+        assert props["changed_wallets"] == [
+            {"wallet_code": 2, "wallet_label": "Coffee Points", "quantity": Decimal("1")},
+            {"wallet_code": 14, "wallet_label": "Reward Dollars", "quantity": Decimal("-2.00")},
+        ]
+
+
+def test_a_total_of_one_wallet_is_kept() -> None:
+    raw = example("ex-0001")
+    raw["response"]["changedWalletContents"] += [
+        {"pointName": "Coffee Points", "walletCode": 2, "quantity": "-3"}
+    ]
+    (message,) = events(raw, "Add/Redeem")
+    assert message["properties"]["points_earned"] == Decimal("1")
+    assert message["properties"]["points_redeemed"] == Decimal("3")
+
+
+def test_blank_names_are_unknown() -> None:
+    """ex-0023's guest sends firstName "  " and lastName "": the reply's customerName names him."""
+    raw = example("ex-0023")
+    for message in messages(raw):
+        assert message["properties"]["first_name"] == "John"
+        assert message["properties"]["last_name"] == "Doe"
+    raw["response"].pop("customerName")
+    for message in messages(raw):
+        assert "first_name" not in message["properties"]
+        assert "last_name" not in message["properties"]
+
+
+def test_blank_contact_traits_are_omitted() -> None:
+    raw = example("ex-0009")
+    raw["guest"].update(firstName=" ", lastName="", email="", phone="  ")
+    (identify,) = [m for m in messages(raw) if m["type"] == "identify"]
+    assert not {"firstName", "lastName", "email", "phone"} & set(identify["traits"])
+
+
+# --------------------------------------------------------------------------- simulations
+
+
+@pytest.mark.parametrize(
+    "outcome_id",
+    [raw["outcomeId"] for raw in example_outcomes() if raw["kind"] in SIMULATIONS]
+    + ["ex-0020"],  # redeemOnly answering noRewardsApplied
+)
+def test_simulations_report_nothing_as_redeemed(outcome_id: str) -> None:
+    raw = example(outcome_id)
+    sent = messages(raw)
+    assert [m["event"] for m in sent] == ["POS Activity"], "no Add/Redeem: nothing changed"
+    props = sent[0]["properties"]
+    for name in REDEMPTION_FACTS:
+        assert name not in props, name
+    for wallet in props.get("all_wallets_info", []):
+        assert "quantity_changed" not in wallet
+    assert not any(key.endswith("_quantity_changed") for key in props.get("flat_wallets_info", {}))
+
+
+def test_simulations_name_what_they_computed() -> None:
+    (coupon,) = events(example("ex-0018"), "POS Activity")
+    assert coupon["properties"]["coupon_code"] == "SPRING5"
+    assert coupon["properties"]["coupons_to_remove"] == [4410]
+    assert coupon["properties"]["applicable_rewards"][0]["coupon_id"] == 4411
+
+    (simulated,) = events(example("ex-0021"), "POS Activity")
+    props = simulated["properties"]
+    assert props["simulated_wallet_changes"] == [
+        {"wallet_code": 2, "wallet_label": "Coffee Points", "quantity": Decimal("1")}
+    ]
+    (combo,) = props["applicable_rewards"]
+    assert combo["kind"] == "multi_item"
+    assert [sub["menu_item_id"] for sub in combo["items"]] == ["Item 1", "Item 2"]
+    assert (combo["discount_type"], combo["priority"], combo["apply_automatically"]) == ("Percent", 1, True)
+    assert props["rewards_to_remove"] == [
+        {"item_id": "863", "reason": "item fully discounted", "reference_line": "31324"}
+    ]
+    assert props["discounts_not_applied"] == [
+        {
+            "wallet_code": 3,
+            "wallet_name": "Free Coffee",
+            "reason": "minimumSpendNotMet",
+            "message": "Minimum spend amount not met",
+        }
+    ]
+
+
+def test_refused_chosen_rewards_are_reported() -> None:
+    (pos,) = events(example("ex-0022"), "POS Activity")
+    assert pos["properties"]["chosen_rewards_not_applied"] == [{"wallet_code": 41, "amount": Decimal("1")}]
+
+
+def test_a_posted_redemption_still_counts() -> None:
+    (message,) = events(example("ex-0002"), "Add/Redeem")
+    assert [r["wallet_code"] for r in message["properties"]["rewards_redeemed"]] == [14]
+    (pos,) = events(example("ex-0002"), "POS Activity")
+    assert [r["wallet_code"] for r in pos["properties"]["rewards_redeemed"]] == [14]
+
+
+@pytest.mark.parametrize("outcome_id", ["ex-0001", "ex-0005", "ex-0019", "ex-0023"])
+def test_discount_lines_redeemed_elsewhere_are_not_counted_again(outcome_id: str) -> None:
+    """redeemOnly (ex-0004) applied wallet 50 and returned the discount to insert; the check
+    posted afterwards carries that line. Only postAndAccruePointsWithRedeem redeems a check's
+    discount lines: a plain post, accrual, split-check accrual or auto-redeem counts none."""
+    raw = example(outcome_id)
+    raw["request"]["check"]["items"].append(
+        {
+            "type": "discountItem",
+            "itemId": "32",
+            "name": "Two Dollars Off Item 3",
+            "price": "-2.00",
+            "discountSource": "loyalty",
+            "walletCode": 50,
+            "walletQuantity": "1",
+        }
+    )
+    for message in messages(raw):
+        assert "rewards_redeemed" not in message["properties"], message["event"]
+    (pos,) = events(raw, "POS Activity")
+    assert 50 in [d.get("wallet_code") for d in pos["properties"]["discounts"]]  # still on the check
+
+
+def test_the_references_unknown_pos_ids_are_omitted() -> None:
+    """The reference: 'Use "0" if the terminal is unknown or unavailable' (the same for operator)."""
+    raw = example("ex-0001")
+    raw["request"].update(terminal="0", operator="0")
+    raw["request"]["check"]["header"]["cashier"] = "0"
+    (pos,) = events(raw, "POS Activity")
+    assert not {"terminal", "operator", "cashier"} & set(pos["properties"])
+    raw["request"].update(terminal="7", operator="Ann")
+    (pos,) = events(raw, "POS Activity")
+    assert (pos["properties"]["terminal"], pos["properties"]["operator"]) == ("7", "Ann")
+
+
+def test_blank_strings_are_never_sent() -> None:
+    raw = example("ex-0010")  # guest.loyaltyRegistered
+    raw["data"]["channel"] = "  "
+    raw["guest"]["tierName"] = ""
+    for message in messages(raw):
+        payload = message.get("properties") or message["traits"]
+        assert all(not isinstance(v, str) or v.strip() for v in payload.values()), payload
+
+
+def test_a_wallet_without_a_label_gets_no_made_up_name() -> None:
+    raw = example("ex-0001")
+    raw["response"]["pointBalances"][0].pop("pointName")
+    raw["response"]["changedWalletContents"][0].pop("pointName")
+    (message,) = events(raw, "Add/Redeem")
+    props = message["properties"]
+    assert "Wallet 2" not in json.dumps(props, default=str)
+    assert props["flat_wallets_info"]["wallet_2_balance"] == Decimal("2")
+    assert "wallet_2_label" not in props["flat_wallets_info"]
+
+
+def test_a_card_with_nothing_to_do_is_not_a_failed_card() -> None:
+    raw = example("ex-0019")
+    raw["response"]["reply"][2] = {"result": "noWorkSuccess"}
+    (pos,) = events(raw, "POS Activity")
+    assert "failed_cards" not in pos["properties"]
+
+
+def test_what_the_caller_asked_for_and_what_was_offered() -> None:
+    (pos,) = events(example("ex-0004"), "POS Activity")
+    assert pos["properties"]["reward_selection_mode"] == "manual"
+    assert pos["properties"]["chosen_rewards"] == [{"wallet_code": 50, "amount": Decimal("1.0")}]
+    raw = example("ex-0021")
+    raw["response"]["availableUnitDiscounts"] = [
+        {
+            "id": "71",
+            "name": "Fuel Wallet",
+            "walletCode": 71,
+            "possibleUses": [{"itemId": "FUELID", "unitDiscount": "0.10"}],
+            "maxEligibleUnits": "20",
+            "applyAutomatically": True,
+            "priority": 1,
+        }
+    ]
+    (pos,) = events(raw, "POS Activity")
+    (offer,) = pos["properties"]["available_unit_discounts"]
+    assert offer["possible_uses"] == [{"item_id": "FUELID", "unit_discount": Decimal("0.10")}]
+    assert offer["max_eligible_units"] == Decimal("20")
+
+
+# --------------------------------------------------------------------------- identify and ids
+
+
+def test_identify_traits_are_the_persons_in_one_spelling() -> None:
+    (identify,) = [m for m in messages(example("ex-0009")) if m["type"] == "identify"]
+    traits = identify["traits"]
+    assert (traits["firstName"], traits["lastName"]) == ("John", "Doe")
+    assert "first_name" not in traits
+    assert "last_name" not in traits
+    assert not [name for name in traits if name.startswith("store_")]
+    assert traits["account_code"] == "986"
+    assert identify["userId"] == "guest-986"
+
+
+def test_account_code_links_a_user_id_to_the_loyalty_account() -> None:
+    for message in messages(example("ex-0009")):
+        payload = message.get("properties") or message["traits"]
+        assert message["userId"] == "guest-986"
+        assert payload["account_code"] == "986"
+
+
+def test_tenders_carry_details_but_never_a_full_card_number() -> None:
+    raw = example("ex-0005")
+    raw["request"]["check"]["items"].append(
+        {
+            "type": "tenderItem",
+            "itemId": "103",
+            "name": "Visa",
+            "amount": "-10.61",
+            "detail": {
+                "type": "creditCard",
+                "cardholder": "JOHN DOE",
+                "cardType": "Visa",
+                "iin": "411111",
+                "masked": "1111",
+                "expiration": "2027-05-01",
+            },
+        }
+    )
+    (pos,) = events(raw, "POS Activity")
+    gift, visa = pos["properties"]["tenders"]
+    assert gift == {
+        "item_id": "102",
+        "name": "GC Redeem",
+        "amount": Decimal("-5.00"),
+        "tender_type": "giftCard",
+        "masked_number": "1234",
+        "px_transaction_id": 123456,
+    }
+    assert visa["card_type"] == "Visa"
+    assert visa["masked_number"] == "1111"
+    text = json.dumps(visa, default=str)
+    assert "411111" not in text
+    assert "JOHN DOE" not in text
+    assert "2027" not in text
+
+
+# --------------------------------------------------------------------------- coverage and types
+
+
+def test_examples_cover_every_kind() -> None:
+    assert {raw["kind"] for raw in example_outcomes()} == set(KINDS)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def _walk(path: str, value: Any, seen: dict[str, set[str]]) -> None:
+    seen[path].add(_json_type(value))
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            # flat_wallets_info and wallets_info have one key per wallet: one column family each
+            column = key.split("_", 2)[-1] if path.endswith("flat_wallets_info") else key
+            if path.endswith(".wallets_info"):
+                column = "<label>"
+            _walk(f"{path}.{column}", inner, seen)
+    elif isinstance(value, list):
+        for inner in value:
+            _walk(f"{path}[]", inner, seen)
+
+
+def json_types(outcomes: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """JSON types seen per (event, property path) over every message of the outcomes."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for raw in outcomes:
+        for message in messages(raw):
+            name = message.get("event") or message["type"]
+            _walk(name, message.get("properties") or message["traits"], seen)
+    return seen
+
+
+def assert_one_type_per_property(seen: dict[str, set[str]]) -> None:
+    mixed = {path: types for path, types in seen.items() if len(types) > 1}
+    assert not mixed, f"properties sent with more than one JSON type: {mixed}"
+
+
+def test_one_json_type_per_property_across_the_examples() -> None:
+    assert_one_type_per_property(json_types(example_outcomes()))
+
+
+def test_a_long_balance_is_still_a_number() -> None:
+    raw = example("ex-0001")
+    raw["response"]["pointBalances"][0]["balance"] = "12345678901234567.89"
+    seen = json_types([example("ex-0001"), raw])
+    assert_one_type_per_property(seen)
+    (message,) = events(raw, "Add/Redeem")
+    assert message["properties"]["wallets_info"]["Coffee Points"] == Decimal("12345678901234567.89")
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+@given(valid_outcomes())
+def test_one_json_type_per_property_for_generated_outcomes(raw: dict[str, Any]) -> None:
+    seen = json_types([raw])
+    for path, types in EXAMPLE_TYPES.items():
+        seen[path] |= types
+    assert_one_type_per_property(seen)
+
+
+EXAMPLE_TYPES = json_types(example_outcomes())
+
+
+def test_every_property_has_a_documented_source() -> None:
+    for spec in EVENTS:
+        for prop in spec.properties:
+            assert prop.source.strip(), f"{spec.name}: {prop.name} has no source"
+            assert prop.description.strip(), f"{spec.name}: {prop.name} has no description"
