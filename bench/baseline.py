@@ -10,10 +10,14 @@
     durability beyond the broker, no dedup.
 (b) ``send_with_clients``: segment-analytics-python's ``Client`` alone, in memory, no
     durability, sending already-mapped messages (default thread, ``upload_size=100``).
+(c) ``post_batches``: segment-analytics-python's ``request.post`` alone, from one thread, 500
+    already-mapped messages per request: the practical ceiling of the sending side (no queue,
+    no thread hand-off, the largest batches Segment's 500 KB limit comfortably allows).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import datetime
@@ -98,3 +102,30 @@ def send_with_clients(
     for client in clients.values():
         client.join()
     return start, end
+
+
+def post_batches(
+    messages: list[tuple[str, str, dict[str, Any]]], batch_size: int = 500
+) -> tuple[float, float, int]:
+    """Baseline (c): (write key, host, message) posted per write key with
+    ``segment.analytics.request.post``, from this thread, ``batch_size`` messages per request or
+    fewer where 500 would pass Segment's 500 KB per request (cut beforehand, not timed).
+    Returns (start, end, requests)."""
+    from segment.analytics import request as segment_request
+
+    budget = 500 * 1024 - 2048  # Segment's limit, less the envelope (sentAt, writeKey)
+    batches: list[tuple[str, str, list[dict[str, Any]]]] = []
+    open_batches: dict[tuple[str, str], tuple[list[dict[str, Any]], list[int]]] = {}
+    for write_key, host, msg in messages:
+        size = len(json.dumps(msg)) + 2
+        batch, used = open_batches.setdefault((write_key, host), ([], [0]))
+        if batch and (len(batch) >= batch_size or used[0] + size > budget):
+            batches.append((write_key, host, batch))
+            batch, used = open_batches[(write_key, host)] = ([], [0])
+        batch.append(msg)
+        used[0] += size
+    batches.extend((key, host, batch) for (key, host), (batch, _) in open_batches.items() if batch)
+    start = time.time()
+    for write_key, host, batch in batches:
+        segment_request.post(write_key, host=host, batch=batch)
+    return start, time.time(), len(batches)

@@ -1,26 +1,36 @@
 """End-to-end benchmark: ``python -m bench.run [--outcomes 200000] [--json FILE]``.
 
-One command, everything local, nothing on the machine's own Redis:
+One command, everything local, nothing on the machine's own Redis. The bridge runs as the
+README says to run it, **with its defaults**: ``bridge serve`` (one server process per core)
+and ``bridge worker`` (one pool process per core); ``--api-workers`` / ``--concurrency`` only
+override them for experiments.
 
 1. **backlog**: our own redis-server (AOF everysec, noeviction), the collector
    (``--no-memory --keep-duplicates --record``), the ingest API (``bridge serve``), no workers.
    ``--backlog`` outcomes are POSTed; Redis ``used_memory`` delta / outcomes = memory per
    queued outcome (and the ingest-only rate). Then FLUSHALL.
-2. **bridge, max rate**: workers start (``bridge worker --concurrency 2``); ``--outcomes``
-   outcomes are POSTed ``--post-size`` per request over ``--connections`` connections as fast
-   as the API takes them; the run ends when the collector holds every expected message.
+2. **bridge, max rate**: workers start (``bridge worker``); ``--outcomes`` outcomes are POSTed
+   ``--post-size`` per request over ``--connections`` connections as fast as the API takes
+   them; the run ends when the collector holds every expected message.
    Reported: delivered Segment messages/s, p50/p99 from each request's ``202`` to the
    collector's ``_receivedAt``, CPU seconds per 1,000 messages (api + workers + redis +
    receiver, from /proc), peak RSS per process, and every expected (write key, messageId)
    checked to have arrived exactly once.
 3. **bridge, half rate**: ``--half-outcomes`` outcomes paced at half the rate of step 2
    (latency under a load the system can carry).
-4. **baseline (a)**: one Celery task per outcome, ``map_one`` + segment ``Client``
+4. **merchants**: ``--growth-outcomes`` outcomes at max rate spread over 1, 10 and 100
+   merchants (write keys): how throughput changes with the number of Segment sources.
+5. **baseline (a)**: one Celery task per outcome, ``map_one`` + segment ``Client``
    (``bench.baseline``), same receiver, same outcomes (``--baseline-a`` of them).
-5. **baseline (b)**: segment's ``Client`` alone, in memory, sending the already-mapped
+6. **baseline (b)**: segment's ``Client`` alone, in memory, sending the already-mapped
    messages of ``--baseline-b`` outcomes.
-6. **mapping alone**: decode + validate + map + encode (``bridge.pipeline.prepare``) in this
-   process, one core.
+7. **baseline (c)**: segment's ``request.post`` alone, batches of 500 already-mapped
+   messages from one thread (``--baseline-c`` outcomes): the practical ceiling of the sending
+   side; the bridge is reported as a share of it.
+8. **mapping alone**: decode + validate + map + encode (``bridge.pipeline.prepare``) in this
+   process, one core; and ``bench.stages``: microseconds per stage and per outcome size.
+
+Every phase that sends checks that every expected messageId arrived exactly once.
 
 The outcomes go to ``--merchants`` merchants (one Segment source / write key each): Segment
 asks for < 50 requests/s per source, and the bridge keeps to ``BRIDGE_RATE_PER_S`` (default
@@ -49,13 +59,17 @@ from typing import Any
 import httpx
 import orjson
 
+from bench import stages
 from bench.outcomes import Generated, Variant, build_variants, expected_ids, generate
 from bench.procs import ROOT, Proc, RedisProc, Role, Sampler, free_port, python_argv, wait_http
+from bridge.cli import available_cores
 from bridge.config import MerchantsConfig, load_merchants_file
 from bridge.pipeline import decode_json, map_one, prepare
 
 TOKEN = "bench-ingest-token"
 FIRST_MERCHANT = 2001
+#: The numbers of merchants (write keys) of the merchants phase.
+MERCHANT_COUNTS = (1, 10, 100)
 
 
 # --------------------------------------------------------------------------- setup
@@ -135,19 +149,23 @@ def start_collector(workdir: Path, name: str, env: dict[str, str]) -> tuple[Proc
     return proc, url, record
 
 
-def start_api(workdir: Path, env: dict[str, str], processes: int = 1) -> tuple[Proc, str]:
+def start_api(workdir: Path, env: dict[str, str], processes: int | None = None) -> tuple[Proc, str]:
+    """``bridge serve --port P``: its default number of server processes unless ``processes``."""
     port = free_port()
-    argv = python_argv("-m", "bridge.cli", "serve", "--port", str(port), "--workers", str(processes))
+    argv = python_argv("-m", "bridge.cli", "serve", "--port", str(port))
+    if processes:
+        argv += ["--workers", str(processes)]
     proc = Proc("api", argv, env, workdir)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", proc)
     return proc, url
 
 
-def start_workers(workdir: Path, env: dict[str, str], concurrency: int) -> Proc:
-    argv = python_argv(
-        "-m", "bridge.cli", "worker", "--concurrency", str(concurrency), "--loglevel", "WARNING"
-    )  # fmt: skip
+def start_workers(workdir: Path, env: dict[str, str], concurrency: int | None = None) -> Proc:
+    """``bridge worker``: its default concurrency unless ``concurrency``."""
+    argv = python_argv("-m", "bridge.cli", "worker", "--loglevel", "WARNING")
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
     return Proc("workers", argv, env, workdir)
 
 
@@ -428,7 +446,7 @@ def baseline_a_phase(
             "-Q",
             "baseline",
             "--concurrency",
-            str(args.concurrency),
+            str(args.concurrency or available_cores()),
             "--loglevel",
             "WARNING",
         ),
@@ -472,6 +490,22 @@ def baseline_a_phase(
         collector.stop()
 
 
+def premapped(
+    workload: Workload, config: MerchantsConfig
+) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[tuple[str, str], int]]:
+    """(write key, host, message) of every message of the workload, mapped beforehand, and the
+    expected (write key, messageId) pairs."""
+    messages: list[tuple[str, str, dict[str, Any]]] = []
+    expected: dict[tuple[str, str], int] = {}
+    for g in workload.outcomes():
+        for message, _ in map_one(decode_json(g.text), config):
+            for source in config.sources_for(g.merchant_id):
+                key = source.write_key.get_secret_value()
+                messages.append((key, source.host, message))
+                expected[(key, message["messageId"])] = 0
+    return messages, expected
+
+
 def baseline_b_phase(workload: Workload, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from bench.baseline import send_with_clients
 
@@ -480,14 +514,7 @@ def baseline_b_phase(workload: Workload, args: argparse.Namespace, workdir: Path
         config = load_merchants_file(
             write_config(workdir / "baseline-b.yaml", collector_url, workload.merchant_ids, "b")
         )
-        messages: list[tuple[str, str, dict[str, Any]]] = []
-        expected: dict[tuple[str, str], int] = {}
-        for g in workload.outcomes():
-            for message, _ in map_one(decode_json(g.text), config):
-                for source in config.sources_for(g.merchant_id):
-                    key = source.write_key.get_secret_value()
-                    messages.append((key, source.host, message))
-                    expected[(key, message["messageId"])] = 0
+        messages, expected = premapped(workload, config)
         roles = [Role("client", os.getpid(), children=False), Role("receiver", collector.pid)]
         with Sampler(roles):
             start, _end = send_with_clients(messages, upload_size=args.upload_size)
@@ -506,6 +533,78 @@ def baseline_b_phase(workload: Workload, args: argparse.Namespace, workdir: Path
         }
     finally:
         collector.stop()
+
+
+def baseline_c_phase(workload: Workload, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from bench.baseline import post_batches
+
+    collector, collector_url, record = start_collector(workdir, "collector-c", os.environ.copy())
+    try:
+        config = load_merchants_file(
+            write_config(workdir / "baseline-c.yaml", collector_url, workload.merchant_ids, "c")
+        )
+        messages, expected = premapped(workload, config)
+        roles = [Role("client", os.getpid(), children=False), Role("receiver", collector.pid)]
+        with Sampler(roles):
+            start, _end, requests = post_batches(messages, batch_size=args.baseline_c_batch)
+            wait_accepted(collector_url, len(messages), args.timeout, [collector])
+        got = check_record(record, expected, lambda _i: start)
+        cpu = sum(r.cpu_used() for r in roles)
+        return {
+            "outcomes": workload.count,
+            "messages": len(messages),
+            "requests": requests,
+            "messages_per_s": round(len(messages) / (got.last - start), 1),
+            "cpu_s_per_1000_messages": round(1000 * cpu / len(messages), 3),
+            "exactly_once": got.exactly_once,
+            "missing": got.missing,
+            "duplicates": got.duplicates,
+            "processes": role_report(roles),
+            "how": f"segment request.post, {args.baseline_c_batch} pre-mapped messages per batch, one thread",
+        }
+    finally:
+        collector.stop()
+
+
+def merchants_phase(
+    count: int,
+    variants: list[Variant],
+    all_merchant_ids: list[int],
+    args: argparse.Namespace,
+    api_url: str,
+    collector_url: str,
+    record: Path,
+    roles: list[Role],
+    procs: list[Proc],
+) -> dict[str, Any]:
+    """Throughput against the number of merchants (write keys): the same bridge, the same kind
+    of outcomes, spread over 1, 10 and 100 of the configured merchants."""
+    rows: dict[str, Any] = {}
+    for merchants in MERCHANT_COUNTS:
+        workload = Workload(
+            count, variants, all_merchant_ids[:merchants], f"m{merchants}", seed=17 + merchants
+        )
+        log(f"merchants: {count} outcomes over {merchants} merchant(s)")
+        result = bridge_phase(
+            f"m{merchants}", workload, args, api_url, collector_url, record, roles, procs, None
+        )
+        rows[str(merchants)] = {
+            k: result[k]
+            for k in (
+                "outcomes",
+                "messages",
+                "messages_per_s",
+                "ingest_outcomes_per_s",
+                "latency_p50_s",
+                "latency_p99_s",
+                "cpu_s_per_1000_messages",
+                "exactly_once",
+                "missing",
+                "duplicates",
+            )
+        }
+        log(json.dumps(rows[str(merchants)]))
+    return rows
 
 
 def mapping_phase(workload: Workload, merchants: MerchantsConfig) -> dict[str, Any]:
@@ -530,7 +629,9 @@ def mapping_phase(workload: Workload, merchants: MerchantsConfig) -> dict[str, A
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bridge-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    merchant_ids = [FIRST_MERCHANT + i for i in range(args.merchants)]
+    configured = max(args.merchants, max(MERCHANT_COUNTS) if args.growth_outcomes else 0)
+    all_merchant_ids = [FIRST_MERCHANT + i for i in range(configured)]
+    merchant_ids = all_merchant_ids[: args.merchants]
     report: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -549,6 +650,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "task_batch",
                 "rate_per_key",
             )
+        }
+        | {
+            "api_processes": args.api_workers or f"bridge serve default: {available_cores()} (one per core)",
+            "worker_concurrency": args.concurrency
+            or f"bridge worker default: {available_cores()} (one per core)",
         },
         "workdir": str(workdir),
     }
@@ -558,7 +664,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         collector, collector_url, record = start_collector(workdir, "collector", os.environ.copy())
         procs.append(collector)
-        config_path = write_config(workdir / "merchants.yaml", collector_url, merchant_ids, "main")
+        config_path = write_config(workdir / "merchants.yaml", collector_url, all_merchant_ids, "main")
         merchants = load_merchants_file(config_path)
         variants = build_variants(merchants, merchant_ids[0])
         env = base_env(redis_proc.url, config_path, args)
@@ -612,6 +718,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
             )
+        if args.growth_outcomes:
+            report["merchants"] = merchants_phase(
+                args.growth_outcomes,
+                variants,
+                all_merchant_ids,
+                args,
+                api_url,
+                collector_url,
+                record,
+                roles,
+                procs,
+            )
         workers.stop()
         api.stop()
         collector.stop()
@@ -629,10 +747,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 Workload(args.baseline_b, variants, merchant_ids, "main"), args, workdir
             )
             log(json.dumps({k: v for k, v in report["baseline_b"].items() if k != "processes"}))
+        if args.baseline_c:
+            log(f"baseline (c): segment request.post alone, {args.baseline_c} outcomes' messages")
+            report["baseline_c"] = baseline_c_phase(
+                Workload(args.baseline_c, variants, merchant_ids, "main"), args, workdir
+            )
+            log(json.dumps({k: v for k, v in report["baseline_c"].items() if k != "processes"}))
         if args.mapping:
             report["mapping"] = mapping_phase(
                 Workload(args.mapping, variants, merchant_ids, "map"), merchants
             )
+            report["stages"] = stages.run(merchants, merchant_ids[0])
         report["ratios"] = ratios(report)
         return report
     finally:
@@ -641,9 +766,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ratios(report: dict[str, Any]) -> dict[str, float | None]:
+    """Bridge ÷ each baseline, in messages/s (for (c), the bridge's share of the sending ceiling)."""
     bridge = report.get("bridge", {}).get("messages_per_s")
     out: dict[str, float | None] = {}
-    for name in ("baseline_a", "baseline_b"):
+    for name in ("baseline_a", "baseline_b", "baseline_c"):
         base = report.get(name, {}).get("messages_per_s")
         out[f"bridge_vs_{name}"] = round(bridge / base, 2) if bridge and base else None
     return out
@@ -708,6 +834,19 @@ def summary(report: dict[str, Any]) -> str:
     if c:
         rows.append(("baseline (b) segment Client in memory: messages/s", c.get("messages_per_s")))
         rows.append(("baseline (b): CPU s per 1,000 messages", c.get("cpu_s_per_1000_messages")))
+    bc = report.get("baseline_c", {})
+    if bc:
+        rows.append(
+            ("baseline (c) segment request.post, 500/batch, 1 thread: msgs/s", bc.get("messages_per_s"))
+        )
+        rows.append(("baseline (c): CPU s per 1,000 messages", bc.get("cpu_s_per_1000_messages")))
+    for count, row in report.get("merchants", {}).items():
+        rows.append(
+            (
+                f"bridge over {count} merchant(s): msgs/s, p99 s, exactly once",
+                f"{row['messages_per_s']}, {row['latency_p99_s']}, {row['exactly_once']}",
+            )
+        )
     for k, v in report.get("ratios", {}).items():
         rows.append((f"ratio {k}", v))
     if mp:
@@ -715,7 +854,10 @@ def summary(report: dict[str, Any]) -> str:
             ("mapping alone (decode+validate+map+encode), outcomes/s, 1 core", mp.get("outcomes_per_s"))
         )
     width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    text = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    if report.get("stages"):
+        text += "\n\n" + stages.summary(report["stages"])
+    return text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -748,13 +890,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="outcomes for the mapping-alone measure (default min(outcomes, 20000))",
     )
+    p.add_argument(
+        "--baseline-c",
+        type=int,
+        default=None,
+        help="outcomes for baseline (c), request.post alone (default min(outcomes, 50000); 0 skips)",
+    )
+    p.add_argument("--baseline-c-batch", type=int, default=500, help="baseline (c) messages per request")
+    p.add_argument(
+        "--growth-outcomes",
+        type=int,
+        default=None,
+        help="outcomes per run over 1, 10, 100 merchants (default min(outcomes // 4, 20000); 0 skips)",
+    )
     p.add_argument("--merchants", type=int, default=4, help="merchants = write keys")
     p.add_argument("--post-size", type=int, default=500, help="outcomes per POST")
     p.add_argument("--connections", type=int, default=4, help="concurrent ingest connections")
-    p.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
     p.add_argument(
-        "--api-workers", type=int, default=2, help="bridge serve --workers: ingest server processes"
+        "--concurrency", type=int, default=None, help="bridge worker --concurrency (default: its own)"
     )
+    p.add_argument("--api-workers", type=int, default=None, help="bridge serve --workers (default: its own)")
     p.add_argument("--task-batch", type=int, default=500, help="BRIDGE_TASK_BATCH_SIZE")
     p.add_argument(
         "--rate-per-key", type=float, default=50.0, help="BRIDGE_RATE_PER_S (requests/s per write key)"
@@ -769,6 +924,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.backlog = min(n, 50_000) if args.backlog is None else args.backlog
     args.baseline_a = min(n, 10_000) if args.baseline_a is None else args.baseline_a
     args.baseline_b = min(n, 50_000) if args.baseline_b is None else args.baseline_b
+    args.baseline_c = min(n, 50_000) if args.baseline_c is None else args.baseline_c
+    args.growth_outcomes = min(n // 4, 20_000) if args.growth_outcomes is None else args.growth_outcomes
     args.mapping = min(n, 20_000) if args.mapping is None else args.mapping
     return args
 

@@ -68,7 +68,7 @@ from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
 from bridge.errors import FieldProblem, InvalidOutcome
 from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
 from bridge.runtime import ConfigWatcher, redis_client
-from bridge.wire import decimal_to_wire, dumps
+from bridge.wire import LongNumber, decimal_to_wire, dumps
 from workers.celery_app import QUEUE
 
 log = logging.getLogger("bridge.api")
@@ -521,6 +521,8 @@ def _encodable(text: str) -> bool:
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
         return decimal_to_wire(obj)
+    if isinstance(obj, LongNumber):
+        return obj.text
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
@@ -556,14 +558,27 @@ def split_items(value: Any) -> list[Any]:
         outcomes = value["outcomes"]
         if not isinstance(outcomes, list):
             raise ApiError(400, "bad_request", "'outcomes' must be an array of outcome objects")
-        return outcomes
+        return _no_long_numbers(outcomes)
     if isinstance(value, dict):
         return [value]
     if isinstance(value, list):
-        return value
+        return _no_long_numbers(value)
     raise ApiError(
         400, "bad_request", f'expected an outcome object or {{"outcomes": [...]}}, got {_json_type(value)}'
     )
+
+
+def _no_long_numbers(items: list[Any]) -> list[Any]:
+    """An item that is itself a number too long to read is not JSON we accept (400, as for a
+    body that is such a number); one inside an outcome is that outcome's error, naming the field."""
+    for index, item in enumerate(items):
+        if isinstance(item, LongNumber):
+            raise ApiError(
+                400,
+                "invalid_json",
+                f"invalid JSON body: item {index} is a number too long ({item.digits} digits)",
+            )
+    return items
 
 
 def _json_type(value: Any) -> str:

@@ -93,11 +93,11 @@ def serve(
     workers: Annotated[
         int,
         typer.Option(
-            min=1,
-            help="Server processes sharing the port (validation and mapping are CPU-bound: "
-            "about one per core).",
+            min=0,
+            help="Server processes sharing the port. Validation and mapping are CPU-bound, so the "
+            "default (0) is one per CPU core available to the process.",
         ),
-    ] = 1,
+    ] = 0,
 ) -> None:
     """Run the HTTP ingest API (POST /v1/outcomes, /healthz, /readyz, /metrics, /docs)."""
     from bridge import logs
@@ -106,6 +106,7 @@ def serve(
     settings = Settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
+    workers = workers or available_cores()
     if workers > 1:
         _multiprocess_metrics()
     run(host, port, settings, workers=workers)
@@ -173,9 +174,27 @@ def _multiprocess_metrics() -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bridge-metrics-"))
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. a container's cpuset), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Worker processes (default: number of CPUs).")] = 0,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Worker pool processes. The default (0) is one per CPU core available to the "
+            "process: the ingest API has validated and mapped every outcome, so a worker mostly "
+            "waits on Redis and Segment; raise it when Segment is far away (see the README).",
+        ),
+    ] = 0,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Start a Celery worker that processes and delivers outcomes (BRIDGE_REDIS_URL, BRIDGE_CONFIG).
@@ -199,8 +218,7 @@ def worker(
 
     celery = make_app(settings)
     argv = ["--quiet", "worker", "-Q", QUEUE, "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
-    if concurrency:
-        argv += ["--concurrency", str(concurrency)]
+    argv += ["--concurrency", str(concurrency or available_cores())]
     celery.worker_main(argv)
 
 

@@ -31,6 +31,10 @@ class FieldProblem:
         return f"{self.path or '<root>'}: {self.reason}"
 
 
+#: An outcomeId longer than this is cut short where an error shows it.
+SHOWN_ID_CHARS = 200
+
+
 class InvalidOutcome(BridgeError):
     """An outcome that cannot be mapped. Names the outcome and every bad field."""
 
@@ -39,14 +43,22 @@ class InvalidOutcome(BridgeError):
         self.problems = tuple(problems)
         super().__init__(str(self))
 
+    @property
+    def shown_id(self) -> str | None:
+        """The outcomeId as errors show it: one longer than ``SHOWN_ID_CHARS`` is cut short
+        (an error never echoes unbounded input; the full text stays with the dead letter)."""
+        if self.outcome_id is None or len(self.outcome_id) <= SHOWN_ID_CHARS:
+            return self.outcome_id
+        return f"{self.outcome_id[:SHOWN_ID_CHARS]}… ({len(self.outcome_id)} characters)"
+
     def __str__(self) -> str:
-        who = f"outcome {self.outcome_id!r}" if self.outcome_id else "outcome (no valid outcomeId)"
+        who = f"outcome {self.shown_id!r}" if self.outcome_id else "outcome (no valid outcomeId)"
         lines = "; ".join(str(p) for p in self.problems)
         return f"invalid {who}: {lines}"
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "outcomeId": self.outcome_id,
+            "outcomeId": self.shown_id,
             "errors": [{"path": p.path, "reason": p.reason} for p in self.problems],
         }
 

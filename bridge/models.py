@@ -14,27 +14,49 @@ add fields without breaking the bridge.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    GetCoreSchemaHandler,
     Tag,
     ValidationError,
-    model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
+from pydantic_core import core_schema
 
 from bridge.errors import FieldProblem, InvalidOutcome
+from bridge.wire import LongNumber
 
 # --------------------------------------------------------------------------- scalars
+#
+# Each scalar type has one rule, a Python function (``parse_decimal``, ``parse_text``…) that
+# says what is accepted and how it reads. Validating every field through Python is what made
+# validation slow, so each type also has a *compiled* fast path: a pydantic-core schema that
+# accepts only inputs for which the rule is sure to give the same value (a JSON string for a
+# text, a JSON integer in range for an integer, a Decimal in range for money…). Anything
+# else (``"12"`` for an integer, ``" 1.5 "`` for money, and every bad value) falls through to
+# the rule, which gives today's answer and today's error message. See ``_Scalar``.
+
+#: A decimal with more significant digits than this is refused as "number too long".
+MAX_DECIMAL_DIGITS = 60
+#: ... and so is one whose decimal exponent (``Decimal.adjusted()``) is beyond ±this.
+MAX_DECIMAL_ADJUSTED = 30
+
+
+def _too_long(value: LongNumber) -> ValueError:
+    return ValueError(f"number too long ({value.digits} digits)")
 
 
 def parse_decimal(value: Any) -> Decimal:
@@ -51,19 +73,36 @@ def parse_decimal(value: Any) -> Decimal:
         result = Decimal(repr(value))
     elif isinstance(value, str):
         text = value.strip()
-        if not text or len(text) > 100:
-            raise ValueError("expected a decimal number (1 to 100 characters)")
+        if not text:
+            raise ValueError("expected a decimal number, got an empty string")
+        if len(text) > 100:
+            raise ValueError(f"number too long ({len(text)} characters; at most 100)")
         try:
             result = Decimal(text)
         except InvalidOperation:
             raise ValueError(f"not a decimal number: {value[:40]!r}") from None
+    elif isinstance(value, LongNumber):
+        raise _too_long(value)
     else:
         raise ValueError(f"expected a decimal number, got {type(value).__name__}")
     if not result.is_finite():
         raise ValueError("expected a finite decimal number")
-    if abs(result.adjusted()) > 30:
+    digits = len(result.as_tuple().digits)
+    if digits > MAX_DECIMAL_DIGITS:
+        raise ValueError(f"number too long ({digits} significant digits; at most {MAX_DECIMAL_DIGITS})")
+    if abs(result.adjusted()) > MAX_DECIMAL_ADJUSTED:
         raise ValueError("decimal out of range (more than 30 digits before or after the point)")
     return result
+
+
+def _decimal_fast(value: Decimal) -> Decimal:
+    """The fast path's check of a finite Decimal: in range and surely short enough (its text is
+    no longer than the digit limit), else ``parse_decimal`` decides (and words the error)."""
+    if -MAX_DECIMAL_ADJUSTED <= value.adjusted() <= MAX_DECIMAL_ADJUSTED and (
+        len(value.__str__()) <= MAX_DECIMAL_DIGITS
+    ):
+        return value
+    raise ValueError("out of the fast path's range")
 
 
 _PLATFORM_TIME = re.compile(
@@ -74,14 +113,30 @@ _PLATFORM_TIME = re.compile(
 
 def _common_iso(value: str) -> datetime | None:
     """The usual shapes, parsed in C: ``yyyy-MM-ddTHH:mm:ss`` (or a space for T) alone, with
-    ``Z`` or with ``+HH:MM``; None for anything else (the regex decides, with its messages)."""
+    ``Z``, or with an offset ``+HH:MM`` / ``+HHMM``, itself after one space or none (the
+    platform's ``yyyy-MM-dd HH:mm:ss -0500``); None for anything else (the regex decides, with
+    its messages)."""
     size = len(value)
-    if size not in (19, 20, 25) or value[10] not in " T" or value[4] != "-" or value[16] != ":":
+    if (
+        size < 19
+        or value[10] not in " T"
+        or value[4] != "-"
+        or value[7] != "-"
+        or value[13] != ":"
+        or value[16] != ":"
+    ):
         return None
-    if (size == 20 and value[19] != "Z") or (size == 25 and (value[19] not in "+-" or value[22] != ":")):
-        return None
+    if size == 19 or (size == 20 and value[19] == "Z"):
+        iso = value
+    else:
+        offset = value[20:] if value[19] == " " else value[19:]
+        if len(offset) == 5:
+            offset = f"{offset[:3]}:{offset[3:]}"
+        if len(offset) != 6 or offset[0] not in "+-" or offset[3] != ":":
+            return None
+        iso = value[:19] + offset
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(iso)
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
@@ -122,6 +177,8 @@ def parse_datetime(value: Any) -> datetime:
             )
         except ValueError as exc:
             raise ValueError(f"not a valid date-time {value[:40]!r}: {exc}") from None
+    elif isinstance(value, LongNumber):
+        raise _too_long(value)
     else:
         raise ValueError(f"expected a date-time string, got {type(value).__name__}")
     if parsed.tzinfo is None:
@@ -140,6 +197,8 @@ def parse_text(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return value
+    if isinstance(value, LongNumber):
+        raise _too_long(value)
     raise ValueError(f"expected a string, got {type(value).__name__}")
 
 
@@ -160,6 +219,8 @@ def parse_int(value: Any) -> int:
         result = int(value)
     elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
         result = int(value) if abs(value.adjusted()) < 20 else None
+    elif isinstance(value, LongNumber):
+        raise _too_long(value)
     if result is None:
         raise ValueError(f"expected an integer, got {type(value).__name__} {str(value)[:40]!r}")
     if not INT64_MIN <= result <= INT64_MAX:
@@ -172,14 +233,78 @@ def parse_bool(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
+    if isinstance(value, LongNumber):
+        raise _too_long(value)
     raise ValueError(f"expected a boolean, got {type(value).__name__}")
 
 
-Money = Annotated[Decimal, BeforeValidator(parse_decimal)]
-PlatformTime = Annotated[datetime, BeforeValidator(parse_datetime)]
-Text = Annotated[str, BeforeValidator(parse_text)]
-Int = Annotated[int, BeforeValidator(parse_int)]
-Bool = Annotated[bool, BeforeValidator(parse_bool)]
+#: Labels of the two branches of a scalar's schema; they end the ``loc`` of their errors.
+_FAST, _RULE = "\x00fast", "\x00rule"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Scalar(BeforeValidator):
+    """``BeforeValidator(func)`` with a compiled fast path: ``fast()`` is a pydantic-core schema
+    tried first, in Rust; only what it refuses goes to ``func`` (the type's rule, as before).
+
+    ``fast`` must accept nothing that ``func`` would refuse and give the same value as ``func``
+    for what it accepts (``tests/test_models.py`` checks both on many inputs). Errors of the fast
+    branch are dropped (``_problems``): an input it refuses gets the rule's own error."""
+
+    fast: Callable[[], core_schema.CoreSchema] | None = None
+
+    def __get_pydantic_core_schema__(
+        self, source_type: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        rule = BeforeValidator.__get_pydantic_core_schema__(self, source_type, handler)
+        if self.fast is None:
+            return rule
+        return core_schema.union_schema([(self.fast(), _FAST), (rule, _RULE)], mode="left_to_right")
+
+
+def _fast_money() -> core_schema.CoreSchema:
+    # A Decimal (JSON numbers with a point or exponent decode to Decimal) in range, a JSON
+    # integer below 10**31 (made a Decimal by the C constructor, as parse_decimal does), or a
+    # short string of a number in range (Check Service examples send "-2.00").
+    return core_schema.union_schema(
+        [
+            core_schema.no_info_after_validator_function(
+                _decimal_fast, core_schema.decimal_schema(strict=True, allow_inf_nan=False)
+            ),
+            core_schema.no_info_after_validator_function(
+                Decimal, core_schema.int_schema(strict=True, gt=-(10**31), lt=10**31)
+            ),
+            # a string of at most 100 characters that Decimal reads as a finite number in range
+            core_schema.chain_schema(
+                [
+                    core_schema.str_schema(strict=True, max_length=100),
+                    core_schema.no_info_after_validator_function(
+                        _decimal_fast, core_schema.decimal_schema(allow_inf_nan=False)
+                    ),
+                ]
+            ),
+        ],
+        mode="left_to_right",
+    )
+
+
+def _fast_text() -> core_schema.CoreSchema:
+    return core_schema.str_schema(strict=True)  # the model's str_max_length still applies
+
+
+def _fast_int() -> core_schema.CoreSchema:
+    return core_schema.int_schema(strict=True, ge=INT64_MIN, le=INT64_MAX)
+
+
+def _fast_bool() -> core_schema.CoreSchema:
+    return core_schema.bool_schema(strict=True)
+
+
+Money = Annotated[Decimal, _Scalar(parse_decimal, fast=_fast_money)]
+PlatformTime = Annotated[datetime, _Scalar(parse_datetime)]
+Text = Annotated[str, _Scalar(parse_text, fast=_fast_text)]
+Int = Annotated[int, _Scalar(parse_int, fast=_fast_int)]
+Bool = Annotated[bool, _Scalar(parse_bool, fast=_fast_bool)]
 
 
 def parse_date_text(value: Any) -> str:
@@ -189,7 +314,7 @@ def parse_date_text(value: Any) -> str:
     return parse_text(value)
 
 
-DateText = Annotated[str, BeforeValidator(parse_date_text)]
+DateText = Annotated[str, _Scalar(parse_date_text, fast=_fast_text)]
 
 
 class Model(BaseModel):
@@ -518,21 +643,17 @@ class AvailableUnitDiscount(Model):
     priority: Int | None = None
 
 
+_POINT_BALANCES = AliasChoices("pointBalances", "pointsBalances", "point_balances")
+
+
 class WalletContentsMixin(Model):
     """Wallet lists any reply (or ``data`` payload) may carry."""
 
-    point_balances: list[PointInfo] = Field(default_factory=list)
+    # The computeApplicableRewards example spells it "pointsBalances" (read when "pointBalances"
+    # is absent; an alias choice, so no Python runs for it).
+    point_balances: list[PointInfo] = Field(default_factory=list, validation_alias=_POINT_BALANCES)
     reward_balances: list[RewardPointInfo] = Field(default_factory=list)
     changed_wallet_contents: list[ChangedPointInfo] = Field(default_factory=list)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _points_balances_typo(cls, data: Any) -> Any:
-        # The computeApplicableRewards example spells it "pointsBalances".
-        if isinstance(data, dict) and "pointsBalances" in data and "pointBalances" not in data:
-            data = dict(data)
-            data["pointBalances"] = data.pop("pointsBalances")
-        return data
 
 
 class GuestFieldsMixin(WalletContentsMixin):
@@ -688,7 +809,7 @@ class Guest(Model):
 
 class Data(WalletContentsMixin):
     """``data`` of the kinds that are not Check Service calls; which fields a kind requires is
-    checked by the envelope (``_KIND_DATA_REQUIRED``)."""
+    checked with the envelope (``_KIND_DATA_REQUIRED``, in ``parse_outcome``)."""
 
     px_transaction_id: Int | None = None
     channel: Text | None = None
@@ -723,34 +844,6 @@ class Outcome(Model):
     request: CheckRequest | None = None
     response: CheckReply | None = None
     data: Data | None = None
-
-    @model_validator(mode="after")
-    def _kind_requirements(self) -> Outcome:
-        problems: list[str] = []
-        if self.kind.startswith("check."):
-            if self.request is None:
-                problems.append("request: required for check.* kinds")
-            if self.response is None:
-                problems.append("response: required for check.* kinds")
-            if self.request is not None:
-                if self.request.merchant_id is not None and self.request.merchant_id != self.merchant_id:
-                    problems.append("request.merchantId: differs from the outcome's merchantId")
-                if self.kind == "check.multiPostAndAccruePoints" and not self.request.cards:
-                    problems.append("request.cards: required for check.multiPostAndAccruePoints")
-                if not self.request.check.header.number.strip():
-                    problems.append("request.check.header.number: required, and blank says nothing")
-        if self.kind.startswith("check.") or self.kind == "guest.checkIn":
-            store = self.effective_store_code
-            if store is None:
-                problems.append("storeCode: required for check.* kinds and guest.checkIn")
-        for field in _KIND_DATA_REQUIRED.get(self.kind, ()):
-            data = self.data.model_dump(by_alias=True) if self.data is not None else {}
-            value = data.get(field)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                problems.append(f"data.{field}: required for {self.kind}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
     @property
     def effective_store_code(self) -> str | None:
@@ -802,14 +895,51 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float | Decimal):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, LongNumber):
+        return f"a number too long ({value.digits} digits)"
+    return type(value).__name__
+
+
+def _reason(err: Any) -> str:
+    """One pydantic error in words; never the input itself (it may be huge)."""
+    value = err.get("input")
+    if isinstance(value, LongNumber):
+        return f"number too long ({value.digits} digits)"
+    kind = err["type"]
+    message: str = err["msg"].removeprefix("Value error, ").replace("_result_tag()", "'result'")
+    if kind == "union_tag_not_found":
+        return "missing its 'type' or 'result' field, which says what kind of object it is"
+    if kind == "too_long" and isinstance(value, str):  # Field(max_length=…) on a text
+        return f"String should have at most {err['ctx']['max_length']} characters"
+    if kind in ("model_type", "model_attributes_type", "dict_type", "list_type"):
+        return f"{message}, got {_json_type(value)}"
+    return message
+
+
 def _problems(exc: ValidationError) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     seen: set[tuple[str, str]] = set()
-    for err in exc.errors(include_url=False):
-        path = _path(err["loc"])
-        message = err["msg"].removeprefix("Value error, ").replace("_result_tag()", "'result'")
-        if err["type"] == "union_tag_not_found":
-            message = "missing its 'type' or 'result' field, which says what kind of object it is"
+    for err in exc.errors(include_url=False, include_context=True):
+        loc = err["loc"]
+        if _FAST in loc:
+            continue  # the compiled fast path refused it; the rule's own error follows
+        if _RULE in loc:
+            loc = tuple(part for part in loc if part != _RULE)
+        path = _path(loc)
+        message = _reason(err)
         if not path and err["type"] == "value_error":
             # model-level checks list their own paths: "request: required …; storeCode: …"
             for piece in message.split("; "):
@@ -823,19 +953,87 @@ def _problems(exc: ValidationError) -> list[FieldProblem]:
         if key not in seen:
             seen.add(key)
             problems.append(FieldProblem(path, message))
+    if not problems:  # cannot happen unless a key mimics a branch label; still say something
+        problems.append(FieldProblem("", "does not match the outcome envelope"))
+    return problems
+
+
+def _field(raw: dict[str, Any], alias: str) -> Any:
+    """A raw field by its camelCase alias, or by its Python name (``populate_by_name``)."""
+    value = raw.get(alias)
+    return raw.get(to_snake(alias)) if value is None else value
+
+
+def _given(value: Any) -> bool:
+    """Whether a raw field says something (the kind rules read the raw input): a blank string
+    says nothing."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return parse_int(value)
+    except ValueError:
+        return None
+
+
+def kind_problems(raw: dict[str, Any]) -> list[FieldProblem]:
+    """What an outcome's kind requires beyond the types, read from the raw input, so that it is
+    reported together with every type problem (a wrong value is the type check's to report)."""
+    kind = raw.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        return []
+    problems: list[FieldProblem] = []
+    request = raw.get("request")
+    if kind.startswith("check."):
+        if request is None:
+            problems.append(FieldProblem("request", "required for check.* kinds"))
+        if raw.get("response") is None:
+            problems.append(FieldProblem("response", "required for check.* kinds"))
+        if isinstance(request, dict):
+            inner, outer = _as_int(_field(request, "merchantId")), _as_int(_field(raw, "merchantId"))
+            if inner is not None and outer is not None and inner != outer:
+                problems.append(FieldProblem("request.merchantId", "differs from the outcome's merchantId"))
+            cards = request.get("cards")
+            if kind == "check.multiPostAndAccruePoints" and (cards is None or cards == []):
+                problems.append(FieldProblem("request.cards", "required for check.multiPostAndAccruePoints"))
+            check = request.get("check")
+            header = check.get("header") if isinstance(check, dict) else None
+            number = header.get("number") if isinstance(header, dict) else None
+            if isinstance(number, str) and not number.strip():
+                problems.append(
+                    FieldProblem("request.check.header.number", "required, and blank says nothing")
+                )
+    if kind.startswith("check.") or kind == "guest.checkIn":
+        inner_store = _field(request, "storeCode") if isinstance(request, dict) else None
+        if not _given(_field(raw, "storeCode")) and not _given(inner_store):
+            problems.append(FieldProblem("storeCode", "required for check.* kinds and guest.checkIn"))
+    required = _KIND_DATA_REQUIRED.get(kind, ())
+    data = raw.get("data")
+    if required and (data is None or isinstance(data, dict)):
+        for name in required:
+            if not _given(_field(data or {}, name)):
+                problems.append(FieldProblem(f"data.{name}", f"required for {kind}"))
     return problems
 
 
 def parse_outcome(raw: Any) -> Outcome:
-    """Validate one decoded outcome. Raises ``InvalidOutcome`` naming the outcomeId and every bad field."""
+    """Validate one decoded outcome. Raises ``InvalidOutcome`` naming the outcomeId and every bad
+    field: type problems and what the kind requires, together."""
     outcome_id = raw.get("outcomeId") if isinstance(raw, dict) else None
     if not isinstance(outcome_id, str):
         outcome_id = None
     if not isinstance(raw, dict):
-        raise InvalidOutcome(None, [FieldProblem("", f"expected a JSON object, got {type(raw).__name__}")])
+        raise InvalidOutcome(None, [FieldProblem("", f"expected a JSON object, got {_json_type(raw)}")])
+    required = kind_problems(raw)
     try:
-        return Outcome.model_validate(raw)
+        outcome = Outcome.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidOutcome(outcome_id, _problems(exc)) from None
+        problems = _problems(exc)
+        named = {p.path for p in problems}
+        raise InvalidOutcome(outcome_id, problems + [p for p in required if p.path not in named]) from None
     except RecursionError:
         raise InvalidOutcome(outcome_id, [FieldProblem("", "nested too deeply")]) from None
+    if required:
+        raise InvalidOutcome(outcome_id, required)
+    return outcome

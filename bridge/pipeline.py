@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import jiter
+
 from bridge.config import MerchantsConfig
 from bridge.errors import FieldProblem, InvalidMessage, InvalidOutcome
 from bridge.models import Outcome, parse_outcome
 from bridge.segment_rules import MAX_MESSAGE_BYTES, check_message, wire_size_bound
-from bridge.wire import dumps
+from bridge.wire import LongNumber, dumps
 from mappings import map_outcome
 from mappings.common import Message
 
@@ -30,22 +32,51 @@ def _refuse_constant(name: str) -> Any:
     raise JSONDecodeProblem(f"{name} is not valid JSON")
 
 
+def _int_or_long(text: str) -> int | LongNumber:
+    try:
+        return int(text)
+    except ValueError:  # more digits than sys.get_int_max_str_digits(): the models name the field
+        return LongNumber(text)
+
+
 def decode_json(data: str | bytes) -> Any:
-    """Parse JSON keeping numbers exact (floats become ``Decimal``); NaN/Infinity are refused."""
+    """Parse JSON keeping numbers exact: integers are ``int``, other numbers ``Decimal`` (never a
+    float: ``1.10`` stays ``Decimal("1.10")``, 17 digits stay 17); NaN/Infinity are refused.
+
+    jiter (Rust) parses what it can; anything it refuses goes to the standard library's parser,
+    which gives the same values and today's error messages, reads lone UTF-16 surrogates (the
+    API refuses them per item, naming the field) and nesting deeper than jiter's limit, and
+    turns an integer too long for Python into a ``LongNumber`` that validation names."""
+    try:
+        return jiter.from_json(
+            data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"),
+            allow_inf_nan=False,
+            cache_mode="keys",
+            float_mode="decimal",
+        )
+    except (ValueError, ArithmeticError, RecursionError):
+        pass
+    result = _decode_stdlib(data)
+    if isinstance(result, LongNumber):
+        raise JSONDecodeProblem(f"not acceptable JSON: a number of {result.digits} digits is too long")
+    return result
+
+
+def _decode_stdlib(data: str | bytes) -> Any:
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise JSONDecodeProblem(f"not valid UTF-8 at byte {exc.start}") from None
     try:
-        return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+        return json.loads(data, parse_float=Decimal, parse_int=_int_or_long, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise JSONDecodeProblem(
             f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise JSONDecodeProblem("nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+    except ValueError as exc:
         raise JSONDecodeProblem(f"not acceptable JSON: {str(exc)[:200]}") from None
     except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond Decimal's range (1E+10**20)
         raise JSONDecodeProblem("not acceptable JSON: a number's exponent is out of range") from None
@@ -160,8 +191,40 @@ def prepare(raw: Any, merchants: MerchantsConfig) -> Prepared:
         try:
             messages.append((str(message["messageId"]), label, encode(message)))
         except InvalidMessage as exc:
-            raise InvalidOutcome(outcome.outcome_id, [FieldProblem(f"<{label}>", exc.reason)]) from None
+            problem = FieldProblem(f"<{label}>", exc.reason)
+            if check_message(message, b"") is None:  # every rule but the size holds: too large
+                problem = FieldProblem(_largest_field(raw), f"too large: its {label} message {exc.reason}")
+            raise InvalidOutcome(outcome.outcome_id, [problem]) from None
     return Prepared(outcome, messages)
+
+
+def _largest_field(raw: Any) -> str:
+    """The path of the input field that makes an outcome large: from the top, into the largest
+    member while that member is most of its parent (a 90,000-character name: ``guest.firstName``;
+    a thousand items: ``request.check.items``). Only run for an outcome refused as too large."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if isinstance(node, dict):
+            total = sum(len(str(k)) + size(v) for k, v in node.items()) + 2
+        elif isinstance(node, list):
+            total = sum(size(v) for v in node) + 2
+        else:
+            total = len(str(node))
+        sizes[id(node)] = total
+        return total
+
+    size(raw)
+    path: list[str] = []
+    node = raw
+    while isinstance(node, dict | list) and node:
+        pairs = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        key, child = max(pairs, key=lambda pair: sizes[id(pair[1])])
+        if sizes[id(child)] * 2 < sizes[id(node)]:
+            break
+        path.append(str(key))
+        node = child
+    return ".".join(path)
 
 
 def map_one(raw: Any, merchants: MerchantsConfig) -> list[tuple[Message, bytes]]:

@@ -5,6 +5,7 @@ Used by the delivery tests (and the chaos run): everything talks over real socke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -145,8 +146,10 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         for proc in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
+            # the whole process group: `bridge worker` runs its Celery worker (and pool) as a
+            # supervised child, which would otherwise outlive the test, retrying a dead Redis
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         self.collector.stop()
 

@@ -70,7 +70,8 @@ def test_short_chaos_run_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -
     text = report.text() + "\n--- log ---\n" + "\n".join(logs[-60:])
     assert report.kills_done == 2, text
     assert report.redis_restarts_done == 1, text
-    assert report.expected > 6000, text
+    # ~1.96 messages per outcome since issue 10's mapping (no Add/Redeem without a wallet change)
+    assert report.expected > 5000, text
     assert report.http_gave_up == 0, text
     assert report.outcomes_accepted_202 + report.outcomes_duplicate_202 == 3000, text
     assert report.missing == 0, text

@@ -17,18 +17,23 @@ from typing import Any
 import hypothesis
 import pytest
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from bridge.config import MerchantsConfig
 from bridge.errors import InvalidOutcome
 from bridge.models import (
+    Bool,
     Check,
     CouponSuccessReply,
     DiscountItem,
     FailureReply,
     Header,
+    Int,
     ItemDiscount,
     MenuItem,
+    Model,
     Modifier,
+    Money,
     MultiItemDiscount,
     NoWorkSuccessReply,
     RewardPointInfo,
@@ -37,12 +42,18 @@ from bridge.models import (
     SubTotalDiscount,
     SuccessReply,
     TenderItem,
+    Text,
     Totals,
+    _problems,
+    parse_bool,
     parse_datetime,
     parse_decimal,
+    parse_int,
     parse_outcome,
+    parse_text,
 )
-from bridge.pipeline import decode_json, map_one
+from bridge.pipeline import decode_json, map_one, prepare
+from bridge.wire import dumps
 
 MERCHANTS = MerchantsConfig()
 
@@ -638,6 +649,24 @@ def test_money_reaches_the_wire_as_the_exact_number() -> None:
     assert props["discount_total"] == Decimal("-2")
 
 
+@pytest.mark.parametrize("text", ["12345678901234567.89", "0.1234567890123456789", "15.61", "-2.00", "1E+3"])
+@pytest.mark.parametrize("form", ["string", "number"])
+def test_money_is_always_a_json_number_written_exactly(text: str, form: str) -> None:
+    """One JSON type per property (issue 10, defect 4): more digits than a float64 holds used to
+    go as a string while shorter values went as numbers. Now every decimal is a JSON number
+    whose text is the decimal's own, from a JSON string or a JSON number alike."""
+    raw = outcome()
+    raw["request"]["check"]["totals"]["checkTotal"] = text
+    body = dumps(raw).decode()
+    if form == "number":
+        body = body.replace(f'"checkTotal":"{text}"', f'"checkTotal":{text}')
+    assert (f'"checkTotal":{text}' in body) == (form == "number")
+    ((_, encoded),) = map_one(decode_json(body), MERCHANTS)
+    assert f'"check_total":{Decimal(text)}'.encode() in encoded
+    value = json.loads(encoded, parse_float=Decimal, parse_int=Decimal)["properties"]["check_total"]
+    assert isinstance(value, Decimal) and value == Decimal(text)
+
+
 def test_more_digits_than_a_float_holds_go_as_an_exact_number() -> None:
     raw = outcome()
     raw["request"]["check"]["totals"]["checkTotal"] = "12345678901234567.89"
@@ -967,6 +996,111 @@ def test_kind_rules_name_their_fields() -> None:
     assert [p.path for p in caught.value.problems] == ["data.surveyId"]
 
 
+RECHARGE = {
+    "outcomeId": "r",
+    "kind": "storedValue.recharge",
+    "occurredAt": "2024-05-05T00:00:00Z",
+    "merchantId": 1,
+}
+
+
+def test_type_problems_and_kind_requirements_are_named_together() -> None:
+    """Issue 10: a kind's requirement (data.amount, storeCode…) used to be reported only once the
+    types were right, so a client fixed one error to be told of the next. Now one error names all."""
+    with pytest.raises(InvalidOutcome) as caught:
+        parse_outcome({**RECHARGE, "merchantId": "x", "data": {"walletCode": "eleven"}})
+    assert sorted(p.path for p in caught.value.problems) == ["data.amount", "data.walletCode", "merchantId"]
+    raw = outcome()
+    del raw["storeCode"]
+    del raw["request"]["storeCode"]
+    raw["request"]["check"]["items"][1]["price"] = "twelve"
+    raw["occurredAt"] = "yesterday"
+    with pytest.raises(InvalidOutcome) as caught:
+        parse_outcome(raw)
+    assert sorted(p.path for p in caught.value.problems) == [
+        "occurredAt",
+        "request.check.items.1.price",
+        "storeCode",
+    ]
+    multi = outcome(kind="check.multiPostAndAccruePoints")
+    multi["request"]["merchantId"] = 1739
+    multi["guest"] = {"emailOptIn": "maybe"}
+    with pytest.raises(InvalidOutcome) as caught:
+        parse_outcome(multi)
+    assert sorted(p.path for p in caught.value.problems) == [
+        "guest.emailOptIn",
+        "request.cards",
+        "request.merchantId",
+    ]
+
+
+def test_kind_requirements_read_python_names_too() -> None:
+    """Fields may be sent by their Python names (populate_by_name); the kind rules, which read the
+    raw input, accept them as the models do."""
+    survey = {**RECHARGE, "kind": "survey.completed", "merchant_id": 1, "data": {"survey_id": "s1"}}
+    del survey["merchantId"]
+    assert parse_outcome(survey).data is not None
+    check_in = {**RECHARGE, "kind": "guest.checkIn", "store_code": "7"}
+    assert parse_outcome(check_in).effective_store_code == "7"
+
+
+def test_an_outcome_id_of_a_megabyte_is_cut_short_in_the_error() -> None:
+    raw = {**RECHARGE, "outcomeId": "i" * 1_000_000, "data": {}}
+    with pytest.raises(InvalidOutcome) as caught:
+        parse_outcome(raw)
+    error = caught.value
+    assert error.outcome_id == raw["outcomeId"]  # kept whole for the dead letter
+    assert len(str(error)) < 1000
+    shown = error.to_dict()["outcomeId"]
+    assert isinstance(shown, str) and shown.startswith("i" * 200) and "1000000 characters" in shown
+    assert len(shown) < 300
+    assert {p.path for p in error.problems} == {"outcomeId", "data.amount"}
+
+
+@pytest.mark.parametrize(
+    ("where", "number"),
+    [
+        ("data.amount", "9" * 5000),
+        ("data.amount", "-" + "9" * 5000),
+        ("data.amount", "1." + "0" * 5000),
+        ("data.walletCode", "7" * 5000),
+        ("merchantId", "1" * 5000),
+        ("outcomeId", "5" * 5000),
+        ("data.amount", '"' + "9" * 5000 + '"'),
+    ],
+)
+def test_a_5000_digit_number_is_number_too_long_naming_the_field(where: str, number: str) -> None:
+    """Issue 10: a 5,000-digit number used to leak the interpreter's advice
+    (``sys.set_int_max_str_digits``) as a body-wide JSON error; it is the field's error now."""
+    raw = {**RECHARGE, "data": {"amount": "1.00"}}
+    top, _, field = where.partition(".")
+    if field:
+        raw[top][field] = "__N__"
+    else:
+        raw[top] = "__N__"
+    text = json.dumps(raw).replace('"__N__"', number)
+    with pytest.raises(InvalidOutcome) as caught:
+        prepare(decode_json(text), MERCHANTS)
+    reasons = {p.path: p.reason for p in caught.value.problems}
+    assert where in reasons, reasons
+    assert "too long" in reasons[where] or "out of range" in reasons[where], reasons
+    assert "set_int_max_str_digits" not in str(caught.value)
+    assert len(str(caught.value)) < 1000
+
+
+def test_a_message_over_32_kb_names_the_input_field_that_made_it_so() -> None:
+    big_name = {**RECHARGE, "kind": "guest.identified", "guest": {"userId": "u1", "firstName": "B" * 90_000}}
+    with pytest.raises(InvalidOutcome) as caught:
+        prepare(big_name, MERCHANTS)
+    [problem] = caught.value.problems
+    assert problem.path == "guest.firstName"
+    assert "32768" in problem.reason and "B" * 50 not in problem.reason
+    many = {**RECHARGE, "kind": "survey.completed", "data": {"surveyId": "s1", "surveyName": "x" * 40_000}}
+    with pytest.raises(InvalidOutcome) as caught:
+        prepare(many, MERCHANTS)
+    assert [p.path for p in caught.value.problems] == ["data.surveyName"]
+
+
 def test_unknown_kind_and_request_merchant_mismatch() -> None:
     with pytest.raises(InvalidOutcome) as caught:
         parse_outcome(outcome(kind="check.teleport"))
@@ -1085,3 +1219,89 @@ def test_fast_date_time_path_agrees_with_the_full_parser(shape: str, edits: list
             models._common_iso = saved
 
     assert outcome(fast=True) == outcome(fast=False)
+
+
+# --------------------------------------------------------------------------- compiled fast paths
+
+
+class _Scalars(Model):
+    money: Money | None = None
+    text: Text | None = None
+    int_: Int | None = None
+    flag: Bool | None = None
+
+
+_RULES = {"money": parse_decimal, "text": parse_text, "int_": parse_int, "flag": parse_bool}
+
+_SCALAR_INPUTS = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: d.scaleb(-40)),
+    st.integers(-(10**40), 10**40),
+    st.booleans(),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.from_regex(r"\s?-?\d{1,40}(\.\d{0,40})?([eE][-+]?\d{1,3})?\s?", fullmatch=True),
+    st.sampled_from(["true", "False", "TRUE", "1", "0", "yes", " 12 ", "1_000", "NaN", "-0", "0E-50"]),
+)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(st.sampled_from(sorted(_RULES)), _SCALAR_INPUTS)
+def test_compiled_fast_paths_give_the_rule_s_answer(field: str, value: Any) -> None:
+    """Each scalar type validates first in Rust and falls back to its Python rule: the answer
+    (value, or refusal with the rule's own message) is the rule's, whichever path gave it."""
+    rule = _RULES[field]
+    try:
+        expected: Any = rule(value)
+    except ValueError as exc:
+        expected = ("refused", str(exc))
+    try:
+        got: Any = getattr(_Scalars.model_validate({field: value}), field)
+    except ValidationError as exc:
+        [problem] = [p for p in _problems(exc)]
+        got = ("refused", problem.reason)
+    if isinstance(expected, Decimal):
+        assert isinstance(got, Decimal) and got.as_tuple() == expected.as_tuple(), (value, got, expected)
+    else:
+        assert type(got) is type(expected) and got == expected, (value, got, expected)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    st.recursive(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-(10**30), 10**30),
+            st.decimals(allow_nan=False, allow_infinity=False),
+            st.text(max_size=10),
+        ),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_the_rust_decoder_agrees_with_the_standard_library(value: Any) -> None:
+    """decode_json's jiter path gives exactly what the standard library (parse_float=Decimal)
+    gives: same types, same Decimal digits (1.10 stays 1.10, 17 digits stay 17)."""
+    from bridge.pipeline import _decode_stdlib
+    from tests.strategies import to_json_text
+
+    text = to_json_text(value)
+    fast, slow = decode_json(text), _decode_stdlib(text)
+
+    def shape(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: shape(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [shape(v) for v in node]
+        if isinstance(node, Decimal):
+            return ("decimal", node.as_tuple())
+        return (type(node).__name__, node)
+
+    assert shape(fast) == shape(slow)
+    assert decode_json(b'{"a": 1.10, "b": 12345678901234567.89}') == {
+        "a": Decimal("1.10"),
+        "b": Decimal("12345678901234567.89"),
+    }
