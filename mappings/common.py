@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bridge import __version__
 from bridge.models import (
@@ -258,7 +258,15 @@ class _Wallet:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def wallet_lists(*sources: WalletContentsMixin | None) -> WalletContentsMixin:
+class Wallets(NamedTuple):
+    """The wallet lists an outcome gives (the same names as ``WalletContentsMixin``)."""
+
+    point_balances: list[PointInfo]
+    reward_balances: list[RewardPointInfo]
+    changed_wallet_contents: list[ChangedPointInfo]
+
+
+def wallet_lists(*sources: WalletContentsMixin | None) -> Wallets:
     """The first non-empty list of each kind among the sources (top-level reply before nested)."""
     points: list[PointInfo] = []
     rewards: list[RewardPointInfo] = []
@@ -266,16 +274,14 @@ def wallet_lists(*sources: WalletContentsMixin | None) -> WalletContentsMixin:
     for src in sources:
         if src is None:
             continue
-        points = points or list(src.point_balances)
-        rewards = rewards or list(src.reward_balances)
-        changed = changed or list(src.changed_wallet_contents)
-    return WalletContentsMixin(
-        point_balances=points, reward_balances=rewards, changed_wallet_contents=changed
-    )
+        points = points or src.point_balances
+        rewards = rewards or src.reward_balances
+        changed = changed or src.changed_wallet_contents
+    return Wallets(points, rewards, changed)
 
 
 def wallet_properties(
-    wallets: WalletContentsMixin,
+    wallets: Wallets | WalletContentsMixin,
     stored_value: tuple[int | None, str | None, Decimal | None] | None = None,
     *,
     with_changes: bool = True,
