@@ -174,8 +174,12 @@ def worker(
 
         child = [sys.executable, "-m", "bridge.cli", "worker", "--concurrency", str(concurrency)]
         raise typer.Exit(supervise([*child, "--loglevel", loglevel], {**os.environ, _SUPERVISED: "1"}))
+    from bridge.supervise import SUPERVISOR_PID_ENV, watch_parent
     from workers.celery_app import QUEUE, make_app
 
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor:  # never outlive ``bridge worker`` (its kernel death signal is the first line)
+        watch_parent(int(supervisor))
     celery = make_app(settings)
     argv = ["--quiet", "worker", "-Q", QUEUE, "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
     if concurrency:

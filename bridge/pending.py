@@ -4,8 +4,22 @@ Celery's Redis transport pops a task message (BRPOP) before it records it as una
 a worker killed between the two loses the message. So the bridge does not trust the task
 message with the outcomes: ``publish`` stores each batch here first and sends a task that
 names the batch. The worker deletes the batch only after every outcome in it is handed off.
-A sweeper (every worker runs one) re-sends a task for a batch that is overdue, when the
-queue is empty and no worker holds it: a lost task message costs a delay, never an outcome.
+
+Who holds a batch is decided by worker liveness (``bridge.liveness``), not by timeouts:
+- When a Celery worker receives a batch's task, it records itself and kombu's delivery tag
+  in ``PENDING_OWNERS`` (``received``).
+- Every worker runs a sweeper (``take_over_dead``): a batch whose recorded worker has no
+  heartbeat any more is handed back (its task is sent again) and the dead worker's kombu
+  ``unacked`` entry is dropped, so neither kombu's visibility timeout nor a restore by a
+  later worker runs it a second time. An owner entry whose task kombu no longer holds (acked,
+  or handed back by a warm shutdown) is stale and simply dropped.
+- A batch with no task anywhere is found by ``claim_lost``. A worker killed while its BRPOP
+  reply sat unread in its socket (the message is out of the queue, not yet in kombu's
+  ``unacked``) leaves one: when a sweeper finds a worker dead (``bridge.liveness.found_dead``)
+  it reads the queue once and claims every settled batch that is neither queued nor held. A
+  publisher that died between storing a batch and sending its task leaves one too: found once
+  the batch is overdue and the queue is empty. A lost task message costs a delay, never an
+  outcome.
 """
 
 from __future__ import annotations
@@ -19,29 +33,89 @@ from typing import Any
 import orjson
 import redis
 
-from bridge.keys import PENDING_BATCHES, PENDING_DUE
+from bridge.keys import (
+    KOMBU_QUEUE,
+    KOMBU_UNACKED,
+    KOMBU_UNACKED_INDEX,
+    PENDING_BATCHES,
+    PENDING_DUE,
+    PENDING_OWNERS,
+    WORKER_PREFIX,
+)
 from bridge.pipeline import Mapped
 
-# KEYS: due zset, celery queue list, unacked hash, unacked index zset.
-# ARGV: now, new due, limit, held max age.
-# Returns ids of overdue batches that are neither waiting in the queue nor held by a worker,
-# and pushes their due time forward (so one sweeper claims each). A batch counts as held
-# only while its unacked entry is younger than ``held max age``: past that, kombu should
-# have put it back in the queue, and when it has not (its restore mutex left behind by a
-# killed worker or a Redis restart, or the index entry gone) the batch would wait forever.
+# KEYS: owners hash, unacked hash, unacked index zset, due zset, batches hash.
+# ARGV: heartbeat key prefix, new due (for batches handed back).
+# Returns [id, task message, ...] for still-stored batches whose owner is dead (the message is
+# the dead owner's unacked entry, "" when kombu has none); drops their owner entries and the
+# dead owner's unacked entries. Drops stale entries (task no longer unacked) of anyone.
+_TAKE_OVER_LUA = """
+local owners = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #owners, 2 do
+  local id = owners[i]
+  local owner, tag = string.match(owners[i + 1], '^(%S+) (%S+)$')
+  if not owner then
+    redis.call('HDEL', KEYS[1], id)
+  elseif redis.call('EXISTS', ARGV[1] .. owner) == 0 then
+    local message = redis.call('HGET', KEYS[2], tag)
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], tag)
+    redis.call('ZREM', KEYS[3], tag)
+    if redis.call('HEXISTS', KEYS[5], id) == 1 then
+      redis.call('ZADD', KEYS[4], ARGV[2], id)
+      out[#out + 1] = id
+      out[#out + 1] = message or ''
+    end
+  elseif redis.call('HEXISTS', KEYS[2], tag) == 0 then
+    redis.call('HDEL', KEYS[1], id)
+  end
+end
+return out
+"""
+
+# KEYS: due zset, celery queue list, unacked hash, unacked index zset, owners hash.
+# ARGV: now, new due, limit, grace, heartbeat key prefix, scan (1/0), settled (a due time).
+# Returns ids of batches that no task will run, and pushes their due time forward (so one
+# sweeper claims each). A batch is held while a live worker is recorded as its owner, or, for
+# ``grace`` seconds after kombu recorded it as unacked, before the worker recorded itself.
+# Normally only overdue batches are looked at, and none while a task waits in the queue (it
+# may be the one). After a worker died (scan = 1) every settled batch (due time at most
+# ``settled``) is looked at and the queue is read: a batch whose task is not in it is lost
+# (the dead worker had popped it and not yet recorded it: kombu's BRPOP window).
 _CLAIM_LOST_LUA = """
-if redis.call('LLEN', KEYS[2]) > 0 then return {} end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local scan = ARGV[6] == '1'
+local queued = {}
+local ids
+if scan then
+  for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    local id = string.match(m, [=["argsrepr": "%['(%w+)'%]"]=])
+    if id then queued[id] = true end
+  end
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[7], 'LIMIT', 0, tonumber(ARGV[3]))
+else
+  if redis.call('LLEN', KEYS[2]) > 0 then return {} end
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+end
 if #ids == 0 then return {} end
 local held = redis.call('HGETALL', KEYS[3])
 local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[4])
 local out = {}
 for _, id in ipairs(ids) do
-  local found = false
-  for i = 1, #held, 2 do
-    if string.find(held[i + 1], id, 1, true) then
-      local since = redis.call('ZSCORE', KEYS[4], held[i])
-      if since and tonumber(since) >= cutoff then found = true; break end
+  local found = queued[id] or false
+  if not found then
+    local entry = redis.call('HGET', KEYS[5], id)
+    if entry then
+      local owner = string.match(entry, '^(%S+) ')
+      if owner and redis.call('EXISTS', ARGV[5] .. owner) == 1 then found = true end
+    end
+  end
+  if not found then
+    for i = 1, #held, 2 do
+      if string.find(held[i + 1], id, 1, true) then
+        local since = redis.call('ZSCORE', KEYS[4], held[i])
+        if since and tonumber(since) >= cutoff then found = true; break end
+      end
     end
   end
   if not found then
@@ -115,15 +189,16 @@ class PendingBatches:
     def __init__(
         self,
         client: redis.Redis,
-        queue_key: str = "bridge",
-        unacked_key: str = "unacked",
-        unacked_index_key: str = "unacked_index",
+        queue_key: str = KOMBU_QUEUE,
+        unacked_key: str = KOMBU_UNACKED,
+        unacked_index_key: str = KOMBU_UNACKED_INDEX,
     ) -> None:
         self._client = client
         self._queue_key = queue_key
         self._unacked_key = unacked_key
         self._unacked_index_key = unacked_index_key
         self._claim_lost = client.register_script(_CLAIM_LOST_LUA)
+        self._take_over = client.register_script(_TAKE_OVER_LUA)
 
     def add(
         self,
@@ -149,6 +224,16 @@ class PendingBatches:
         raw = self._client.hget(PENDING_BATCHES, batch_id)
         return None if raw is None else decode_stored(raw)
 
+    def received(self, batch_id: str, worker_id: str, delivery_tag: str) -> None:
+        """A Celery worker (``worker_id``, with a heartbeat) fetched the batch's task message
+        (kombu's ``delivery_tag``): the batch is its own while it lives."""
+        self._client.hset(PENDING_OWNERS, batch_id, f"{worker_id} {delivery_tag}")
+
+    def owner(self, batch_id: str) -> str | None:
+        """Worker id recorded for the batch, if any."""
+        raw = self._client.hget(PENDING_OWNERS, batch_id)
+        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw)).split(" ")[0]
+
     def hold(self, batch_id: str, until: float) -> None:
         """A worker runs the batch: not overdue before ``until``."""
         self._client.zadd(PENDING_DUE, {batch_id: until}, xx=True)
@@ -159,15 +244,62 @@ class PendingBatches:
         pipe.zrem(PENDING_DUE, batch_id)
         pipe.execute()
 
-    def claim_lost(self, now: float, next_due: float, held_max_age: float, limit: int = 100) -> list[str]:
-        """Overdue batches no task will run; claims them.
+    def take_over_dead(self, next_due: float) -> list[tuple[str, bytes]]:
+        """Stored batches whose worker died (no heartbeat), with the task message kombu had
+        recorded as fetched by it (``b""`` if none). Their owner entries and kombu entries are
+        dropped in the same script, so each batch is returned to one caller only; the caller
+        puts the message back at the head of the queue (``requeue``) or sends a new task.
+        ``next_due`` is when ``claim_lost`` may look at a batch again if that never happens."""
+        raw = self._take_over(
+            keys=[PENDING_OWNERS, self._unacked_key, self._unacked_index_key, PENDING_DUE, PENDING_BATCHES],
+            args=[WORKER_PREFIX, repr(next_due)],
+        )
+        return [
+            (raw[i].decode() if isinstance(raw[i], bytes) else str(raw[i]), bytes(raw[i + 1] or b""))
+            for i in range(0, len(raw), 2)
+        ]
 
-        Lost means: the queue is empty, and no worker holds the batch's task, or the one that
-        does received it more than ``held_max_age`` seconds ago (kombu should have restored it
-        after the visibility timeout and has not)."""
+    def requeue(self, unacked_entry: bytes) -> bool:
+        """Put a task message taken from kombu's ``unacked`` hash back at the head of the queue,
+        as kombu's own restore does (marked redelivered); False if it cannot be read."""
+        try:
+            message, _exchange, _routing_key = json.loads(unacked_entry)
+            message["headers"]["redelivered"] = True
+            message["properties"]["delivery_info"]["redelivered"] = True
+        except (ValueError, TypeError, KeyError):
+            return False
+        self._client.rpush(self._queue_key, json.dumps(message))
+        return True
+
+    def claim_lost(
+        self,
+        now: float,
+        next_due: float,
+        grace_s: float,
+        limit: int = 100,
+        *,
+        after_death: bool = False,
+        settled: float | None = None,
+    ) -> list[str]:
+        """Batches no task will run; claims them.
+
+        Normally: overdue batches, looked at only when the queue is empty; lost means no live
+        worker is recorded as holding the batch and kombu has not recorded its task as fetched
+        within the last ``grace_s`` seconds (the moment between kombu's record and the
+        worker's own). ``after_death`` (a worker was just found dead): every batch whose due
+        time is at most ``settled`` and whose task is not in the queue either, whatever the
+        queue's length (the queue is read, once per death: O(queue))."""
         raw = self._claim_lost(
-            keys=[PENDING_DUE, self._queue_key, self._unacked_key, self._unacked_index_key],
-            args=[repr(now), repr(next_due), limit, repr(held_max_age)],
+            keys=[PENDING_DUE, self._queue_key, self._unacked_key, self._unacked_index_key, PENDING_OWNERS],
+            args=[
+                repr(now),
+                repr(next_due),
+                limit,
+                repr(grace_s),
+                WORKER_PREFIX,
+                "1" if after_death else "0",
+                repr(now if settled is None else settled),
+            ],
         )
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
 

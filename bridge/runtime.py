@@ -71,16 +71,18 @@ class ConfigWatcher:
             return self._config
 
 
-def build_stores(settings: Settings, merchants: MerchantsConfig | None = None) -> Stores:
-    """Production stores on the Redis of ``settings``."""
+def build_stores(settings: Settings, merchants: MerchantsConfig | None = None, worker_id: str = "") -> Stores:
+    """Production stores on the Redis of ``settings``. ``worker_id`` (a process with a
+    heartbeat, ``bridge.liveness``) owns the leases and claims these stores take."""
     client = redis_client(settings)
     return Stores(
         settings=settings,
         merchants=merchants if merchants is not None else settings.load_merchants(),
-        dedup=RedisDedup(client),
+        dedup=RedisDedup(client, owner=worker_id or None),
         dlq=DeadLetterStore(client),
         parking=ParkingLot(client),
         pacer=RedisPacer(client, rate_per_s=settings.rate_per_s),
         stats=StatsStore(client),
         pending=PendingBatches(client),
+        worker_id=worker_id,
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from bridge.config import load_merchants_file
+from bridge.config import Settings, load_merchants_file
 from bridge.pipeline import prepare
 from tests.redis_server import RedisServer
 from tests.servers import ProcessServer
@@ -118,23 +118,24 @@ class Pipeline:
 
     @property
     def env(self) -> dict[str, str]:
+        """The workers' environment: the shipped defaults for every setting (nothing of the
+        caller's ``BRIDGE_*`` leaks in), plus the test's own ``env``."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(
             {
                 "BRIDGE_REDIS_URL": self.redis.url,
                 "BRIDGE_CONFIG": str(self.config_path),
-                "BRIDGE_VISIBILITY_TIMEOUT_S": "30",
-                "BRIDGE_LEASE_S": "5",
-                "BRIDGE_RETRY_BASE_S": "0.2",
-                "BRIDGE_RETRY_CAP_S": "2",
-                "BRIDGE_RATE_PER_S": "1000",
-                "BRIDGE_TASK_BATCH_SIZE": "100",
-                "BRIDGE_REQUEST_TIMEOUT_S": "5",
                 "PYTHONPATH": str(ROOT),
             }
         )
         env.update(self.extra_env)
         return env
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the workers run with."""
+        names = {f"BRIDGE_{name.upper()}": name for name in Settings.model_fields}
+        return Settings(**{names[k]: v for k, v in self.env.items() if k in names})  # type: ignore[arg-type]
 
     def __enter__(self) -> Pipeline:
         self.collector.start()
@@ -188,14 +189,8 @@ class Pipeline:
 
     def publish(self, outcomes: Iterable[dict[str, Any] | str]) -> None:
         from bridge.client import Publisher
-        from bridge.config import Settings
 
-        settings = Settings(
-            redis_url=self.redis.url,
-            config=self.config_path,
-            task_batch_size=int(self.env["BRIDGE_TASK_BATCH_SIZE"]),
-        )
-        Publisher(settings).publish_many(list(outcomes))
+        Publisher(self.settings).publish_many(list(outcomes))
 
     def faults(self, **faults: Any) -> None:
         httpx.post(f"{self.collector.url}/faults", json=faults, timeout=5).raise_for_status()
