@@ -320,6 +320,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     console = Console()
     age = facts["oldest_undelivered_age_s"]
     overview = Table(title="bridge status", show_header=False)
+    overview.add_row("worker processes alive (heartbeats)", str(facts["workers_alive"]))
     overview.add_row("queue depth (tasks)", str(facts["queue_depth_tasks"]))
     overview.add_row("in flight (tasks)", str(facts["in_flight_tasks"]))
     overview.add_row("accepted, not yet processed (batches)", str(facts["pending_batches"]))
@@ -328,6 +329,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     )
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(facts["dlq_by_reason"].items())) or "-"
     overview.add_row("dead letters", f"{facts['dlq_size']} ({reasons})")
+    overview.add_row("invalid dead letters trimmed by the cap", str(facts["dlq_invalid_trimmed"]))
     overview.add_row(
         "delivered, last minute / hour", f"{facts['delivered_last_minute']} / {facts['delivered_last_hour']}"
     )
@@ -361,7 +363,7 @@ def _dlq_stores() -> tuple[Settings, DeadLetterStore, ParkingLot]:
 
     settings = Settings()
     client = redis_client(settings)
-    return settings, DeadLetterStore(client), ParkingLot(client)
+    return settings, DeadLetterStore(client, invalid_max=settings.dlq_invalid_max), ParkingLot(client)
 
 
 @dlq_app.command("list")

@@ -33,8 +33,9 @@ MESSAGE_PREFIX = KEY_PREFIX + "msg:"
 #: hold deliverable outcomes are removed only by an operator's ``bridge dlq`` command.
 DLQ_STREAM = KEY_PREFIX + "dlq"
 
-#: Hash reason -> stream id, one per reason that is capped: the oldest letters of ``invalid``
-#: are found without scanning the stream (see ``bridge.dlq``). Not used for other reasons.
+#: List of the stream ids of ``invalid`` dead letters, oldest first (RPUSH as they are added):
+#: the cap finds the oldest without scanning the stream (see ``bridge.dlq``). An id whose entry
+#: an operator removed is skipped when it comes up. Other reasons have no such list.
 DLQ_INVALID_IDS = KEY_PREFIX + "dlq:invalid:ids"
 
 #: Counter (INCRBY) of ``invalid`` dead letters trimmed by the cap since the Redis was

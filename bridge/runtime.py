@@ -79,7 +79,7 @@ def build_stores(settings: Settings, merchants: MerchantsConfig | None = None, w
         settings=settings,
         merchants=merchants if merchants is not None else settings.load_merchants(),
         dedup=RedisDedup(client, owner=worker_id or None),
-        dlq=DeadLetterStore(client),
+        dlq=DeadLetterStore(client, invalid_max=settings.dlq_invalid_max),
         parking=ParkingLot(client),
         pacer=RedisPacer(client, rate_per_s=settings.rate_per_s),
         stats=StatsStore(client),

@@ -5,6 +5,7 @@ Used by the delivery tests (and the chaos run): everything talks over real socke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -146,8 +147,9 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         for proc in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
+            # The whole process group: supervisor, Celery worker and pool processes.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         self.collector.stop()
 
