@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.errors import ConfigError
@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     #: Port on which ``bridge worker`` serves its Prometheus metrics (unset: none).
     metrics_port: int | None = None
+
+    @model_validator(mode="after")
+    def _heartbeat_outlives_its_interval(self) -> Settings:
+        if self.heartbeat_ttl_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"BRIDGE_HEARTBEAT_TTL_S ({self.heartbeat_ttl_s}) must be at least twice "
+                f"BRIDGE_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s}): one late renewal "
+                "would make a live worker look dead"
+            )
+        return self
 
     def load_merchants(self) -> MerchantsConfig:
         """The merchants file of ``BRIDGE_CONFIG``; an empty configuration when unset."""

@@ -399,7 +399,8 @@ class ChaosRig:
             held = []
             for batch_id, entry in client.hgetall(PENDING_OWNERS).items():
                 beat = client.get(WORKER_PREFIX + entry.decode().split(" ")[0])
-                if beat is not None and int(beat.decode().split(" ")[1]) in pids:
+                mine = beat is not None and int(beat.decode().split(" ")[1]) in pids
+                if mine and client.hexists(PENDING_BATCHES, batch_id):  # not yet finished
                     held.append(batch_id.decode())
             client.close()
             return held
