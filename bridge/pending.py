@@ -75,24 +75,21 @@ return out
 """
 
 # KEYS: due zset, celery queue list, unacked hash, unacked index zset, owners hash.
-# ARGV: now, new due, limit, grace, heartbeat key prefix, scan (1/0), settled (a due time).
+# ARGV: now, new due, limit, grace, heartbeat key prefix, settled (a due time), ids...
 # Returns ids of batches that no task will run, and pushes their due time forward (so one
 # sweeper claims each). A batch is held while a live worker is recorded as its owner, or, for
 # ``grace`` seconds after kombu recorded it as unacked, before the worker recorded itself.
-# Normally only overdue batches are looked at, and none while a task waits in the queue (it
-# may be the one). After a worker died (scan = 1) every settled batch (due time at most
-# ``settled``) is looked at and the queue is read: a batch whose task is not in it is lost
-# (the dead worker had popped it and not yet recorded it: kombu's BRPOP window).
+# Without ids: the overdue batches, and none while a task waits in the queue (it may be the
+# one). With ids (batches the caller found missing from the queue after a worker died): each
+# one still stored with a due time at most ``settled`` (untouched for a moment).
 _CLAIM_LOST_LUA = """
-local scan = ARGV[6] == '1'
-local queued = {}
 local ids
-if scan then
-  for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    local id = string.match(m, [=["argsrepr": "%['(%w+)'%]"]=])
-    if id then queued[id] = true end
+if #ARGV > 6 then
+  ids = {}
+  for i = 7, #ARGV do
+    local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if due and tonumber(due) <= tonumber(ARGV[6]) then ids[#ids + 1] = ARGV[i] end
   end
-  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[7], 'LIMIT', 0, tonumber(ARGV[3]))
 else
   if redis.call('LLEN', KEYS[2]) > 0 then return {} end
   ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -102,13 +99,11 @@ local held = redis.call('HGETALL', KEYS[3])
 local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[4])
 local out = {}
 for _, id in ipairs(ids) do
-  local found = queued[id] or false
-  if not found then
-    local entry = redis.call('HGET', KEYS[5], id)
-    if entry then
-      local owner = string.match(entry, '^(%S+) ')
-      if owner and redis.call('EXISTS', ARGV[5] .. owner) == 1 then found = true end
-    end
+  local found = false
+  local entry = redis.call('HGET', KEYS[5], id)
+  if entry then
+    local owner = string.match(entry, '^(%S+) ')
+    if owner and redis.call('EXISTS', ARGV[5] .. owner) == 1 then found = true end
   end
   if not found then
     for i = 1, #held, 2 do
@@ -125,6 +120,24 @@ for _, id in ipairs(ids) do
 end
 return out
 """
+
+# KEYS: celery queue list. ARGV: start, stop (LRANGE indexes). Returns {messages read, batch
+# ids named by them...}: the batch id is in the task's ``argsrepr`` header, ``['<id>']``.
+_QUEUED_IDS_LUA = """
+local page = redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+local out = {#page}
+for _, m in ipairs(page) do
+  local id = string.match(m, [=["argsrepr": "%['(%w+)'%]"]=])
+  if id then out[#out + 1] = id end
+end
+return out
+"""
+
+#: Task messages read from the queue per script call when looking for lost batches (about a
+#: millisecond of Redis time each).
+_QUEUE_PAGE = 1000
+#: Ids claimed per script call.
+_CLAIM_CHUNK = 1000
 
 
 #: Marks the stored form of raw texts only: zlib (level 1) of orjson ``{"t": enqueued_at, "x": [texts]}``.
@@ -199,6 +212,7 @@ class PendingBatches:
         self._unacked_index_key = unacked_index_key
         self._claim_lost = client.register_script(_CLAIM_LOST_LUA)
         self._take_over = client.register_script(_TAKE_OVER_LUA)
+        self._queued_ids = client.register_script(_QUEUED_IDS_LUA)
 
     def add(
         self,
@@ -271,35 +285,55 @@ class PendingBatches:
         self._client.rpush(self._queue_key, json.dumps(message))
         return True
 
-    def claim_lost(
+    def claim_lost(self, now: float, next_due: float, grace_s: float, limit: int = 100) -> list[str]:
+        """Overdue batches no task will run, looked at only when the queue is empty; claims them.
+
+        Lost means: no live worker is recorded as holding the batch, and kombu has not recorded
+        its task as fetched within the last ``grace_s`` seconds (the moment between kombu's
+        record and the worker's own)."""
+        return self._claim(now, next_due, grace_s, limit=limit)
+
+    def claim_missing(self, now: float, next_due: float, grace_s: float, settled: float) -> list[str]:
+        """After a worker died: stored batches whose due time is at most ``settled`` (untouched
+        for a moment), whose task is not in the queue and which no live worker holds (as in
+        ``claim_lost``); claims them, whatever the queue's length. Reads the whole queue, in
+        pages of ``_QUEUE_PAGE`` task messages (once per death, so O(queue) is fine)."""
+        queued = self.queued_ids()
+        candidates = [
+            b.decode() if isinstance(b, bytes) else str(b)
+            for b in self._client.zrangebyscore(PENDING_DUE, "-inf", repr(settled))
+        ]
+        missing = [b for b in candidates if b not in queued]
+        claimed: list[str] = []
+        for start in range(0, len(missing), _CLAIM_CHUNK):
+            chunk = missing[start : start + _CLAIM_CHUNK]
+            claimed += self._claim(now, next_due, grace_s, settled=settled, ids=chunk)
+        return claimed
+
+    def queued_ids(self) -> set[str]:
+        """Batch ids named by the task messages in the queue (paged reads, each one script)."""
+        ids: set[str] = set()
+        start = 0
+        while True:
+            raw = self._queued_ids(keys=[self._queue_key], args=[start, start + _QUEUE_PAGE - 1])
+            ids.update(r.decode() if isinstance(r, bytes) else str(r) for r in raw[1:])
+            if int(raw[0]) < _QUEUE_PAGE:
+                return ids
+            start += _QUEUE_PAGE
+
+    def _claim(
         self,
         now: float,
         next_due: float,
         grace_s: float,
-        limit: int = 100,
         *,
-        after_death: bool = False,
-        settled: float | None = None,
+        limit: int = 0,
+        settled: float = 0.0,
+        ids: Sequence[str] = (),
     ) -> list[str]:
-        """Batches no task will run; claims them.
-
-        Normally: overdue batches, looked at only when the queue is empty; lost means no live
-        worker is recorded as holding the batch and kombu has not recorded its task as fetched
-        within the last ``grace_s`` seconds (the moment between kombu's record and the
-        worker's own). ``after_death`` (a worker was just found dead): every batch whose due
-        time is at most ``settled`` and whose task is not in the queue either, whatever the
-        queue's length (the queue is read, once per death: O(queue))."""
         raw = self._claim_lost(
             keys=[PENDING_DUE, self._queue_key, self._unacked_key, self._unacked_index_key, PENDING_OWNERS],
-            args=[
-                repr(now),
-                repr(next_due),
-                limit,
-                repr(grace_s),
-                WORKER_PREFIX,
-                "1" if after_death else "0",
-                repr(now if settled is None else settled),
-            ],
+            args=[repr(now), repr(next_due), limit, repr(grace_s), WORKER_PREFIX, repr(settled), *ids],
         )
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
 

@@ -152,10 +152,21 @@ def test_after_a_death_a_batch_popped_by_the_dead_worker_is_found_despite_a_back
     _queued(redis_client, "queued1")
     _queued(redis_client, "queued2")
     assert pending.claim_lost(now=200.0, next_due=260.0, grace_s=10) == []  # a backlog: no look
-    # Scan: settled = touched at least 2 s ago (due time <= now + stale - 2 = 213).
-    got = pending.claim_lost(now=200.0, next_due=260.0, grace_s=10, after_death=True, settled=213.0)
-    assert got == ["popped"]
-    assert pending.claim_lost(now=200.0, next_due=260.0, grace_s=10, after_death=True, settled=213.0) == []
+    assert pending.queued_ids() == {"queued1", "queued2"}
+    # Settled = touched at least 2 s ago (due time <= now + stale - 2 = 213).
+    assert pending.claim_missing(now=200.0, next_due=260.0, grace_s=10, settled=213.0) == ["popped"]
+    assert pending.claim_missing(now=200.0, next_due=260.0, grace_s=10, settled=213.0) == []
+
+
+def test_the_queue_is_read_in_pages(redis_client, monkeypatch):
+    import bridge.pending
+
+    monkeypatch.setattr(bridge.pending, "_QUEUE_PAGE", 7)
+    pending = PendingBatches(redis_client)
+    for n in range(30):
+        _queued(redis_client, f"b{n:02d}")
+    redis_client.lpush("bridge", "not a task message")
+    assert pending.queued_ids() == {f"b{n:02d}" for n in range(30)}
 
 
 def test_dead_workers_are_reported_once(redis_client):

@@ -42,9 +42,6 @@ RESUME_TASK = "bridge.resume_parked"
 #: How long a task keeps retrying while Redis is unreachable before handing the message back.
 REDIS_OUTAGE_PATIENCE_S = 60.0
 
-#: After a worker is found dead, how many stored batches one sweep looks at (all of them, in
-#: practice: a backlog of ``BRIDGE_MAX_BACKLOG`` outcomes is a few thousand batches).
-LOST_SCAN_LIMIT = 100_000
 #: A batch touched this recently is not taken for lost by the scan after a death.
 SETTLED_S = 2.0
 
@@ -224,16 +221,16 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
                 log.warning("%d parked batch(es) claimed by dead worker(s) are due again", claims)
             if parking.count_due(now) > 0:
                 resume_parked_task.apply_async(ignore_result=True)
-            lost = pending.claim_lost(
-                now,
-                now + settings.pending_stale_s,
-                settings.heartbeat_ttl_s,
-                limit=LOST_SCAN_LIMIT if dead else 100,
-                after_death=bool(dead),
-                # Batches untouched (published, started, claimed) for a moment: not one
-                # between its store and its send, or just popped by a live worker.
-                settled=now + settings.pending_stale_s - SETTLED_S,
-            )
+            lost = pending.claim_lost(now, now + settings.pending_stale_s, settings.heartbeat_ttl_s)
+            if dead:  # it may have popped tasks kombu never recorded: look for them in the queue
+                lost += pending.claim_missing(
+                    now,
+                    now + settings.pending_stale_s,
+                    settings.heartbeat_ttl_s,
+                    # Batches untouched (published, started, claimed) for a moment: not one
+                    # between its store and its send, or one just popped by a live worker.
+                    settled=now + settings.pending_stale_s - SETTLED_S,
+                )
             for batch_id in lost:
                 log.warning("batch %s had no task in the queue or in a worker; sending it again", batch_id)
                 publisher.send(batch_id, now)
