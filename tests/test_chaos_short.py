@@ -63,6 +63,7 @@ def test_short_chaos_run_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -
     )
     report = run_chaos(cfg)
     text = report.text() + "\n--- log ---\n" + "\n".join(logs[-60:])
+    print(report.text())  # the figures, in the output of ``pytest -s``
     assert report.kills_done == 2, text
     # Liveness decides: a killed worker's batches are finished by live workers within 30 s.
     assert len(report.recoveries) == 2, text
