@@ -132,6 +132,9 @@ class DedupStore(Protocol):
 # KEYS: item keys. ARGV: lease value, lease ms, done value, heartbeat key prefix, prefix of a
 # lease held by a worker with a heartbeat. Returns 1 NEW / 0 DONE / 2 LEASED. A lease whose
 # owner has a heartbeat counts only while that heartbeat lives: a dead worker's lease is taken.
+# Such a worker's own lease is taken again too: it is one process running one task at a time,
+# so a lease it finds is one an interrupted earlier attempt left (e.g. Redis went away
+# between reserve and confirm), not a send in progress.
 # (The heartbeat keys are read by name: fine on a single Redis or Sentinel, not on a Cluster.)
 _RESERVE_LUA = """
 local out = {}
@@ -144,7 +147,7 @@ for i, k in ipairs(KEYS) do
     if v == ARGV[3] then
       out[i] = 0
     elseif v and string.sub(v, 1, #live) == live
-        and redis.call('EXISTS', ARGV[4] .. string.sub(v, 3)) == 0 then
+        and (v == ARGV[1] or redis.call('EXISTS', ARGV[4] .. string.sub(v, 3)) == 0) then
       redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
       out[i] = 1
     elseif v then
@@ -395,8 +398,11 @@ class MemoryDedup:
         return out
 
     def _dead_lease(self, value: str) -> bool:
+        """A lease of a worker with a heartbeat that is gone, or our own (see ``_RESERVE_LUA``)."""
         live = LEASE_PREFIX + LIVE_OWNER_PREFIX
-        return value.startswith(live) and not self._alive(value[len(LEASE_PREFIX) :])
+        if not value.startswith(live):
+            return False
+        return value == self._lease_value or not self._alive(value[len(LEASE_PREFIX) :])
 
     def _confirm_keys(self, keys: list[str], window_s: float) -> None:
         with self._lock:

@@ -382,6 +382,9 @@ def test_a_dead_workers_lease_is_free_at_once_a_live_ones_holds(
     # The live worker's lease holds for its whole TTL; the dead one's is taken at once.
     assert other.reserve_message_states(WK, ["m-slow", "m-dead"], lease_s=300) == [LEASED, NEW]
     assert dead.release_messages(WK, ["m-dead"]) == 0  # no longer its lease
+    # A worker process that finds its own lease (an earlier attempt interrupted, e.g. by a
+    # Redis restart between reserve and confirm) takes it again instead of waiting for its TTL.
+    assert slow.reserve_message_states(WK, ["m-slow"], lease_s=300) == [NEW]
     # A lease without a heartbeat behind it (another kind of owner) keeps its TTL semantics.
     plain = base.for_owner("api-process")
     assert plain.reserve_message_states(WK, ["m-plain"], lease_s=300) == [NEW]

@@ -14,6 +14,7 @@ after the visibility timeout. Any other failure dead-letters the batch with reas
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -199,12 +200,14 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
     parking = ParkingLot(client)
     pending = PendingBatches(client)
     publisher = Publisher(settings)
+    look_in_queue = False  # a worker died: look for the batches it popped, until that succeeds
     while not stop.wait(settings.sweep_interval_s):
         try:
             now = time.time()
             dead = found_dead(client)
             if dead:
-                log.warning("worker(s) %s have no heartbeat: taking over their work", ", ".join(dead))
+                log.info("worker process(es) %s stopped beating", ", ".join(dead))
+                look_in_queue = True
             taken = pending.take_over_dead(now + settings.pending_stale_s)
             for batch_id, message in taken:
                 if not pending.requeue(message):
@@ -222,7 +225,7 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
             if parking.count_due(now) > 0:
                 resume_parked_task.apply_async(ignore_result=True)
             lost = pending.claim_lost(now, now + settings.pending_stale_s, settings.heartbeat_ttl_s)
-            if dead:  # it may have popped tasks kombu never recorded: look for them in the queue
+            if look_in_queue:  # it may have popped tasks kombu never recorded
                 lost += pending.claim_missing(
                     now,
                     now + settings.pending_stale_s,
@@ -231,6 +234,7 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
                     # between its store and its send, or one just popped by a live worker.
                     settled=now + settings.pending_stale_s - SETTLED_S,
                 )
+                look_in_queue = False
             for batch_id in lost:
                 log.warning("batch %s had no task in the queue or in a worker; sending it again", batch_id)
                 publisher.send(batch_id, now)
@@ -263,7 +267,11 @@ def _owners() -> PendingBatches:
 
 @signals.worker_ready.connect
 def _start_sweep_loop(**_: Any) -> None:
-    worker_id = _heartbeat(os.getpid()).worker_id
+    heartbeat = _heartbeat(os.getpid())
+    worker_id = heartbeat.worker_id
+    # A worker that ends cleanly (warm shutdown done: its tasks finished or handed back) says
+    # so, rather than being found dead a TTL later. A killed one runs no exit handler.
+    atexit.register(heartbeat.stop, forget=True)
     threading.Thread(
         target=_sweep_loop, args=(_stop_sweep, worker_id), name="bridge-sweep", daemon=True
     ).start()
