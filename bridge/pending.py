@@ -45,7 +45,8 @@ from bridge.keys import (
 from bridge.pipeline import Mapped
 
 # KEYS: owners hash, unacked hash, unacked index zset, due zset, batches hash.
-# ARGV: heartbeat key prefix, new due (for batches handed back).
+# ARGV: heartbeat key prefix, new due (for batches handed back), settled (a receipt time: a
+# live worker's finished task received before it loses its unacked entry).
 # Returns [id, task message, ...] for still-stored batches whose owner is dead (the message is
 # the dead owner's unacked entry, "" when kombu has none); drops their owner entries and the
 # dead owner's unacked entries. Drops stale entries (task no longer unacked) of anyone.
@@ -69,6 +70,17 @@ for i = 1, #owners, 2 do
     end
   elseif redis.call('HEXISTS', KEYS[2], tag) == 0 then
     redis.call('HDEL', KEYS[1], id)
+  elseif string.sub(id, 1, 2) == 't:' or redis.call('HEXISTS', KEYS[5], id) == 0 then
+    -- A live worker's task with nothing left to hand back: a batch already processed (its
+    -- ack lost with a connection Redis dropped, or on its way), or another task, which the
+    -- sweeper sends again when needed. Its unacked entry would only sit there for the
+    -- visibility timeout and come back as a task with nothing to do.
+    local since = redis.call('ZSCORE', KEYS[3], tag)
+    if not since or tonumber(since) < tonumber(ARGV[3]) then
+      redis.call('HDEL', KEYS[1], id)
+      redis.call('HDEL', KEYS[2], tag)
+      redis.call('ZREM', KEYS[3], tag)
+    end
   end
 end
 return out
@@ -258,15 +270,20 @@ class PendingBatches:
         pipe.zrem(PENDING_DUE, batch_id)
         pipe.execute()
 
-    def take_over_dead(self, next_due: float) -> list[tuple[str, bytes]]:
+    def take_over_dead(self, next_due: float, settled: float = 0.0) -> list[tuple[str, bytes]]:
         """Stored batches whose worker died (no heartbeat), with the task message kombu had
         recorded as fetched by it (``b""`` if none). Their owner entries and kombu entries are
         dropped in the same script, so each batch is returned to one caller only; the caller
         puts the message back at the head of the queue (``requeue``) or sends a new task.
-        ``next_due`` is when ``claim_lost`` may look at a batch again if that never happens."""
+        ``next_due`` is when ``claim_lost`` may look at a batch again if that never happens.
+
+        Also drops the kombu ``unacked`` entry (and owner entry) of a live worker's task that was
+        received before ``settled`` and has nothing left to do: its batch is processed (the ack
+        can be lost with a connection Redis dropped; the entry would hold ``bridge_in_flight_tasks``
+        up for the visibility timeout), or it is another task (the sweeper sends those again)."""
         raw = self._take_over(
             keys=[PENDING_OWNERS, self._unacked_key, self._unacked_index_key, PENDING_DUE, PENDING_BATCHES],
-            args=[WORKER_PREFIX, repr(next_due)],
+            args=[WORKER_PREFIX, repr(next_due), repr(settled)],
         )
         return [
             (raw[i].decode() if isinstance(raw[i], bytes) else str(raw[i]), bytes(raw[i + 1] or b""))

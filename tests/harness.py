@@ -231,6 +231,35 @@ class Pipeline:
         finally:
             client.close()
 
+    def redis_state(self) -> dict[str, Any]:
+        """Where work sits in Redis (for a failure message)."""
+        client = self.redis.client()
+        try:
+            now = time.time()
+            parked = client.hgetall("bridge:parked:payloads")
+            return {
+                "queue": client.llen("bridge"),
+                "unacked": {
+                    k.decode(): round(now - float(client.zscore("unacked_index", k) or 0), 1)
+                    for k in client.hkeys("unacked")
+                },
+                "owners": {
+                    k.decode(): v.decode() for k, v in client.hgetall("bridge:pending:owners").items()
+                },
+                "pending": client.zcard("bridge:pending:due"),
+                "parked": [
+                    (json.loads(v)["attempts"], json.loads(v)["last_error"][:80]) for v in parked.values()
+                ],
+                "parked_due_in": [
+                    round(s - now, 1) for _, s in client.zrange("bridge:parked:due", 0, -1, withscores=True)
+                ],
+                "workers": [w.decode() for w in client.zrange("bridge:workers", 0, -1)],
+            }
+        except Exception as exc:  # only for a message
+            return {"error": repr(exc)}
+        finally:
+            client.close()
+
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -238,7 +267,8 @@ class Pipeline:
                 return
             time.sleep(0.25)
         raise AssertionError(
-            f"timed out after {timeout}s waiting for {what}\n--- worker logs ---\n{self.worker_logs()}"
+            f"timed out after {timeout}s waiting for {what}\nredis: {self.redis_state()}\n"
+            f"--- worker logs ---\n{self.worker_logs()}"
         )
 
     def wait_delivered(

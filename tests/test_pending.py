@@ -122,6 +122,21 @@ def test_batches_of_a_dead_worker_are_taken_over_and_its_unacked_tasks_dropped(r
     assert pending.take_over_dead(next_due=600.0) == []
     assert pending.owner("a") is None
 
+    # A live worker's task whose batch is processed, but whose ack never reached Redis (its
+    # connection dropped): once settled, its unacked entry goes too. A stored batch's stays.
+    for batch_id, tag in [("finished", "t-f"), ("running", "t-r")]:
+        pending.add(batch_id, ["{}"], enqueued_at=100.0, due_at=160.0)
+        _unacked(redis_client, tag, batch_id)
+        pending.received(batch_id, "w.alive", tag)
+    pending.received("t:t-resume", "w.alive", "t-resume")  # another task (resume_parked)
+    _unacked(redis_client, "t-resume", "-")
+    pending.done("finished")
+    assert pending.take_over_dead(next_due=600.0, settled=50.0) == []  # received at 100: too fresh
+    assert sorted(k.decode() for k in redis_client.hkeys("unacked")) == ["t-f", "t-r", "t-resume"]
+    assert pending.take_over_dead(next_due=600.0, settled=150.0) == []
+    assert [k.decode() for k in redis_client.hkeys("unacked")] == ["t-r"]
+    assert pending.owner("running") == "w.alive" and pending.owner("finished") is None
+
 
 def test_a_live_owner_keeps_its_batch_from_the_lost_sweep(redis_client):
     pending = PendingBatches(redis_client)

@@ -208,7 +208,7 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
             if dead:
                 log.info("worker process(es) %s stopped beating", ", ".join(dead))
                 look_in_queue = True
-            taken = pending.take_over_dead(now + settings.pending_stale_s)
+            taken = pending.take_over_dead(now + settings.pending_stale_s, now - settings.heartbeat_ttl_s)
             for batch_id, message in taken:
                 if not pending.requeue(message):
                     publisher.send(batch_id, now)
