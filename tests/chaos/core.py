@@ -57,6 +57,7 @@ from bridge.config import load_merchants_file
 from bridge.dlq import DeadLetterStore
 from bridge.keys import (
     PARKED_DUE,
+    PARKED_OWNERS,
     PENDING_BATCHES,
     PENDING_DUE,
     PENDING_OWNERS,
@@ -131,9 +132,10 @@ class ChaosReport:
     http_gave_up: int = 0
     events: list[tuple[float, str]] = field(default_factory=list)
     kills_done: int = 0
-    #: Per worker kill: seconds since the run started, stored batches the killed worker held,
-    #: and seconds until live workers had finished every one of them (delivered, or parked
-    #: when the receiver was down); None if they were not finished by the end of the run.
+    #: Per worker kill: seconds since the run started, batches the killed worker held (stored
+    #: batches it had received, parked batches it had claimed for a retry), and seconds until
+    #: live workers had them all (a stored batch processed: delivered, or parked when the
+    #: receiver was down; a claim taken over); None if not by the end of the run.
     recoveries: list[tuple[float, int, float | None]] = field(default_factory=list)
     redis_restarts_done: int = 0
     ingest_seconds: float = 0.0
@@ -390,7 +392,8 @@ class ChaosRig:
         self.start_worker()
 
     def batches_held_by_group(self, pgid: int) -> list[str]:
-        """Stored batches whose recorded owner is a process of the process group ``pgid``."""
+        """Stored batches whose recorded owner is a process of the process group ``pgid``, and
+        parked batches such a process has claimed for a retry (as ``parked:<id>:<worker id>``)."""
         pids = set()
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError, IndexError, ValueError):
@@ -404,6 +407,10 @@ class ChaosRig:
                 mine = beat is not None and int(beat.decode().split(" ")[1]) in pids
                 if mine and client.hexists(PENDING_BATCHES, batch_id):  # not yet finished
                     held.append(batch_id.decode())
+            for batch_id, owner in client.hgetall(PARKED_OWNERS).items():
+                beat = client.get(WORKER_PREFIX + owner.decode())
+                if beat is not None and int(beat.decode().split(" ")[1]) in pids:
+                    held.append(f"parked:{batch_id.decode()}:{owner.decode()}")
             client.close()
             return held
         except redis_lib.RedisError:
@@ -416,7 +423,14 @@ class ChaosRig:
         while time.monotonic() < deadline:
             try:
                 client = redis_lib.Redis.from_url(self.redis.url, socket_timeout=5)
-                left = [b for b in held if client.hexists(PENDING_BATCHES, b)]
+                # A stored batch: until it is processed. A parked claim: until it is no
+                # longer the dead worker's (taken over, re-parked or delivered).
+                left = [
+                    b
+                    for b in held
+                    if (client.hexists(PENDING_BATCHES, b) if not b.startswith("parked:") else
+                        client.hget(PARKED_OWNERS, b.split(":")[1]) == b.split(":")[2].encode())
+                ]  # fmt: skip
                 client.close()
             except redis_lib.RedisError:
                 left = held  # Redis restarting: look again
