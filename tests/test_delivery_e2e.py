@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.dlq import DeadLetterStore
-from bridge.keys import PENDING_DUE
+from bridge.keys import PENDING_DUE, WORKER_PREFIX, WORKERS
 from tests.harness import ALL_CALLS, ROOT, Pipeline, example_outcomes, many_outcomes
 
 pytestmark = pytest.mark.slow
@@ -163,13 +163,30 @@ def test_celery_worker_that_dies_is_started_again(redis_server, tmp_path):
         assert not set(_descendants(supervisor)) & set(celery), "the same Celery worker still runs"
 
 
+def _beating(pipe: Pipeline, pid: int) -> bool:
+    """Whether process ``pid`` holds a worker heartbeat (``bridge.liveness``)."""
+    client = pipe.redis.client()
+    try:
+        for worker_id in client.zrange(WORKERS, 0, -1):
+            beat = client.get(WORKER_PREFIX + worker_id.decode())
+            if beat is not None and int(beat.decode().split(" ")[1]) == pid:
+                return True
+        return False
+    finally:
+        client.close()
+
+
 def test_sigterm_to_bridge_worker_stops_its_celery_worker_warm(redis_server, tmp_path):
     """``docker stop`` signals only the supervisor: the Celery worker must get it and exit."""
     with Pipeline(redis_server, tmp_path, M1) as pipe:
         pipe.publish(many_outcomes(50, prefix="term"))
         supervisor = pipe.workers[0]
         pipe.wait_for(lambda: bool(_descendants(supervisor.pid)), 30, "the Celery worker to start")
-        time.sleep(2)  # past start-up, so the signal meets a running worker
+        # Past start-up, so the signal meets a running worker (a fixed sleep was not enough on a
+        # loaded machine): the Celery worker beats once it is ready.
+        pipe.wait_for(
+            lambda: _beating(pipe, _descendants(supervisor.pid)[0]), 60, "the Celery worker to be ready"
+        )
         celery = _descendants(supervisor.pid)
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=60) == 0
