@@ -708,7 +708,7 @@ def create_app(
         publisher = CeleryPublisher(settings)
     client = redis if redis is not None else redis_client(settings)
     dedup = RedisDedup(client)
-    dlq = DeadLetterStore(client)
+    dlq = DeadLetterStore(client, invalid_max=settings.dlq_invalid_max)
     metrics = Metrics.create(registry)
 
     def publish(items: list[tuple[str, Mapped]]) -> object:
@@ -719,21 +719,17 @@ def create_app(
     committer = commit_class(publish, on_flush=lambda _n: metrics.enqueue_calls.inc())
     backlog = Backlog(lambda: int(client.llen(QUEUE_KEY)), on_read=metrics.queue_depth.set)
 
-    authenticators: dict[int, auth.Authenticator] = {}
+    def warn_if_disabled(found: auth.Authenticator) -> None:
+        if not found.enabled:
+            log.warning(
+                "ingest authentication is DISABLED: no ingest.hmac_secrets and no ingest.bearer_tokens "
+                "configured (fine for local development only)"
+            )
+
+    authenticators = auth.AuthenticatorCache(clock=clock, on_new=warn_if_disabled)
 
     def current_authenticator() -> auth.Authenticator:
-        config = current_config()
-        found = authenticators.get(id(config))
-        if found is None:
-            authenticators.clear()
-            found = auth.Authenticator(config.hmac_secrets, config.bearer_tokens, clock=clock)
-            authenticators[id(config)] = found
-            if not found.enabled:
-                log.warning(
-                    "ingest authentication is DISABLED: no ingest.hmac_secrets and no ingest.bearer_tokens "
-                    "configured (fine for local development only)"
-                )
-        return found
+        return authenticators.get(current_config())
 
     current_authenticator()  # logs the warning at start when authentication is off
 

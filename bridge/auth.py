@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import Request
 from pydantic import SecretStr
@@ -219,6 +219,51 @@ class Authenticator:
             return "signature"
         assert failure is not None
         raise failure
+
+
+def _fingerprint(hmac_secrets: Sequence[SecretStr], bearer_tokens: Sequence[SecretStr]) -> bytes:
+    """A digest of the ingest secrets, to tell one set from another without keeping them twice."""
+    h = hashlib.sha256()
+    for group in (hmac_secrets, bearer_tokens):
+        for value in group:
+            raw = _secret(value)
+            h.update(len(raw).to_bytes(4, "big") + raw)
+        h.update(b"\xff" * 4)  # separates the two lists
+    return h.digest()
+
+
+class AuthenticatorCache:
+    """The ``Authenticator`` of the current configuration's ingest secrets.
+
+    Looked up on every request, rebuilt only when the secrets themselves change (a reloaded
+    merchants file with other ``hmac_secrets`` or ``bearer_tokens``). The cache holds the
+    configuration object it was built from and compares secrets by value: keying it by
+    ``id()`` of the configuration let a reloaded configuration that reused a freed object's id
+    keep the rotated-out secrets in force. ``on_new`` is called with each new authenticator."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        on_new: Callable[[Authenticator], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._on_new = on_new
+        self._config: object | None = None
+        self._fingerprint = b""
+        self._current: Authenticator | None = None
+
+    def get(self, config: Any) -> Authenticator:
+        """The authenticator for ``config`` (anything with ``hmac_secrets`` and ``bearer_tokens``)."""
+        if config is self._config and self._current is not None:
+            return self._current
+        fingerprint = _fingerprint(config.hmac_secrets, config.bearer_tokens)
+        if self._current is None or not hmac.compare_digest(fingerprint, self._fingerprint):
+            self._current = Authenticator(config.hmac_secrets, config.bearer_tokens, clock=self._clock)
+            self._fingerprint = fingerprint
+            if self._on_new is not None:
+                self._on_new(self._current)
+        self._config = config  # held, so its id cannot be reused while it is the key
+        return self._current
 
 
 def dependency(

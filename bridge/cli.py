@@ -214,8 +214,12 @@ def worker(
 
         child = [sys.executable, "-m", "bridge.cli", "worker", "--concurrency", str(concurrency)]
         raise typer.Exit(supervise([*child, "--loglevel", loglevel], {**os.environ, _SUPERVISED: "1"}))
+    from bridge.supervise import SUPERVISOR_PID_ENV, watch_parent
     from workers.celery_app import QUEUE, make_app
 
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor:  # never outlive ``bridge worker`` (its kernel death signal is the first line)
+        watch_parent(int(supervisor))
     celery = make_app(settings)
     argv = ["--quiet", "worker", "-Q", QUEUE, "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
     argv += ["--concurrency", str(concurrency or available_cores())]
@@ -355,6 +359,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     console = Console()
     age = facts["oldest_undelivered_age_s"]
     overview = Table(title="bridge status", show_header=False)
+    overview.add_row("worker processes alive (heartbeats)", str(facts["workers_alive"]))
     overview.add_row("queue depth (tasks)", str(facts["queue_depth_tasks"]))
     overview.add_row("in flight (tasks)", str(facts["in_flight_tasks"]))
     overview.add_row("accepted, not yet processed (batches)", str(facts["pending_batches"]))
@@ -363,6 +368,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     )
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(facts["dlq_by_reason"].items())) or "-"
     overview.add_row("dead letters", f"{facts['dlq_size']} ({reasons})")
+    overview.add_row("invalid dead letters trimmed by the cap", str(facts["dlq_invalid_trimmed"]))
     overview.add_row(
         "delivered, last minute / hour", f"{facts['delivered_last_minute']} / {facts['delivered_last_hour']}"
     )
@@ -396,7 +402,7 @@ def _dlq_stores() -> tuple[Settings, DeadLetterStore, ParkingLot]:
 
     settings = Settings()
     client = redis_client(settings)
-    return settings, DeadLetterStore(client), ParkingLot(client)
+    return settings, DeadLetterStore(client, invalid_max=settings.dlq_invalid_max), ParkingLot(client)
 
 
 @dlq_app.command("list")

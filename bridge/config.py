@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.errors import ConfigError
@@ -51,20 +51,46 @@ class Settings(BaseSettings):
     retry_cap_s: float = Field(default=600.0, gt=0)
 
     # workers
+    #: kombu's visibility timeout: only a backstop now (a dead worker's tasks are taken over
+    #: when its heartbeat stops, see bridge.liveness); it must exceed any task's run time,
+    #: or kombu would hand a running task to a second worker.
     visibility_timeout_s: int = Field(default=3600, gt=0)
     task_batch_size: int = Field(default=500, gt=0, le=10_000)
     #: A batch whose task message is neither queued nor held by a worker this long after it
     #: was sent (or last held) is sent again (see bridge.pending).
     pending_stale_s: int = Field(default=60, gt=0)
+    #: How often each worker process renews its heartbeat key (from a thread of its own).
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    #: A worker whose heartbeat is this old is dead: its batches and leases are taken over.
+    #: Also the longest stall (GC pause, frozen VM, cut network) a live worker survives
+    #: without its work being handed to another one (which would only cost re-sends).
+    heartbeat_ttl_s: float = Field(default=10.0, gt=0)
+    #: How often each worker's sweeper looks for dead workers, due parked batches and lost ones.
+    sweep_interval_s: float = Field(default=1.0, gt=0)
 
     # ingest
     max_request_outcomes: int = Field(default=1000, gt=0)
     max_request_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     max_backlog: int = Field(default=1_000_000, gt=0)
 
+    # dead letters
+    #: Most dead letters of reason ``invalid`` kept (the oldest beyond are trimmed and counted);
+    #: letters of other reasons hold deliverable outcomes and are never trimmed automatically.
+    dlq_invalid_max: int = Field(default=100_000, gt=0)
+
     log_level: str = "INFO"
     #: Port on which ``bridge worker`` serves its Prometheus metrics (unset: none).
     metrics_port: int | None = None
+
+    @model_validator(mode="after")
+    def _heartbeat_outlives_its_interval(self) -> Settings:
+        if self.heartbeat_ttl_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"BRIDGE_HEARTBEAT_TTL_S ({self.heartbeat_ttl_s}) must be at least twice "
+                f"BRIDGE_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s}): one late renewal "
+                "would make a live worker look dead"
+            )
+        return self
 
     def load_merchants(self) -> MerchantsConfig:
         """The merchants file of ``BRIDGE_CONFIG``; an empty configuration when unset."""

@@ -9,9 +9,11 @@ has one Redis string key (see ``bridge.keys``) that is either
 
 ``reserve_*`` takes absent items atomically (``SET NX PX`` inside one Lua script);
 ``confirm_*`` turns them into ``D``; ``release_*`` drops our own leases after a failure so
-a retry can take them. A worker that dies between reserve and confirm leaves leases that
-expire on their own, so a redelivered task can reserve the items again: nothing is hidden
-for good, and nothing confirmed is sent twice.
+a retry can take them. A worker that dies between reserve and confirm leaves leases behind;
+when the owner is a worker with a heartbeat (``bridge.liveness``, ids ``w.…``), its leases
+are free for anyone as soon as the heartbeat is gone, and any other lease expires with its
+TTL. So a task taken over from a dead worker reserves the items again at once: nothing is
+hidden for good, and nothing confirmed is sent twice.
 
 Every call is one round trip whatever the batch size (the batch is split into scripts of
 ``_CHUNK`` keys, sent in one pipeline, so Redis is never blocked on one huge script).
@@ -33,8 +35,10 @@ from bridge.keys import (
     DEFAULT_LEASE_S,
     DONE,
     LEASE_PREFIX,
+    LIVE_OWNER_PREFIX,
     MESSAGE_DEDUP_WINDOW_S,
     OUTCOME_DEDUP_WINDOW_S,
+    WORKER_PREFIX,
     check_key_id,
     key_id,
     message_key,
@@ -125,9 +129,16 @@ class DedupStore(Protocol):
         ...
 
 
-# KEYS: item keys. ARGV: lease value, lease ms, done value. Returns 1 NEW / 0 DONE / 2 LEASED.
+# KEYS: item keys. ARGV: lease value, lease ms, done value, heartbeat key prefix, prefix of a
+# lease held by a worker with a heartbeat. Returns 1 NEW / 0 DONE / 2 LEASED. A lease whose
+# owner has a heartbeat counts only while that heartbeat lives: a dead worker's lease is taken.
+# Such a worker's own lease is taken again too: it is one process running one task at a time,
+# so a lease it finds is one an interrupted earlier attempt left (e.g. Redis went away
+# between reserve and confirm), not a send in progress.
+# (The heartbeat keys are read by name: fine on a single Redis or Sentinel, not on a Cluster.)
 _RESERVE_LUA = """
 local out = {}
+local live = ARGV[5]
 for i, k in ipairs(KEYS) do
   if redis.call('SET', k, ARGV[1], 'NX', 'PX', ARGV[2]) then
     out[i] = 1
@@ -135,6 +146,10 @@ for i, k in ipairs(KEYS) do
     local v = redis.call('GET', k)
     if v == ARGV[3] then
       out[i] = 0
+    elseif v and string.sub(v, 1, #live) == live
+        and (v == ARGV[1] or redis.call('EXISTS', ARGV[4] .. string.sub(v, 3)) == 0) then
+      redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
+      out[i] = 1
     elseif v then
       out[i] = 2
     else
@@ -239,7 +254,14 @@ class RedisDedup:
         return pipe.execute()
 
     def _reserve_keys(self, keys: list[str], lease_s: float) -> list[Reservation]:
-        results = self._run(self._reserve, keys, [self._lease_value, ttl_ms(lease_s), DONE])
+        args: list[str | int] = [
+            self._lease_value,
+            ttl_ms(lease_s),
+            DONE,
+            WORKER_PREFIX,
+            LEASE_PREFIX + LIVE_OWNER_PREFIX,
+        ]
+        results = self._run(self._reserve, keys, args)
         return [_CODES[int(code)] for part in results for code in part]
 
     def _confirm_keys(self, keys: list[str], window_s: float) -> None:
@@ -331,8 +353,16 @@ class MemoryDedup:
     between processes, not persistent.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        owner: str | None = None,
+        alive: Callable[[str], bool] = lambda _worker_id: True,
+    ) -> None:
         self._clock = clock
+        #: Whether a worker id (``w.…``) still has a heartbeat; Redis looks at its key.
+        self._alive = alive
         self.owner = owner or _new_owner()
         self._lease_value = LEASE_PREFIX + self.owner
         self._data: dict[str, tuple[str, float]] = {}  # key -> (value, expires_at)
@@ -340,7 +370,7 @@ class MemoryDedup:
 
     def for_owner(self, owner: str | None = None) -> MemoryDedup:
         """Another view of the same data with its own lease owner (another worker)."""
-        other = MemoryDedup(clock=self._clock, owner=owner)
+        other = MemoryDedup(clock=self._clock, owner=owner, alive=self._alive)
         other._data = self._data
         other._lock = self._lock
         return other
@@ -360,12 +390,19 @@ class MemoryDedup:
             now = self._clock()
             for k in keys:
                 v = self._get(k, now)
-                if v is None:
+                if v is None or self._dead_lease(v):
                     self._data[k] = (self._lease_value, now + ttl_ms(lease_s) / 1000)
                     out.append(Reservation.NEW)
                 else:
                     out.append(Reservation.DONE if v == DONE else Reservation.LEASED)
         return out
+
+    def _dead_lease(self, value: str) -> bool:
+        """A lease of a worker with a heartbeat that is gone, or our own (see ``_RESERVE_LUA``)."""
+        live = LEASE_PREFIX + LIVE_OWNER_PREFIX
+        if not value.startswith(live):
+            return False
+        return value == self._lease_value or not self._alive(value[len(LEASE_PREFIX) :])
 
     def _confirm_keys(self, keys: list[str], window_s: float) -> None:
         with self._lock:

@@ -2,8 +2,13 @@
 
 Stored in one Redis stream (``bridge.keys.DLQ_STREAM``), one entry per dead letter, with a
 hash of counters per reason (``DLQ_COUNTS``) changed in the same MULTI or Lua script as
-the stream, so ``counts_by_reason()`` is O(1) and never drifts. Nothing is trimmed
-automatically: a dead letter leaves only through ``drop*`` or ``take_for_replay``.
+the stream, so ``counts_by_reason()`` is O(1) and never drifts.
+
+Only letters of reason ``invalid`` are trimmed automatically: a client that keeps posting bad
+outcomes must not grow Redis without bound. Beyond ``invalid_max`` (``BRIDGE_DLQ_INVALID_MAX``)
+the oldest are deleted as new ones come, and counted (``trimmed()``, shown by ``bridge status``
+and ``/metrics``). Letters of every other reason hold outcomes or messages that can still be
+delivered; they leave only through ``drop*`` or ``take_for_replay`` (an operator's command).
 
 ``take_for_replay`` removes entries inside one Lua script and returns only the entries it
 removed, so two concurrent replays never take the same entry. The caller re-enqueues what
@@ -24,7 +29,7 @@ from typing import Any, Literal
 import redis
 
 from bridge import wire
-from bridge.keys import DLQ_COUNTS, DLQ_STREAM
+from bridge.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED
 
 Kind = Literal["outcome", "message"]
 
@@ -40,6 +45,9 @@ REASON_RETENTION_EXPIRED = "retention_expired"
 REASON_UNCONFIGURED_SOURCE = "unconfigured_source"
 #: Processing a batch raised an unexpected error (a bug): kept whole, replayable once fixed.
 REASON_PROCESSING_ERROR = "processing_error"
+
+#: Default most ``invalid`` dead letters kept (``Settings.dlq_invalid_max``).
+DEFAULT_INVALID_MAX = 100_000
 
 #: Error texts longer than this are cut (Segment's error bodies can be large).
 MAX_ERROR_CHARS = 4000
@@ -73,6 +81,25 @@ for i = 4, #ARGV do
   end
 end
 if ARGV[1] == '1' then return out end
+return n
+"""
+
+
+# KEYS: stream, counts, invalid ids list, trimmed counter. ARGV: reason, most kept.
+# Deletes the oldest letters of the reason while more than ``most kept`` exist; ids whose
+# entry is already gone (replayed or dropped) are skipped. Returns how many were deleted.
+_TRIM_LUA = """
+local keep = tonumber(ARGV[2])
+local n = 0
+while tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > keep do
+  local id = redis.call('LPOP', KEYS[3])
+  if not id then break end
+  if redis.call('XDEL', KEYS[1], id) == 1 then
+    redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('INCRBY', KEYS[4], n) end
 return n
 """
 
@@ -193,9 +220,11 @@ def invalid_outcome_letter(
 class DeadLetterStore:
     """The dead-letter store on Redis. Thread-safe; one per process is enough."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, invalid_max: int = DEFAULT_INVALID_MAX) -> None:
         self._client = client
+        self.invalid_max = invalid_max
         self._take = client.register_script(_TAKE_LUA)
+        self._trim = client.register_script(_TRIM_LUA)
 
     # -- adding ---------------------------------------------------------------------------------
 
@@ -240,7 +269,19 @@ class DeadLetterStore:
             pipe.xadd(DLQ_STREAM, fields)  # type: ignore[arg-type]
             pipe.hincrby(DLQ_COUNTS, letter.reason, 1)
         results = pipe.execute()
-        return [_s(r) for r in results[0::2]]
+        ids = [_s(r) for r in results[0::2]]
+        invalid = [i for i, letter in zip(ids, letters, strict=True) if letter.reason == REASON_INVALID]
+        if invalid:
+            self._client.rpush(DLQ_INVALID_IDS, *invalid)
+            self._trim(
+                keys=[DLQ_STREAM, DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_TRIMMED],
+                args=[REASON_INVALID, self.invalid_max],
+            )
+        return ids
+
+    def trimmed(self) -> int:
+        """How many ``invalid`` dead letters the cap has deleted (ever, on this Redis)."""
+        return int(self._client.get(DLQ_TRIMMED) or 0)
 
     def restore(self, letters: Sequence[DeadLetter]) -> list[str]:
         """Put back letters taken by ``take_for_replay`` whose replay failed (new ids)."""
@@ -313,12 +354,14 @@ class DeadLetterStore:
         if reason is None:
             pipe = self._client.pipeline(transaction=True)
             pipe.xlen(DLQ_STREAM)
-            pipe.delete(DLQ_STREAM, DLQ_COUNTS)
+            pipe.delete(DLQ_STREAM, DLQ_COUNTS, DLQ_INVALID_IDS)
             return int(pipe.execute()[0])
         total = 0
         while True:
             batch = [letter.id for letter in self.list(reason, limit=_PAGE)]
             if not batch:
+                if reason == REASON_INVALID:
+                    self._client.delete(DLQ_INVALID_IDS)
                 return total
             total += int(self._take_ids(batch, reason, entries=False))
 

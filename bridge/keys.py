@@ -28,8 +28,19 @@ OUTCOME_PREFIX = KEY_PREFIX + "oc:"
 #: ``bridge:msg:{write_key_id}:{message_id}``. Same lease/DONE values as outcomes.
 MESSAGE_PREFIX = KEY_PREFIX + "msg:"
 
-#: Dead-letter stream (XADD, one entry per dead letter; never trimmed automatically).
+#: Dead-letter stream (XADD, one entry per dead letter). Only letters of reason ``invalid``
+#: are trimmed automatically (oldest first, beyond ``BRIDGE_DLQ_INVALID_MAX``); letters that
+#: hold deliverable outcomes are removed only by an operator's ``bridge dlq`` command.
 DLQ_STREAM = KEY_PREFIX + "dlq"
+
+#: List of the stream ids of ``invalid`` dead letters, oldest first (RPUSH as they are added):
+#: the cap finds the oldest without scanning the stream (see ``bridge.dlq``). An id whose entry
+#: an operator removed is skipped when it comes up. Other reasons have no such list.
+DLQ_INVALID_IDS = KEY_PREFIX + "dlq:invalid:ids"
+
+#: Counter (INCRBY) of ``invalid`` dead letters trimmed by the cap since the Redis was
+#: created; shown by ``bridge status`` and exported as a metric.
+DLQ_TRIMMED = KEY_PREFIX + "dlq:trimmed"
 
 #: Hash reason -> number of entries in ``DLQ_STREAM``, updated in the same transaction
 #: or script as the stream, so counting by reason is O(1).
@@ -61,6 +72,42 @@ PENDING_BATCHES = KEY_PREFIX + "pending:batches"
 #: so a worker killed in between would otherwise lose it). Pushed forward while a worker runs it.
 PENDING_DUE = KEY_PREFIX + "pending:due"
 
+#: Heartbeat of one live worker process: ``bridge:worker:{worker_id}`` (value: host and pid),
+#: written with a TTL of ``BRIDGE_HEARTBEAT_TTL_S`` and renewed by a thread of that process
+#: every ``BRIDGE_HEARTBEAT_INTERVAL_S``. A missing key means the process is dead (or cut off
+#: from Redis as long as the TTL): its batches are taken over and its leases are void.
+WORKER_PREFIX = KEY_PREFIX + "worker:"
+
+#: Sorted set worker id -> unix time of its last heartbeat: every worker process that ever beat
+#: and has not yet been found dead. A sweeper that finds a member without its heartbeat key
+#: removes it and looks for the batches that worker may have taken from the queue without a
+#: trace (popped by BRPOP, not yet recorded by kombu), see ``bridge.pending``.
+WORKERS = KEY_PREFIX + "workers"
+
+#: Hash batch id -> ``"{worker_id} {delivery_tag}"``: which Celery worker (main process)
+#: received the task of a stored batch, and kombu's delivery tag of that task message (other
+#: tasks, e.g. ``bridge.resume_parked``, under ``"t:{delivery_tag}"``). Written
+#: when the task is received; a live worker's sweeper hands the batches of a dead one back to
+#: the queue (and drops its kombu ``unacked`` entries), see ``bridge.pending``.
+PENDING_OWNERS = KEY_PREFIX + "pending:owners"
+
+#: Hash parked batch id -> worker id of the process that claimed it for a retry: a claim of a
+#: dead worker is made due again at once instead of waiting for the claim's lease.
+PARKED_OWNERS = KEY_PREFIX + "parked:owners"
+
+# -- keys owned by Celery's Redis transport (kombu), read and repaired by the bridge -----------
+
+#: The Celery queue (a Redis list of task messages): ``workers.celery_app.QUEUE``.
+KOMBU_QUEUE = "bridge"
+
+#: kombu's hash delivery tag -> JSON ``[message, exchange, routing key]`` of every task message
+#: a worker has fetched and not yet acknowledged.
+KOMBU_UNACKED = "unacked"
+
+#: kombu's sorted set delivery tag -> unix time the message was fetched; kombu itself puts an
+#: entry back in the queue only once it is older than the visibility timeout.
+KOMBU_UNACKED_INDEX = "unacked_index"
+
 # -- marker values ---------------------------------------------------------------------------
 
 #: Value of a dedup key once the outcome/message is processed for good.
@@ -73,11 +120,17 @@ ACCEPTED = "A"
 #: Prefix of a dedup key's value while it is leased: ``"L:" + owner``.
 LEASE_PREFIX = "L:"
 
+#: Prefix of the worker ids that hold a heartbeat (``WORKER_PREFIX + id``). A lease whose owner
+#: has this prefix lives only as long as the owner's heartbeat: a dead worker's lease is free at
+#: once for anyone else, whatever its TTL (``bridge.dedup``).
+LIVE_OWNER_PREFIX = "w."
+
 # -- TTLs and limits (seconds) ---------------------------------------------------------------
 
 #: How long a reservation (outcome or message lease) lives if neither confirmed nor
-#: released: a crashed worker's items become reservable again after this. Must exceed the
-#: longest time a worker may legitimately hold one (map + one Segment request with timeout).
+#: released. A worker's lease is void as soon as its heartbeat is gone; the TTL is only the
+#: backstop for owners without a heartbeat. Must exceed the longest time a worker may
+#: legitimately hold one (map + one Segment request with timeout).
 DEFAULT_LEASE_S = 300.0
 
 #: How long per-minute delivery counters are kept (a bit over the hour ``bridge status`` shows).
@@ -125,6 +178,11 @@ def outcome_key(merchant_id: int, outcome_id: str) -> str:
 def message_key(write_key_id: str, message_id: str) -> str:
     """Dedup key of one messageId for one write key (``write_key_id`` from ``key_id``)."""
     return f"{MESSAGE_PREFIX}{write_key_id}:{message_id}"
+
+
+def worker_key(worker_id: str) -> str:
+    """Heartbeat key of one worker process."""
+    return WORKER_PREFIX + worker_id
 
 
 def ttl_ms(seconds: float) -> int:

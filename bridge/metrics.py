@@ -16,14 +16,14 @@ from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bridge.keys import DLQ_COUNTS, DLQ_STREAM, PARKED_DUE
+from bridge.keys import DLQ_COUNTS, DLQ_STREAM, DLQ_TRIMMED, KOMBU_QUEUE, KOMBU_UNACKED, PARKED_DUE
 
 #: The Celery queue (a Redis list) and kombu's hash of tasks delivered but not yet acknowledged.
-QUEUE_KEY = "bridge"
-UNACKED_KEY = "unacked"
+QUEUE_KEY = KOMBU_QUEUE
+UNACKED_KEY = KOMBU_UNACKED
 
 LATENCY_BUCKETS = (
     0.05,
@@ -100,7 +100,7 @@ class RedisStateCollector(Collector):
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.llen(QUEUE_KEY)
@@ -108,7 +108,8 @@ class RedisStateCollector(Collector):
             pipe.zcard(PARKED_DUE)
             pipe.xlen(DLQ_STREAM)
             pipe.hgetall(DLQ_COUNTS)
-            queued, in_flight, parked, dlq_size, by_reason = pipe.execute()
+            pipe.get(DLQ_TRIMMED)
+            queued, in_flight, parked, dlq_size, by_reason, trimmed = pipe.execute()
         except redis.RedisError:
             up = GaugeMetricFamily("bridge_redis_up", "Whether Redis answered the last scrape.")
             up.add_metric([], 0)
@@ -126,6 +127,12 @@ class RedisStateCollector(Collector):
             gauge = GaugeMetricFamily(name, doc)
             gauge.add_metric([], float(value))
             yield gauge
+        dropped = CounterMetricFamily(
+            "bridge_dlq_invalid_trimmed",
+            "Dead letters of reason invalid deleted by the cap (BRIDGE_DLQ_INVALID_MAX), oldest first.",
+        )
+        dropped.add_metric([], float(trimmed or 0))
+        yield dropped
         reasons = GaugeMetricFamily("bridge_dlq_entries", "Dead letters by reason.", labels=["reason"])
         for reason, count in sorted(by_reason.items()):
             reasons.add_metric([reason.decode() if isinstance(reason, bytes) else str(reason)], float(count))

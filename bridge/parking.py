@@ -6,10 +6,12 @@ periodic task ``claim_due``s what is due and tries again.
 
 Layout (``bridge.keys``): sorted set ``PARKED_DUE`` (member batch id, score = unix time it
 is due) and hash ``PARKED_PAYLOADS`` (batch id -> JSON payload). Claiming moves the score
-to ``now + lease_s`` inside one Lua script: two workers never claim the same batch, and a
-worker that crashes after claiming only hides the batch until its lease runs out. A
-worker that outlives its lease may race the next claimer; the message-level dedup
-(``bridge.dedup``) keeps that from sending anything twice.
+to ``now + lease_s`` inside one Lua script: two workers never claim the same batch. A
+worker with a heartbeat (``bridge.liveness``) records itself as the claimer in
+``PARKED_OWNERS``; when its heartbeat is gone, any live worker's sweeper makes the batch due
+again at once (``take_over_dead``) instead of waiting for the lease. A worker that outlives
+its lease may race the next claimer; the message-level dedup (``bridge.dedup``) keeps that
+from sending anything twice.
 
 Times are unix seconds passed in by the caller (inject a clock; no sleeping in tests).
 """
@@ -21,9 +23,9 @@ from typing import Any
 import redis
 
 from bridge import wire
-from bridge.keys import PARKED_DUE, PARKED_PAYLOADS, PARKING_LEASE_S
+from bridge.keys import PARKED_DUE, PARKED_OWNERS, PARKED_PAYLOADS, PARKING_LEASE_S, WORKER_PREFIX
 
-# KEYS: due zset, payload hash. ARGV: now, limit, lease_until.
+# KEYS: due zset, payload hash, owners hash. ARGV: now, limit, lease_until, owner ("" = none).
 # Returns [id, payload, id, payload, ...]; a member without payload (should not happen) is
 # removed from the zset so it cannot be claimed forever.
 _CLAIM_LUA = """
@@ -33,6 +35,7 @@ for _, id in ipairs(ids) do
   local payload = redis.call('HGET', KEYS[2], id)
   if payload then
     redis.call('ZADD', KEYS[1], 'XX', ARGV[3], id)
+    if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], id, ARGV[4]) end
     out[#out + 1] = id
     out[#out + 1] = payload
   else
@@ -40,6 +43,20 @@ for _, id in ipairs(ids) do
   end
 end
 return out
+"""
+
+# KEYS: owners hash, due zset. ARGV: heartbeat key prefix, now. Claims of dead workers are due
+# now; returns how many.
+_TAKE_OVER_LUA = """
+local owners = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #owners, 2 do
+  if redis.call('EXISTS', ARGV[1] .. owners[i + 1]) == 0 then
+    redis.call('HDEL', KEYS[1], owners[i])
+    if redis.call('ZADD', KEYS[2], 'XX', 'CH', ARGV[2], owners[i]) == 1 then n = n + 1 end
+  end
+end
+return n
 """
 
 
@@ -53,6 +70,7 @@ class ParkingLot:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._claim = client.register_script(_CLAIM_LUA)
+        self._take_over = client.register_script(_TAKE_OVER_LUA)
 
     def park(self, batch_id: str, payload: dict[str, Any], due_at: float) -> None:
         """Store (or replace) a batch, due at unix time ``due_at``."""
@@ -60,6 +78,7 @@ class ParkingLot:
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(PARKED_PAYLOADS, batch_id, data)
         pipe.zadd(PARKED_DUE, {batch_id: float(due_at)})
+        pipe.hdel(PARKED_OWNERS, batch_id)
         pipe.execute()
 
     def reschedule(self, batch_id: str, payload: dict[str, Any], due_at: float) -> None:
@@ -67,18 +86,19 @@ class ParkingLot:
         self.park(batch_id, payload, due_at)
 
     def claim_due(
-        self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S
+        self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""
     ) -> list[tuple[str, dict[str, Any]]]:
         """Atomically lease up to ``limit`` batches due at ``now`` (oldest first).
 
         A claimed batch is due again at ``now + lease_s`` unless ``done()`` or
-        ``reschedule()`` is called first.
+        ``reschedule()`` is called first, or, when ``owner`` is a worker id with a heartbeat,
+        as soon as that heartbeat is gone (``take_over_dead``).
         """
         if limit <= 0:
             return []
         raw = self._claim(
-            keys=[PARKED_DUE, PARKED_PAYLOADS],
-            args=[repr(float(now)), int(limit), repr(float(now + lease_s))],
+            keys=[PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS],
+            args=[repr(float(now)), int(limit), repr(float(now + lease_s)), owner],
         )
         return [(_s(raw[i]), wire.loads(raw[i + 1])) for i in range(0, len(raw), 2)]
 
@@ -87,8 +107,13 @@ class ParkingLot:
         pipe = self._client.pipeline(transaction=True)
         pipe.zrem(PARKED_DUE, batch_id)
         pipe.hdel(PARKED_PAYLOADS, batch_id)
-        removed, _ = pipe.execute()
+        pipe.hdel(PARKED_OWNERS, batch_id)
+        removed, _, _ = pipe.execute()
         return bool(removed)
+
+    def take_over_dead(self, now: float) -> int:
+        """Make the batches claimed by dead workers (no heartbeat) due at ``now``; how many."""
+        return int(self._take_over(keys=[PARKED_OWNERS, PARKED_DUE], args=[WORKER_PREFIX, repr(float(now))]))
 
     def get(self, batch_id: str) -> tuple[float, dict[str, Any]] | None:
         """``(due_at, payload)`` of a parked batch, or None."""

@@ -4,8 +4,22 @@ Celery's Redis transport pops a task message (BRPOP) before it records it as una
 a worker killed between the two loses the message. So the bridge does not trust the task
 message with the outcomes: ``publish`` stores each batch here first and sends a task that
 names the batch. The worker deletes the batch only after every outcome in it is handed off.
-A sweeper (every worker runs one) re-sends a task for a batch that is overdue, when the
-queue is empty and no worker holds it: a lost task message costs a delay, never an outcome.
+
+Who holds a batch is decided by worker liveness (``bridge.liveness``), not by timeouts:
+- When a Celery worker receives a batch's task, it records itself and kombu's delivery tag
+  in ``PENDING_OWNERS`` (``received``).
+- Every worker runs a sweeper (``take_over_dead``): a batch whose recorded worker has no
+  heartbeat any more is handed back (its task is sent again) and the dead worker's kombu
+  ``unacked`` entry is dropped, so neither kombu's visibility timeout nor a restore by a
+  later worker runs it a second time. An owner entry whose task kombu no longer holds (acked,
+  or handed back by a warm shutdown) is stale and simply dropped.
+- A batch with no task anywhere is found by ``claim_lost``. A worker killed while its BRPOP
+  reply sat unread in its socket (the message is out of the queue, not yet in kombu's
+  ``unacked``) leaves one: when a sweeper finds a worker dead (``bridge.liveness.found_dead``)
+  it reads the queue once and claims every settled batch that is neither queued nor held. A
+  publisher that died between storing a batch and sending its task leaves one too: found once
+  the batch is overdue and the queue is empty. A lost task message costs a delay, never an
+  outcome.
 """
 
 from __future__ import annotations
@@ -19,29 +33,96 @@ from typing import Any
 import orjson
 import redis
 
-from bridge.keys import PENDING_BATCHES, PENDING_DUE
+from bridge.keys import (
+    KOMBU_QUEUE,
+    KOMBU_UNACKED,
+    KOMBU_UNACKED_INDEX,
+    PENDING_BATCHES,
+    PENDING_DUE,
+    PENDING_OWNERS,
+    WORKER_PREFIX,
+)
 from bridge.pipeline import Mapped
 
-# KEYS: due zset, celery queue list, unacked hash, unacked index zset.
-# ARGV: now, new due, limit, held max age.
-# Returns ids of overdue batches that are neither waiting in the queue nor held by a worker,
-# and pushes their due time forward (so one sweeper claims each). A batch counts as held
-# only while its unacked entry is younger than ``held max age``: past that, kombu should
-# have put it back in the queue, and when it has not (its restore mutex left behind by a
-# killed worker or a Redis restart, or the index entry gone) the batch would wait forever.
+# KEYS: owners hash, unacked hash, unacked index zset, due zset, batches hash.
+# ARGV: heartbeat key prefix, new due (for batches handed back), settled (a receipt time: a
+# live worker's finished task received before it loses its unacked entry).
+# Returns [id, task message, ...] for still-stored batches whose owner is dead (the message is
+# the dead owner's unacked entry, "" when kombu has none); drops their owner entries and the
+# dead owner's unacked entries. Drops stale entries (task no longer unacked) of anyone.
+_TAKE_OVER_LUA = """
+local owners = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #owners, 2 do
+  local id = owners[i]
+  local owner, tag = string.match(owners[i + 1], '^(%S+) (%S+)$')
+  if not owner then
+    redis.call('HDEL', KEYS[1], id)
+  elseif redis.call('EXISTS', ARGV[1] .. owner) == 0 then
+    local message = redis.call('HGET', KEYS[2], tag)
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], tag)
+    redis.call('ZREM', KEYS[3], tag)
+    if redis.call('HEXISTS', KEYS[5], id) == 1 then
+      redis.call('ZADD', KEYS[4], ARGV[2], id)
+      out[#out + 1] = id
+      out[#out + 1] = message or ''
+    end
+  elseif redis.call('HEXISTS', KEYS[2], tag) == 0 then
+    redis.call('HDEL', KEYS[1], id)
+  elseif string.sub(id, 1, 2) == 't:' or redis.call('HEXISTS', KEYS[5], id) == 0 then
+    -- A live worker's task with nothing left to hand back: a batch already processed (its
+    -- ack lost with a connection Redis dropped, or on its way), or another task, which the
+    -- sweeper sends again when needed. Its unacked entry would only sit there for the
+    -- visibility timeout and come back as a task with nothing to do.
+    local since = redis.call('ZSCORE', KEYS[3], tag)
+    if not since or tonumber(since) < tonumber(ARGV[3]) then
+      redis.call('HDEL', KEYS[1], id)
+      redis.call('HDEL', KEYS[2], tag)
+      redis.call('ZREM', KEYS[3], tag)
+    end
+  end
+end
+return out
+"""
+
+# KEYS: due zset, celery queue list, unacked hash, unacked index zset, owners hash.
+# ARGV: now, new due, limit, grace, heartbeat key prefix, settled (a due time), ids...
+# Returns ids of batches that no task will run, and pushes their due time forward (so one
+# sweeper claims each). A batch is held while a live worker is recorded as its owner, or, for
+# ``grace`` seconds after kombu recorded it as unacked, before the worker recorded itself.
+# Without ids: the overdue batches, and none while a task waits in the queue (it may be the
+# one). With ids (batches the caller found missing from the queue after a worker died): each
+# one still stored with a due time at most ``settled`` (untouched for a moment).
 _CLAIM_LOST_LUA = """
-if redis.call('LLEN', KEYS[2]) > 0 then return {} end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local ids
+if #ARGV > 6 then
+  ids = {}
+  for i = 7, #ARGV do
+    local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if due and tonumber(due) <= tonumber(ARGV[6]) then ids[#ids + 1] = ARGV[i] end
+  end
+else
+  if redis.call('LLEN', KEYS[2]) > 0 then return {} end
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+end
 if #ids == 0 then return {} end
 local held = redis.call('HGETALL', KEYS[3])
 local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[4])
 local out = {}
 for _, id in ipairs(ids) do
   local found = false
-  for i = 1, #held, 2 do
-    if string.find(held[i + 1], id, 1, true) then
-      local since = redis.call('ZSCORE', KEYS[4], held[i])
-      if since and tonumber(since) >= cutoff then found = true; break end
+  local entry = redis.call('HGET', KEYS[5], id)
+  if entry then
+    local owner = string.match(entry, '^(%S+) ')
+    if owner and redis.call('EXISTS', ARGV[5] .. owner) == 1 then found = true end
+  end
+  if not found then
+    for i = 1, #held, 2 do
+      if string.find(held[i + 1], id, 1, true) then
+        local since = redis.call('ZSCORE', KEYS[4], held[i])
+        if since and tonumber(since) >= cutoff then found = true; break end
+      end
     end
   end
   if not found then
@@ -51,6 +132,24 @@ for _, id in ipairs(ids) do
 end
 return out
 """
+
+# KEYS: celery queue list. ARGV: start, stop (LRANGE indexes). Returns {messages read, batch
+# ids named by them...}: the batch id is in the task's ``argsrepr`` header, ``['<id>']``.
+_QUEUED_IDS_LUA = """
+local page = redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+local out = {#page}
+for _, m in ipairs(page) do
+  local id = string.match(m, [=["argsrepr": "%['(%w+)'%]"]=])
+  if id then out[#out + 1] = id end
+end
+return out
+"""
+
+#: Task messages read from the queue per script call when looking for lost batches (about a
+#: millisecond of Redis time each).
+_QUEUE_PAGE = 1000
+#: Ids claimed per script call.
+_CLAIM_CHUNK = 1000
 
 
 #: Marks the stored form of raw texts only: zlib (level 1) of orjson ``{"t": enqueued_at, "x": [texts]}``.
@@ -115,15 +214,17 @@ class PendingBatches:
     def __init__(
         self,
         client: redis.Redis,
-        queue_key: str = "bridge",
-        unacked_key: str = "unacked",
-        unacked_index_key: str = "unacked_index",
+        queue_key: str = KOMBU_QUEUE,
+        unacked_key: str = KOMBU_UNACKED,
+        unacked_index_key: str = KOMBU_UNACKED_INDEX,
     ) -> None:
         self._client = client
         self._queue_key = queue_key
         self._unacked_key = unacked_key
         self._unacked_index_key = unacked_index_key
         self._claim_lost = client.register_script(_CLAIM_LOST_LUA)
+        self._take_over = client.register_script(_TAKE_OVER_LUA)
+        self._queued_ids = client.register_script(_QUEUED_IDS_LUA)
 
     def add(
         self,
@@ -149,6 +250,16 @@ class PendingBatches:
         raw = self._client.hget(PENDING_BATCHES, batch_id)
         return None if raw is None else decode_stored(raw)
 
+    def received(self, batch_id: str, worker_id: str, delivery_tag: str) -> None:
+        """A Celery worker (``worker_id``, with a heartbeat) fetched the batch's task message
+        (kombu's ``delivery_tag``): the batch is its own while it lives."""
+        self._client.hset(PENDING_OWNERS, batch_id, f"{worker_id} {delivery_tag}")
+
+    def owner(self, batch_id: str) -> str | None:
+        """Worker id recorded for the batch, if any."""
+        raw = self._client.hget(PENDING_OWNERS, batch_id)
+        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw)).split(" ")[0]
+
     def hold(self, batch_id: str, until: float) -> None:
         """A worker runs the batch: not overdue before ``until``."""
         self._client.zadd(PENDING_DUE, {batch_id: until}, xx=True)
@@ -159,15 +270,87 @@ class PendingBatches:
         pipe.zrem(PENDING_DUE, batch_id)
         pipe.execute()
 
-    def claim_lost(self, now: float, next_due: float, held_max_age: float, limit: int = 100) -> list[str]:
-        """Overdue batches no task will run; claims them.
+    def take_over_dead(self, next_due: float, settled: float = 0.0) -> list[tuple[str, bytes]]:
+        """Stored batches whose worker died (no heartbeat), with the task message kombu had
+        recorded as fetched by it (``b""`` if none). Their owner entries and kombu entries are
+        dropped in the same script, so each batch is returned to one caller only; the caller
+        puts the message back at the head of the queue (``requeue``) or sends a new task.
+        ``next_due`` is when ``claim_lost`` may look at a batch again if that never happens.
 
-        Lost means: the queue is empty, and no worker holds the batch's task, or the one that
-        does received it more than ``held_max_age`` seconds ago (kombu should have restored it
-        after the visibility timeout and has not)."""
+        Also drops the kombu ``unacked`` entry (and owner entry) of a live worker's task that was
+        received before ``settled`` and has nothing left to do: its batch is processed (the ack
+        can be lost with a connection Redis dropped; the entry would hold ``bridge_in_flight_tasks``
+        up for the visibility timeout), or it is another task (the sweeper sends those again)."""
+        raw = self._take_over(
+            keys=[PENDING_OWNERS, self._unacked_key, self._unacked_index_key, PENDING_DUE, PENDING_BATCHES],
+            args=[WORKER_PREFIX, repr(next_due), repr(settled)],
+        )
+        return [
+            (raw[i].decode() if isinstance(raw[i], bytes) else str(raw[i]), bytes(raw[i + 1] or b""))
+            for i in range(0, len(raw), 2)
+        ]
+
+    def requeue(self, unacked_entry: bytes) -> bool:
+        """Put a task message taken from kombu's ``unacked`` hash back at the head of the queue,
+        as kombu's own restore does (marked redelivered); False if it cannot be read."""
+        try:
+            message, _exchange, _routing_key = json.loads(unacked_entry)
+            message["headers"]["redelivered"] = True
+            message["properties"]["delivery_info"]["redelivered"] = True
+        except (ValueError, TypeError, KeyError):
+            return False
+        self._client.rpush(self._queue_key, json.dumps(message))
+        return True
+
+    def claim_lost(self, now: float, next_due: float, grace_s: float, limit: int = 100) -> list[str]:
+        """Overdue batches no task will run, looked at only when the queue is empty; claims them.
+
+        Lost means: no live worker is recorded as holding the batch, and kombu has not recorded
+        its task as fetched within the last ``grace_s`` seconds (the moment between kombu's
+        record and the worker's own)."""
+        return self._claim(now, next_due, grace_s, limit=limit)
+
+    def claim_missing(self, now: float, next_due: float, grace_s: float, settled: float) -> list[str]:
+        """After a worker died: stored batches whose due time is at most ``settled`` (untouched
+        for a moment), whose task is not in the queue and which no live worker holds (as in
+        ``claim_lost``); claims them, whatever the queue's length. Reads the whole queue, in
+        pages of ``_QUEUE_PAGE`` task messages (once per death, so O(queue) is fine)."""
+        queued = self.queued_ids()
+        candidates = [
+            b.decode() if isinstance(b, bytes) else str(b)
+            for b in self._client.zrangebyscore(PENDING_DUE, "-inf", repr(settled))
+        ]
+        missing = [b for b in candidates if b not in queued]
+        claimed: list[str] = []
+        for start in range(0, len(missing), _CLAIM_CHUNK):
+            chunk = missing[start : start + _CLAIM_CHUNK]
+            claimed += self._claim(now, next_due, grace_s, settled=settled, ids=chunk)
+        return claimed
+
+    def queued_ids(self) -> set[str]:
+        """Batch ids named by the task messages in the queue (paged reads, each one script)."""
+        ids: set[str] = set()
+        start = 0
+        while True:
+            raw = self._queued_ids(keys=[self._queue_key], args=[start, start + _QUEUE_PAGE - 1])
+            ids.update(r.decode() if isinstance(r, bytes) else str(r) for r in raw[1:])
+            if int(raw[0]) < _QUEUE_PAGE:
+                return ids
+            start += _QUEUE_PAGE
+
+    def _claim(
+        self,
+        now: float,
+        next_due: float,
+        grace_s: float,
+        *,
+        limit: int = 0,
+        settled: float = 0.0,
+        ids: Sequence[str] = (),
+    ) -> list[str]:
         raw = self._claim_lost(
-            keys=[PENDING_DUE, self._queue_key, self._unacked_key, self._unacked_index_key],
-            args=[repr(now), repr(next_due), limit, repr(held_max_age)],
+            keys=[PENDING_DUE, self._queue_key, self._unacked_key, self._unacked_index_key, PENDING_OWNERS],
+            args=[repr(now), repr(next_due), limit, repr(grace_s), WORKER_PREFIX, repr(settled), *ids],
         )
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
 

@@ -5,12 +5,13 @@ outcome ends delivered, parked for a later retry, or dead-lettered, and only the
 marked processed. ``resume_parked``: retries parked batches that are due.
 
 Delivery is at-least-once, deduplicated by messageId per write key:
-1. ``reserve_messages`` takes a lease on each messageId (a crash lets it expire);
+1. ``reserve_messages`` takes a lease on each messageId (void once its worker is dead);
 2. the batch is sent; 2xx -> ``confirm_messages`` (kept for the dedup window);
 3. a retryable failure parks the messages (leases released) with a backoff; a
    permanent refusal dead-letters them with Segment's answer.
-A message whose lease another worker holds is parked until the lease can have expired,
-never skipped, so a crashed worker's messages are always picked up again.
+A message whose lease another live worker holds is parked and looked at again once that
+worker's heartbeat can have expired (a dead worker's leases are free at once, see
+``bridge.dedup``), never skipped, so a crashed worker's messages are always picked up again.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class Stores:
     clock: Callable[[], float] = time.time
     stats: StatsStore | None = None
     pending: PendingBatches | None = None
+    #: This process's worker id (``bridge.liveness``): recorded on the parked batches it
+    #: claims, so they are taken over if it dies. Empty: no heartbeat, claims end with their lease.
+    worker_id: str = ""
 
 
 @dataclass
@@ -238,7 +242,8 @@ def deliver_items(
             busy.append(unique[mid])  # another worker's live lease: look again once it can have expired
     retry: list[_Item] = list(busy)
     error = "message leased by another worker" if busy else ""
-    retry_after: float | None = float(settings.lease_s) if busy else None
+    # Its owner finishes it, or dies and loses the lease with its heartbeat: look again then.
+    retry_after: float | None = float(settings.heartbeat_ttl_s) if busy else None
     if not to_send:
         return retry, error, retry_after, report
 
@@ -378,7 +383,9 @@ def resume_parked(stores: Stores, limit: int = 50) -> Report:
     """Retry the parked batches that are due; each ends delivered, parked again or dead-lettered."""
     report = Report()
     now = stores.clock()
-    for batch_id, payload in stores.parking.claim_due(now, limit, stores.settings.lease_s):
+    for batch_id, payload in stores.parking.claim_due(
+        now, limit, stores.settings.lease_s, owner=stores.worker_id
+    ):
         merchant_id = int(payload["merchant_id"])
         first_failed_at = float(payload["first_failed_at"])
         if now - first_failed_at > stores.settings.retention_s:

@@ -1,7 +1,8 @@
 """Wiring: real stores from one ``Settings`` (Redis client, dedup, DLQ, parking, pacer).
 
-The merchants file is re-read when it changes on disk (checked at most once a second), so a
-fixed configuration takes effect in running workers without a restart.
+The merchants file is re-read when it changes on disk (each process looks at most once a
+second), so a fixed configuration, a rotated write key or ingest secret takes effect in
+running workers and ``bridge serve`` processes within ``CONFIG_RELOAD_S`` without a restart.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -24,6 +26,8 @@ from bridge.stats import StatsStore
 
 #: How often (seconds) a running process looks at the merchants file's modification time.
 CONFIG_CHECK_INTERVAL_S = 1.0
+#: The documented bound: a change of the merchants file is in force this long after it is written.
+CONFIG_RELOAD_S = 2.0
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -37,13 +41,23 @@ def redis_client(settings: Settings) -> redis.Redis:
     )
 
 
+def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 @dataclass
 class ConfigWatcher:
     """The merchants configuration, reloaded when its file changes (a bad new file keeps the old one)."""
 
     settings: Settings
     _config: MerchantsConfig | None = None
-    _mtime: float | None = None
+    _mtime: tuple[int, int, int] | None = None
     _checked: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,7 +68,9 @@ class ConfigWatcher:
                 return self._config
             self._checked = now
             path = self.settings.config
-            mtime = os.stat(path).st_mtime if path is not None and path.exists() else None
+            # Modification time, size and inode: a file rewritten (or replaced by a rename)
+            # within one tick of the filesystem clock still counts as changed.
+            mtime = _file_stamp(path)
             if self._config is None or mtime != self._mtime:
                 try:
                     self._config = self.settings.load_merchants()
@@ -71,16 +87,18 @@ class ConfigWatcher:
             return self._config
 
 
-def build_stores(settings: Settings, merchants: MerchantsConfig | None = None) -> Stores:
-    """Production stores on the Redis of ``settings``."""
+def build_stores(settings: Settings, merchants: MerchantsConfig | None = None, worker_id: str = "") -> Stores:
+    """Production stores on the Redis of ``settings``. ``worker_id`` (a process with a
+    heartbeat, ``bridge.liveness``) owns the leases and claims these stores take."""
     client = redis_client(settings)
     return Stores(
         settings=settings,
         merchants=merchants if merchants is not None else settings.load_merchants(),
-        dedup=RedisDedup(client),
-        dlq=DeadLetterStore(client),
+        dedup=RedisDedup(client, owner=worker_id or None),
+        dlq=DeadLetterStore(client, invalid_max=settings.dlq_invalid_max),
         parking=ParkingLot(client),
         pacer=RedisPacer(client, rate_per_s=settings.rate_per_s),
         stats=StatsStore(client),
         pending=PendingBatches(client),
+        worker_id=worker_id,
     )

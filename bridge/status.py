@@ -12,6 +12,7 @@ import redis
 from bridge import wire
 from bridge.dlq import DeadLetterStore
 from bridge.keys import PARKED_DUE, PARKED_PAYLOADS, PENDING_BATCHES, PENDING_DUE
+from bridge.liveness import live_workers
 from bridge.metrics import QUEUE_KEY, UNACKED_KEY
 from bridge.pending import decode_batch
 from bridge.stats import StatsStore
@@ -73,6 +74,7 @@ def collect(client: redis.Redis, now: float | None = None) -> dict[str, Any]:
     stats = StatsStore(client)
     dlq = DeadLetterStore(client)
     return {
+        "workers_alive": len(live_workers(client)),
         "queue_depth_tasks": int(queued),
         "in_flight_tasks": int(in_flight),
         "pending_batches": int(pending),
@@ -80,6 +82,7 @@ def collect(client: redis.Redis, now: float | None = None) -> dict[str, Any]:
         "parked_due_now": int(parked_due),
         "dlq_size": dlq.size(),
         "dlq_by_reason": dlq.counts_by_reason(),
+        "dlq_invalid_trimmed": dlq.trimmed(),
         "delivered_last_minute": stats.delivered_since(60),
         "delivered_last_hour": stats.delivered_since(3600),
         "oldest_undelivered_age_s": round(now - min(oldest), 1) if oldest else None,

@@ -10,15 +10,25 @@ child is started again after an error exit, with a backoff when it keeps failing
 SIGTERM is passed on (``docker stop`` signals only this process): the child shuts down
 warm and ``supervise`` returns its exit status. SIGINT and SIGQUIT reach the child from the
 terminal with the whole process group; here they only mean "do not restart".
+
+The child never outlives this process: on Linux the kernel sends it SIGTERM when this
+process dies, even by SIGKILL (``PR_SET_PDEATHSIG``, set between fork and exec), and the
+child also watches its parent pid (``watch_parent``) where that is not available. An
+orphaned Celery worker would go on consuming the queue unmanaged, with old code.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
 log = logging.getLogger("bridge.supervise")
@@ -27,6 +37,51 @@ log = logging.getLogger("bridge.supervise")
 RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 30.0
 STABLE_S = 60.0
+#: Environment variable naming the supervisor's pid in the child's environment.
+SUPERVISOR_PID_ENV = "BRIDGE_SUPERVISOR_PID"
+#: How often the child looks at its parent pid; and how long after a SIGTERM it sent itself
+#: for that reason (warm shutdown) it exits regardless.
+PARENT_CHECK_S = 1.0
+ORPHAN_EXIT_S = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _death_signal_setter() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks the kernel for SIGTERM when the parent dies (Linux only).
+
+    libc is loaded here, in the parent; the forked child only makes the prctl call (no locks,
+    no logging, no imports). The supervisor runs no threads, so ``preexec_fn`` is safe."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return set_death_signal
+
+
+def watch_parent(
+    parent: int, *, on_orphan: Callable[[], None] | None = None, interval_s: float = PARENT_CHECK_S
+) -> threading.Thread:
+    """In the child: when its parent pid changes (the supervisor died), stop warm with SIGTERM,
+    and exit for good ``ORPHAN_EXIT_S`` later if that has not ended it."""
+
+    def default() -> None:
+        log.error("bridge worker (pid %d) is gone; this worker stops", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_EXIT_S)
+        os._exit(1)
+
+    def run() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        (on_orphan or default)()
+
+    thread = threading.Thread(target=run, name="bridge-supervisor-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def supervise(argv: Sequence[str], env: Mapping[str, str]) -> int:
@@ -43,9 +98,14 @@ def supervise(argv: Sequence[str], env: Mapping[str, str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, on_signal)
     delay = RESTART_DELAY_S
+    die_with_parent = _death_signal_setter()
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(list(argv), env=dict(env))  # noqa: S603 (our own command line)
+        child = subprocess.Popen(  # noqa: S603 (our own command line)
+            list(argv),
+            env={**env, SUPERVISOR_PID_ENV: str(os.getpid())},
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (no threads in the supervisor)
+        )
         code = child.wait()
         if stopping or code == 0:
             return code

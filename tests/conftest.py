@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -47,3 +54,58 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+# --------------------------------------------------------------------------- no process left behind
+
+#: Every process the suite starts inherits this variable (test code builds child environments
+#: from ``os.environ``); at the end of the session no live process may still carry it. A
+#: descendant scan would miss exactly the processes that matter: orphans are re-parented.
+SESSION_MARKER = "PYTEST_BRIDGE_SESSION_ID"
+#: Processes still exiting when the session ends get this long.
+LEFTOVER_GRACE_S = 10.0
+
+
+def _marked_processes(marker: bytes) -> list[tuple[int, str]]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        pid = int(environ.parent.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if marker not in environ.read_bytes().split(b"\0"):
+                continue
+            stat = (environ.parent / "stat").read_text()
+            if stat.rsplit(") ", 1)[1].startswith("Z"):  # a zombie: dead, waiting for its parent
+                continue
+            cmdline = (environ.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        found.append((pid, cmdline.strip()[:200]))
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    os.environ.setdefault(SESSION_MARKER, f"{os.getpid()}-{uuid.uuid4().hex}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a process the tests started is still alive (then kill it)."""
+    if not sys.platform.startswith("linux") or SESSION_MARKER not in os.environ:
+        return
+    marker = f"{SESSION_MARKER}={os.environ[SESSION_MARKER]}".encode()
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    left = _marked_processes(marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = _marked_processes(marker)
+    if not left:
+        return
+    for pid, _ in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    report = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in left)
+    print(
+        f"\nFAILED: {len(left)} process(es) started by the tests were still running (killed now):\n{report}"
+    )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bridge.config import load_merchants_file
+from bridge.config import Settings, load_merchants_file
 from bridge.pipeline import prepare
 from tests.redis_server import RedisServer
 from tests.servers import ProcessServer
@@ -119,23 +119,24 @@ class Pipeline:
 
     @property
     def env(self) -> dict[str, str]:
+        """The workers' environment: the shipped defaults for every setting (nothing of the
+        caller's ``BRIDGE_*`` leaks in), plus the test's own ``env``."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(
             {
                 "BRIDGE_REDIS_URL": self.redis.url,
                 "BRIDGE_CONFIG": str(self.config_path),
-                "BRIDGE_VISIBILITY_TIMEOUT_S": "30",
-                "BRIDGE_LEASE_S": "5",
-                "BRIDGE_RETRY_BASE_S": "0.2",
-                "BRIDGE_RETRY_CAP_S": "2",
-                "BRIDGE_RATE_PER_S": "1000",
-                "BRIDGE_TASK_BATCH_SIZE": "100",
-                "BRIDGE_REQUEST_TIMEOUT_S": "5",
                 "PYTHONPATH": str(ROOT),
             }
         )
         env.update(self.extra_env)
         return env
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the workers run with."""
+        names = {f"BRIDGE_{name.upper()}": name for name in Settings.model_fields}
+        return Settings(**{names[k]: v for k, v in self.env.items() if k in names})  # type: ignore[arg-type]
 
     def __enter__(self) -> Pipeline:
         self.collector.start()
@@ -146,8 +147,7 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         for proc in self.workers:
-            # the whole process group: `bridge worker` runs its Celery worker (and pool) as a
-            # supervised child, which would otherwise outlive the test, retrying a dead Redis
+            # The whole process group: supervisor, Celery worker and pool processes.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
@@ -191,14 +191,8 @@ class Pipeline:
 
     def publish(self, outcomes: Iterable[dict[str, Any] | str]) -> None:
         from bridge.client import Publisher
-        from bridge.config import Settings
 
-        settings = Settings(
-            redis_url=self.redis.url,
-            config=self.config_path,
-            task_batch_size=int(self.env["BRIDGE_TASK_BATCH_SIZE"]),
-        )
-        Publisher(settings).publish_many(list(outcomes))
+        Publisher(self.settings).publish_many(list(outcomes))
 
     def faults(self, **faults: Any) -> None:
         httpx.post(f"{self.collector.url}/faults", json=faults, timeout=5).raise_for_status()
@@ -237,6 +231,35 @@ class Pipeline:
         finally:
             client.close()
 
+    def redis_state(self) -> dict[str, Any]:
+        """Where work sits in Redis (for a failure message)."""
+        client = self.redis.client()
+        try:
+            now = time.time()
+            parked = client.hgetall("bridge:parked:payloads")
+            return {
+                "queue": client.llen("bridge"),
+                "unacked": {
+                    k.decode(): round(now - float(client.zscore("unacked_index", k) or 0), 1)
+                    for k in client.hkeys("unacked")
+                },
+                "owners": {
+                    k.decode(): v.decode() for k, v in client.hgetall("bridge:pending:owners").items()
+                },
+                "pending": client.zcard("bridge:pending:due"),
+                "parked": [
+                    (json.loads(v)["attempts"], json.loads(v)["last_error"][:80]) for v in parked.values()
+                ],
+                "parked_due_in": [
+                    round(s - now, 1) for _, s in client.zrange("bridge:parked:due", 0, -1, withscores=True)
+                ],
+                "workers": [w.decode() for w in client.zrange("bridge:workers", 0, -1)],
+            }
+        except Exception as exc:  # only for a message
+            return {"error": repr(exc)}
+        finally:
+            client.close()
+
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -244,7 +267,8 @@ class Pipeline:
                 return
             time.sleep(0.25)
         raise AssertionError(
-            f"timed out after {timeout}s waiting for {what}\n--- worker logs ---\n{self.worker_logs()}"
+            f"timed out after {timeout}s waiting for {what}\nredis: {self.redis_state()}\n"
+            f"--- worker logs ---\n{self.worker_logs()}"
         )
 
     def wait_delivered(

@@ -235,3 +235,32 @@ def test_precheck_refuses_a_stale_signature_from_the_headers_alone():
         authenticator.precheck(stale)
     authenticator.precheck({"X-Bridge-Signature": sign(b"{}", "s3cret", NOW - 10)})  # fresh: body next
     authenticator.precheck({})  # no signature: nothing to check here
+
+
+def test_the_cache_follows_every_rotation_of_the_secrets() -> None:
+    """Configurations are loaded, replaced and freed; CPython often gives a new one the freed
+    one's id. The authenticator must follow the secrets, never an object id."""
+    from bridge.auth import AuthenticatorCache
+    from bridge.config import MerchantsConfig
+
+    built: list[Authenticator] = []
+    cache = AuthenticatorCache(clock=lambda: NOW, on_new=built.append)
+    old_secret = old_token = None
+    for n in range(10):
+        secret, token = f"secret-{n}", f"token-{n}"
+        config = MerchantsConfig(hmac_secrets=(SecretStr(secret),), bearer_tokens=(SecretStr(token),))
+        current = cache.get(config)
+        assert cache.get(config) is current  # the same configuration: no rebuild
+        assert current.authenticate({"X-Bridge-Signature": sign(BODY, secret, NOW)}, BODY) == "signature"
+        assert current.authenticate({"Authorization": f"Bearer {token}"}, None) == "bearer"
+        if old_secret is not None:
+            with pytest.raises(AuthFailed):
+                current.authenticate({"X-Bridge-Signature": sign(BODY, old_secret, NOW)}, BODY)
+            with pytest.raises(AuthFailed):
+                current.authenticate({"Authorization": f"Bearer {old_token}"}, None)
+        old_secret, old_token = secret, token
+        del config, current  # freed: the next configuration may get its id
+    assert len(built) == 10
+    # A reload with the same secrets (another merchant changed) keeps the authenticator.
+    same = MerchantsConfig(hmac_secrets=(SecretStr(old_secret),), bearer_tokens=(SecretStr(old_token),))
+    assert cache.get(same) is built[-1]

@@ -89,3 +89,14 @@ def test_settings_from_environment(monkeypatch):
     assert settings.redis_url == "redis://example:6380/2"
     assert settings.dedup_window_s == 60
     assert settings.load_merchants().merchants == {}
+
+
+def test_a_heartbeat_ttl_shorter_than_two_intervals_is_refused() -> None:
+    import pydantic
+
+    from bridge.config import Settings
+
+    with pytest.raises(pydantic.ValidationError, match="BRIDGE_HEARTBEAT_TTL_S"):
+        Settings(heartbeat_interval_s=5, heartbeat_ttl_s=8)
+    defaults = Settings()
+    assert defaults.heartbeat_ttl_s >= 2 * defaults.heartbeat_interval_s

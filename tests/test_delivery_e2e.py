@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.dlq import DeadLetterStore
-from bridge.keys import PENDING_DUE
+from bridge.keys import PENDING_DUE, WORKER_PREFIX, WORKERS
 from tests.harness import ALL_CALLS, ROOT, Pipeline, example_outcomes, many_outcomes
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,9 @@ def test_every_event_reaches_its_merchants_write_keys_once(redis_server, tmp_pat
 def test_receiver_failing_with_500s_then_429s_ends_exactly_once(redis_server, tmp_path):
     outcomes = many_outcomes(300, prefix="flaky")
     with Pipeline(redis_server, tmp_path, M1) as pipe:
-        pipe.faults(fail=4, rate_limit=3, retry_after=1)
+        # Four refused attempts of one batch: with the default backoff (1 s base, doubling)
+        # the fifth comes about 15 s later.
+        pipe.faults(fail=2, rate_limit=2, retry_after=1)
         expected = pipe.expected(outcomes)
         pipe.publish(outcomes)
         received = pipe.wait_delivered(expected, timeout=120)
@@ -83,15 +85,15 @@ def test_receiver_failing_with_500s_then_429s_ends_exactly_once(redis_server, tm
         _exactly_once(expected, pipe.received_pairs())
         assert received  # delivered after the faults
         stats = pipe_stats(pipe)
-        assert stats["faulted"].get("500", 0) == 4
-        assert stats["faulted"].get("429", 0) == 3
+        assert stats["faulted"].get("500", 0) == 2
+        assert stats["faulted"].get("429", 0) == 2
 
 
 def _resends_bounded_by_in_flight(pipe: Pipeline, kills: int) -> None:
     """At-least-once: only batches in flight at a crash (sent, 2xx not yet recorded) are sent again.
 
     The collector, like Segment, keeps a messageId once per write key; it counts the repeats."""
-    per_task = int(pipe.env["BRIDGE_TASK_BATCH_SIZE"]) * 3  # an outcome maps to at most 3 messages here
+    per_task = pipe.settings.task_batch_size * 3  # an outcome maps to at most 3 messages here
     assert pipe_stats(pipe)["duplicates"] <= kills * pipe.concurrency * per_task
 
 
@@ -120,7 +122,7 @@ def test_one_bad_message_is_dead_lettered_and_the_rest_delivered(redis_server, t
 
 def test_worker_killed_mid_run_loses_nothing(redis_server, tmp_path):
     outcomes = many_outcomes(3000, prefix="kill")
-    with Pipeline(redis_server, tmp_path, M1, env={"BRIDGE_VISIBILITY_TIMEOUT_S": "15"}) as pipe:
+    with Pipeline(redis_server, tmp_path, M1) as pipe:
         expected = pipe.expected(outcomes)
         pipe.faults(delay=0.02)  # slow answers, so the kill lands mid-run
         pipe.publish(outcomes)
@@ -161,13 +163,30 @@ def test_celery_worker_that_dies_is_started_again(redis_server, tmp_path):
         assert not set(_descendants(supervisor)) & set(celery), "the same Celery worker still runs"
 
 
+def _beating(pipe: Pipeline, pid: int) -> bool:
+    """Whether process ``pid`` holds a worker heartbeat (``bridge.liveness``)."""
+    client = pipe.redis.client()
+    try:
+        for worker_id in client.zrange(WORKERS, 0, -1):
+            beat = client.get(WORKER_PREFIX + worker_id.decode())
+            if beat is not None and int(beat.decode().split(" ")[1]) == pid:
+                return True
+        return False
+    finally:
+        client.close()
+
+
 def test_sigterm_to_bridge_worker_stops_its_celery_worker_warm(redis_server, tmp_path):
     """``docker stop`` signals only the supervisor: the Celery worker must get it and exit."""
     with Pipeline(redis_server, tmp_path, M1) as pipe:
         pipe.publish(many_outcomes(50, prefix="term"))
         supervisor = pipe.workers[0]
         pipe.wait_for(lambda: bool(_descendants(supervisor.pid)), 30, "the Celery worker to start")
-        time.sleep(2)  # past start-up, so the signal meets a running worker
+        # Past start-up, so the signal meets a running worker (a fixed sleep was not enough on a
+        # loaded machine): the Celery worker beats once it is ready.
+        pipe.wait_for(
+            lambda: _beating(pipe, _descendants(supervisor.pid)[0]), 60, "the Celery worker to be ready"
+        )
         celery = _descendants(supervisor.pid)
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=60) == 0
@@ -178,16 +197,12 @@ def test_worker_killed_while_kombus_restore_lock_is_stuck_loses_nothing(redis_se
     """A worker (or Redis) dying inside kombu's restore sweep leaves ``unacked_mutex`` behind,
     which stops every restore of unacknowledged tasks until it expires. Found by the chaos
     run in CI: the tasks a killed worker held stayed unacked, and the bridge's own sweeper
-    took them as held, so 202 messages waited past the drain timeout."""
-    outcomes = many_outcomes(300, prefix="mutex")
-    env = {
-        "BRIDGE_VISIBILITY_TIMEOUT_S": "6",
-        "BRIDGE_PENDING_STALE_S": "3",
-        "BRIDGE_TASK_BATCH_SIZE": "50",
-        "BRIDGE_RATE_PER_S": "1",  # tasks wait for their turn to send: the kill finds them unsent
-    }
-    with Pipeline(redis_server, tmp_path, M1, env=env) as pipe:
+    took them as held, so 202 messages waited past the drain timeout. Now the dead worker's
+    tasks are taken over by liveness, with the default settings, whatever kombu's lock."""
+    outcomes = many_outcomes(1500, prefix="mutex")
+    with Pipeline(redis_server, tmp_path, M1) as pipe:
         expected = pipe.expected(outcomes)
+        pipe.faults(delay=0.3)  # a slow Segment: the kill finds tasks unacknowledged
         pipe.publish(outcomes)
         pipe.wait_for(lambda: len(pipe.received()) > 0, 60, "a first delivery before the kill")
         client = pipe.redis.client()

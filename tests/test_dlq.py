@@ -222,3 +222,39 @@ def test_dead_letters_survive_redis_kill(redis_server: RedisServer) -> None:
     after = DeadLetterStore(redis_server.client())
     assert [d.id for d in after.list()] == ids
     assert after.counts_by_reason() == {REASON_INVALID: 10}
+
+
+def _bad(reason: str, n: int) -> NewDeadLetter:
+    return NewDeadLetter(reason=reason, payload={"raw": f"bad-{n}"}, kind="outcome", outcome_id=f"o-{n}")
+
+
+def test_invalid_letters_are_capped_oldest_first_and_counted(client: redis.Redis) -> None:
+    """A client posting bad outcomes forever must not grow Redis forever: beyond the cap the
+    oldest ``invalid`` letters go, and the count of those trimmed is kept."""
+    dlq = DeadLetterStore(client, invalid_max=5)
+    for n in range(4):
+        dlq.add_many([_bad(REASON_INVALID, n)])
+    dlq.add_many([_bad(REASON_INVALID, n) for n in range(4, 9)])
+    assert dlq.counts_by_reason() == {REASON_INVALID: 5}
+    assert [letter.outcome_id for letter in dlq.list()] == [f"o-{n}" for n in range(4, 9)]
+    assert dlq.trimmed() == 4
+    assert dlq.size() == 5
+
+
+def test_the_cap_never_trims_letters_that_hold_deliverable_outcomes(client: redis.Redis) -> None:
+    dlq = DeadLetterStore(client, invalid_max=2)
+    keep = [REASON_UNCONFIGURED_MERCHANT, REASON_SEGMENT_REJECTED, "retention_expired"]
+    dlq.add_many([_bad(reason, n) for n, reason in enumerate(keep * 3)])
+    for n in range(10):
+        dlq.add_many([_bad(REASON_INVALID, 100 + n)])
+    counts = dlq.counts_by_reason()
+    assert counts[REASON_INVALID] == 2
+    assert {k: v for k, v in counts.items() if k != REASON_INVALID} == {reason: 3 for reason in keep}
+    assert dlq.trimmed() == 8
+    # Letters removed by an operator (replayed, dropped) are skipped, not counted as trimmed.
+    first = dlq.list(REASON_INVALID, limit=1)[0]
+    assert dlq.drop([first.id]) == 1
+    dlq.add_many([_bad(REASON_INVALID, 200), _bad(REASON_INVALID, 201)])
+    assert dlq.counts_by_reason()[REASON_INVALID] == 2
+    assert dlq.trimmed() == 9
+    assert [letter.outcome_id for letter in dlq.list(REASON_INVALID)] == ["o-200", "o-201"]

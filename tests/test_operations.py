@@ -92,6 +92,8 @@ def test_full_pipeline_logs_no_secret_and_status_and_metrics_tell_the_truth(redi
         assert facts["delivered_last_hour"] == len(expected)
         assert facts["queue_depth_tasks"] == 0 and facts["parked_batches"] == 0
         assert facts["dlq_by_reason"] == {"invalid": 1}
+        assert facts["dlq_invalid_trimmed"] == 0
+        assert facts["workers_alive"] >= 2  # the Celery worker and its pool processes beat
         [source] = facts["sources"]
         assert source["healthy"] and source["merchant_id"] == 1738 and source["last_status"] == "200"
         assert SECRET_KEY not in status.stdout
@@ -107,6 +109,7 @@ def test_full_pipeline_logs_no_secret_and_status_and_metrics_tell_the_truth(redi
         assert "bridge_delivery_latency_seconds_bucket" in metrics
         assert 'bridge_dlq_entries{reason="invalid"} 1.0' in metrics
         assert "bridge_queue_depth_tasks 0.0" in metrics
+        assert "bridge_dlq_invalid_trimmed_total 0.0" in metrics
 
     lines = [
         line

@@ -157,3 +157,20 @@ def test_parked_batches_survive_redis_kill(redis_server: RedisServer) -> None:
     redis_server.restart()
     after = ParkingLot(redis_server.client())
     assert after.claim_due(T0 + 5) == [("x", _payload())]
+
+
+def test_a_dead_workers_claim_is_due_again_at_once(lot: ParkingLot, client: redis.Redis) -> None:
+    """A claim lasts its lease only while the claiming worker's heartbeat lives."""
+    from bridge.keys import worker_key
+
+    client.set(worker_key("w.live"), "host 1", px=60_000)
+    lot.park("by-dead", _payload(1), T0)
+    lot.park("by-live", _payload(2), T0)
+    assert [b for b, _ in lot.claim_due(T0, limit=1, lease_s=300, owner="w.dead")] == ["by-dead"]
+    assert [b for b, _ in lot.claim_due(T0, limit=1, lease_s=300, owner="w.live")] == ["by-live"]
+    assert lot.claim_due(T0 + 1) == []  # both leased for 300 s
+    assert lot.take_over_dead(T0 + 1) == 1  # w.dead has no heartbeat
+    assert [b for b, _ in lot.claim_due(T0 + 1)] == ["by-dead"]
+    assert lot.take_over_dead(T0 + 2) == 0
+    lot.done("by-live")
+    assert lot.take_over_dead(T0 + 2) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hmac
 import json
+import os
 import re
 import sys
 import time
@@ -73,6 +74,53 @@ def personal(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The outcomes with a guest carrying an e-mail, a phone and a card number."""
     return [{**o, "guest": {**o.get("guest", {}), "email": EMAIL, "phone": PHONE, "printedCardNumber": CARD}}
             for o in outcomes]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- secret rotation
+
+
+@pytest.mark.slow
+def test_ten_rotations_of_ingest_secrets_take_effect_within_the_reload_time(tmp_path) -> None:
+    """Rotate ``hmac_secrets`` and ``bearer_tokens`` in the merchants file of a running
+    ``bridge serve`` ten times: after the documented reload time the old secret and token are
+    refused and the new ones accepted, by every server process."""
+    from bridge.runtime import CONFIG_RELOAD_S
+    from tests.harness import write_config
+
+    if REDIS_SERVER_BIN is None:
+        pytest.skip("needs redis-server")
+    config = tmp_path / "merchants.yaml"
+
+    def rotate(n: int) -> tuple[str, str]:
+        secret, token = f"rot-hmac-{n:02d}-5d1f0c", f"rot-token-{n:02d}-9a7e"
+        write_config(config, "http://127.0.0.1:9", WRITE_KEYS, hmac_secrets=[secret], bearer_tokens=[token])
+        return secret, token
+
+    def status(api: ProcessServer, n: int, headers: dict[str, str], body: bytes) -> int:
+        return httpx.post(url(api), content=body, headers=headers, timeout=10).status_code
+
+    secret, token = rotate(0)
+    with RedisServer(appendonly=False) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        env.update({"BRIDGE_REDIS_URL": server.url, "BRIDGE_CONFIG": str(config), "PYTHONPATH": str(ROOT)})
+        api = ProcessServer(
+            [sys.executable, "-m", "bridge.cli", "serve", "--port", "{port}", "--workers", "2"],
+            ready_path="/healthz",
+            env=env,
+        )
+        with api:
+            for n in range(1, 11):
+                old_secret, old_token = secret, token
+                secret, token = rotate(n)
+                time.sleep(CONFIG_RELOAD_S)
+                for attempt in range(4):  # two server processes: ask each more than once
+                    body = json.dumps(many_outcomes(1, prefix=f"rot-{n}-{attempt}")[0]).encode()
+                    bearer = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+                    old_bearer = {"Authorization": f"Bearer {old_token}", "Content-Type": "application/json"}
+                    assert status(api, n, signed(body, secret), body) == 202, f"rotation {n}: new secret"
+                    assert status(api, n, bearer, body) == 202, f"rotation {n}: new token"
+                    assert status(api, n, signed(body, old_secret), body) == 401, f"rotation {n}: old secret"
+                    assert status(api, n, old_bearer, body) == 401, f"rotation {n}: old token"
 
 
 # --------------------------------------------------------------------------- replay window

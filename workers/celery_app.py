@@ -3,17 +3,17 @@
 Why each setting (see DESIGN.md, "Known traps"):
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged only after it
   ran, and a pool child killed by a signal puts its message back instead of acking it.
-- ``visibility_timeout``: when a whole worker dies, its unacknowledged messages return
-  after this long. The bridge schedules no countdown or ETA at all (delayed retries are
-  parked in Redis instead), so the only bound it must exceed is one task's run time,
-  which ``task_time_limit`` keeps well below it.
-- ``unacked_restore_interval``/``throttle``: sweep for such messages every few seconds, so
-  recovery takes about ``visibility_timeout`` rather than that plus minutes.
-- ``unacked_mutex_expire``: the sweep runs under a Redis lock; a worker killed (or a Redis
+- ``visibility_timeout``: kombu's own recovery of a dead worker's unacknowledged messages,
+  only a backstop here: the bridge takes a dead worker's tasks over as soon as its heartbeat
+  is gone and drops them from kombu's ``unacked`` hash (``bridge.liveness``,
+  ``bridge.pending``). It must exceed one task's run time (kombu would hand a running task
+  to a second worker), which ``task_time_limit`` keeps well below it. The bridge schedules
+  no countdown or ETA at all (delayed retries are parked in Redis instead).
+- ``unacked_restore_interval``/``throttle``: kombu's sweep for such messages, every few seconds.
+- ``unacked_mutex_expire``: that sweep runs under a Redis lock; a worker killed (or a Redis
   restarted) while it is held leaves it behind, and kombu's default of 300 s stops every
   restore that long. A sweep takes milliseconds, and two overlapping sweeps are harmless
-  (each restore is a WATCH transaction), so the lock lapses after 20 s. The bridge's own
-  pending-batch sweeper covers a task whose restore never comes (``bridge.pending``).
+  (each restore is a WATCH transaction), so the lock lapses after 20 s.
 - ``worker_prefetch_multiplier = 1``: a worker holds one batch beyond those it runs.
 - soft shutdown: on SIGTERM a worker finishes (or, past the timeout, returns) what it runs.
 """

@@ -1,5 +1,10 @@
 """Thin Celery tasks: each calls one function of ``bridge.processing`` and handles failure.
 
+Liveness (``bridge.liveness``): the Celery worker's main process and each pool process hold
+a heartbeat of their own. The main process records itself as the owner of every batch whose
+task it receives; a pool process owns the message leases and parked-batch claims it takes.
+The sweeper thread of every worker's main process hands the work of dead ones back.
+
 A task that cannot reach Redis keeps trying for a while (processing is idempotent, so
 running it again from the start is safe); if Redis stays away the message is rejected
 with requeue, and if even that fails it stays unacknowledged in Redis and comes back
@@ -9,6 +14,7 @@ after the visibility timeout. Any other failure dead-letters the batch with reas
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -23,6 +29,7 @@ from celery.exceptions import Reject
 
 from bridge.config import Settings
 from bridge.dlq import REASON_PROCESSING_ERROR, NewDeadLetter
+from bridge.liveness import Heartbeat, found_dead, new_worker_id
 from bridge.metrics import WorkerMetrics, exposition_registry
 from bridge.pending import PendingBatches
 from bridge.processing import Report, Stores, process_outcomes, resume_parked
@@ -35,8 +42,9 @@ PROCESS_TASK = "bridge.process_outcomes"
 RESUME_TASK = "bridge.resume_parked"
 #: How long a task keeps retrying while Redis is unreachable before handing the message back.
 REDIS_OUTAGE_PATIENCE_S = 60.0
-#: How often each worker looks for parked batches that are due.
-RESUME_INTERVAL_S = 1.0
+
+#: A batch touched this recently is not taken for lost by the scan after a death.
+SETTLED_S = 2.0
 
 _REDIS_DOWN = (
     redis.exceptions.ConnectionError,
@@ -46,14 +54,29 @@ _REDIS_DOWN = (
 
 
 @functools.cache
+def _heartbeat(pid: int) -> Heartbeat:
+    """This process's heartbeat (one per pid: a forked pool process gets its own), started."""
+    settings = Settings()
+    return Heartbeat(
+        redis_client(settings),
+        new_worker_id(),
+        interval_s=settings.heartbeat_interval_s,
+        ttl_s=settings.heartbeat_ttl_s,
+    ).start()
+
+
+@functools.cache
 def _runtime(pid: int) -> tuple[Stores, ConfigWatcher, WorkerMetrics]:
-    """Per-process stores (Redis clients do not survive fork) and metrics, built on first use."""
+    """Per-process stores (Redis clients do not survive fork) and metrics, built on first use.
+    Their leases and claims belong to this process's heartbeat."""
     from prometheus_client import CollectorRegistry
 
     settings = Settings()
     watcher = ConfigWatcher(settings)
+    worker_id = _heartbeat(pid).worker_id
     # In multiprocess mode values go to PROMETHEUS_MULTIPROC_DIR whatever the registry.
-    return build_stores(settings, watcher.current()), watcher, WorkerMetrics.create(CollectorRegistry())
+    stores = build_stores(settings, watcher.current(), worker_id)
+    return stores, watcher, WorkerMetrics.create(CollectorRegistry())
 
 
 def stores() -> Stores:
@@ -113,7 +136,9 @@ def process_outcomes_task(batch_id: str, enqueued_at: float | None = None) -> di
     if batch is None:
         return {"skipped": "batch already processed"}
     texts = batch.texts
-    pending.hold(batch_id, time.time() + current.settings.visibility_timeout_s)
+    # Held by this worker while its heartbeat lives (bridge.pending): the due time only says
+    # when the sweeper may next look at the batch if no worker is recorded as its owner.
+    pending.hold(batch_id, time.time() + current.settings.pending_stale_s)
     try:
         report = _with_redis_patience(
             lambda: process_outcomes(texts, stores(), accepted_at=batch.enqueued_at, mapped=batch.mapped)
@@ -163,9 +188,10 @@ def resume_parked_task() -> dict[str, Any]:
     return _summary(report)
 
 
-def _resume_loop(stop: threading.Event) -> None:
-    """In the worker's main process: enqueue a resume task whenever parked batches are due,
-    and send again the task of any stored batch whose task message was lost."""
+def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
+    """In the worker's main process: hand back the work of dead workers (no heartbeat),
+    enqueue a resume task whenever parked batches are due, and send again the task of any
+    stored batch whose task message was lost."""
     from bridge.client import Publisher
     from bridge.parking import ParkingLot
 
@@ -174,26 +200,82 @@ def _resume_loop(stop: threading.Event) -> None:
     parking = ParkingLot(client)
     pending = PendingBatches(client)
     publisher = Publisher(settings)
-    # A task held longer than this should have been given back by kombu: its batch is lost.
-    held_max_age = settings.visibility_timeout_s + settings.pending_stale_s
-    while not stop.wait(RESUME_INTERVAL_S):
+    look_in_queue = False  # a worker died: look for the batches it popped, until that succeeds
+    while not stop.wait(settings.sweep_interval_s):
         try:
             now = time.time()
+            dead = found_dead(client)
+            if dead:
+                log.info("worker process(es) %s stopped beating", ", ".join(dead))
+                look_in_queue = True
+            taken = pending.take_over_dead(now + settings.pending_stale_s, now - settings.heartbeat_ttl_s)
+            for batch_id, message in taken:
+                if not pending.requeue(message):
+                    publisher.send(batch_id, now)
+            if taken:
+                log.warning(
+                    "took over %d batch(es) of dead worker(s) (no heartbeat for %.0fs); queued again",
+                    len(taken),
+                    settings.heartbeat_ttl_s,
+                    extra={"batches": len(taken), "by": worker_id},
+                )
+            claims = parking.take_over_dead(now)
+            if claims:
+                log.warning("%d parked batch(es) claimed by dead worker(s) are due again", claims)
             if parking.count_due(now) > 0:
                 resume_parked_task.apply_async(ignore_result=True)
-            for batch_id in pending.claim_lost(now, now + settings.pending_stale_s, held_max_age):
+            lost = pending.claim_lost(now, now + settings.pending_stale_s, settings.heartbeat_ttl_s)
+            if look_in_queue:  # it may have popped tasks kombu never recorded
+                lost += pending.claim_missing(
+                    now,
+                    now + settings.pending_stale_s,
+                    settings.heartbeat_ttl_s,
+                    # Batches untouched (published, started, claimed) for a moment: not one
+                    # between its store and its send, or one just popped by a live worker.
+                    settled=now + settings.pending_stale_s - SETTLED_S,
+                )
+                look_in_queue = False
+            for batch_id in lost:
                 log.warning("batch %s had no task in the queue or in a worker; sending it again", batch_id)
                 publisher.send(batch_id, now)
         except Exception as exc:  # Redis away: try again next tick
-            log.warning("resume check failed: %s", type(exc).__name__)
+            log.warning("sweep failed: %s", type(exc).__name__)
 
 
-_stop_resume = threading.Event()
+_stop_sweep = threading.Event()
+
+
+@signals.task_received.connect
+def _record_owner(request: Any = None, **_: Any) -> None:
+    """In the main process, as kombu hands over a task: this worker holds its batch now."""
+    if request is None:
+        return
+    try:
+        tag = str(request.message.delivery_tag)
+        # Other tasks (resume_parked) are recorded too, so a dead worker's unacked entry of
+        # one is dropped rather than left to kombu's visibility timeout.
+        held = str(request.args[0]) if request.name == PROCESS_TASK else f"t:{tag}"
+        _owners().received(held, _heartbeat(os.getpid()).worker_id, tag)
+    except Exception as exc:  # Redis away: the sweeper's claim_lost still covers the batch
+        log.warning("could not record the owner of a received batch: %s", type(exc).__name__)
+
+
+@functools.cache
+def _owners() -> PendingBatches:
+    return PendingBatches(redis_client(Settings()))
 
 
 @signals.worker_ready.connect
-def _start_resume_loop(**_: Any) -> None:
-    threading.Thread(target=_resume_loop, args=(_stop_resume,), name="bridge-resume", daemon=True).start()
+def _start_sweep_loop(**_: Any) -> None:
+    heartbeat = _heartbeat(os.getpid())
+    worker_id = heartbeat.worker_id
+    # A worker that ends cleanly (warm shutdown done: its tasks finished or handed back) says
+    # so, rather than being found dead a TTL later. A killed one runs no exit handler.
+    atexit.register(heartbeat.stop, forget=True)
+    threading.Thread(
+        target=_sweep_loop, args=(_stop_sweep, worker_id), name="bridge-sweep", daemon=True
+    ).start()
+    log.info("worker %s ready", worker_id)
     port = Settings().metrics_port
     if port:
         from prometheus_client import start_http_server
@@ -202,6 +284,22 @@ def _start_resume_loop(**_: Any) -> None:
         log.info("worker metrics on port %d", port)
 
 
+@signals.worker_process_init.connect
+def _watch_parent(**_: Any) -> None:
+    """In each pool process: exit when the Celery worker that forked it is gone (it could
+    never acknowledge anything again; the batch is taken over through the dead main's
+    heartbeat). Billiard notices a dead parent only when it next talks to it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        log.error("the Celery worker (pid %d) is gone; this pool process exits", parent)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="bridge-parent-watch", daemon=True).start()
+
+
 @signals.worker_shutting_down.connect
-def _stop_resume_loop(**_: Any) -> None:
-    _stop_resume.set()
+def _stop_sweep_loop(**_: Any) -> None:
+    _stop_sweep.set()

@@ -55,7 +55,17 @@ import redis as redis_lib
 from bridge import auth
 from bridge.config import load_merchants_file
 from bridge.dlq import DeadLetterStore
-from bridge.keys import PARKED_DUE, PENDING_BATCHES, PENDING_DUE, key_id, message_key, outcome_key
+from bridge.keys import (
+    PARKED_DUE,
+    PARKED_OWNERS,
+    PENDING_BATCHES,
+    PENDING_DUE,
+    PENDING_OWNERS,
+    WORKER_PREFIX,
+    key_id,
+    message_key,
+    outcome_key,
+)
 from bridge.pipeline import prepare
 from tests.harness import ROOT, many_outcomes
 from tests.harness import write_config as harness_write_config
@@ -90,7 +100,9 @@ class ChaosConfig:
     drop_burst_len: int = 10  # consecutive dropped connections per burst
     outage_s: float = 120.0
     resend_window_s: float = 6.0  # request timeout + margin
-    drain_timeout_s: float = 900.0
+    # With the default backoff (1 s doubling to a 600 s cap) and 500s on 20% of requests
+    # throughout, a batch that failed through the outage waits minutes between attempts.
+    drain_timeout_s: float = 2400.0
     seed: int = 1
     workdir: Path = field(default_factory=lambda: Path("/tmp/bridge-chaos"))
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -120,6 +132,11 @@ class ChaosReport:
     http_gave_up: int = 0
     events: list[tuple[float, str]] = field(default_factory=list)
     kills_done: int = 0
+    #: Per worker kill: seconds since the run started, batches the killed worker held (stored
+    #: batches it had received, parked batches it had claimed for a retry), and seconds until
+    #: live workers had them all (a stored batch processed: delivered, or parked when the
+    #: receiver was down; a claim taken over); None if not by the end of the run.
+    recoveries: list[tuple[float, int, float | None]] = field(default_factory=list)
     redis_restarts_done: int = 0
     ingest_seconds: float = 0.0
     drain_after_ingest_s: float = 0.0
@@ -138,6 +155,11 @@ class ChaosReport:
             and self.dead_letters_unexpected == 0
             and self.http_gave_up == 0
         )
+
+    @property
+    def max_recovery_s(self) -> float:
+        """Longest time a killed worker's batches waited (inf if some never finished)."""
+        return max((float("inf") if sec is None else sec for _, _, sec in self.recoveries), default=0.0)
 
     def text(self) -> str:
         c = self.collector_stats
@@ -161,6 +183,15 @@ class ChaosReport:
             f"collector duplicates count {c.get('duplicates')}   (all repeats the receiver saw; Segment would drop them)",
             f"dead-lettered   {sum(self.dead_letters.values())} {self.dead_letters}   "
             f"(should-have-been-delivered among them: {self.dead_letters_unexpected})",
+            "recovery after each kill: "
+            + (
+                ", ".join(
+                    f"{'not finished' if sec is None else f'{sec:.1f} s'} ({held} batches)"
+                    for _, held, sec in self.recoveries
+                )
+                or "none"
+            )
+            + f"   (max {self.max_recovery_s:.1f} s)",
             f"time: ingest {self.ingest_seconds:.1f} s, drain after ingest {self.drain_after_ingest_s:.1f} s, "
             f"drain after last fault {self.drain_after_last_fault_s:.1f} s, total {self.total_seconds:.1f} s",
         ]
@@ -281,14 +312,10 @@ class ChaosRig:
             {
                 "BRIDGE_REDIS_URL": self.redis.url,
                 "BRIDGE_CONFIG": str(self.config_path),
-                "BRIDGE_VISIBILITY_TIMEOUT_S": "30",
-                "BRIDGE_LEASE_S": "10",
-                "BRIDGE_RETRY_BASE_S": "0.5",
-                "BRIDGE_RETRY_CAP_S": "8",
-                "BRIDGE_RATE_PER_S": "1000",
+                # Every timing setting (visibility timeout, lease, heartbeat, retries, request
+                # timeout, pacing) is the shipped default: recovery is what an operator gets.
+                # Smaller task batches than the default put more of them in flight at a kill.
                 "BRIDGE_TASK_BATCH_SIZE": "100",
-                "BRIDGE_REQUEST_TIMEOUT_S": "5",
-                "BRIDGE_PENDING_STALE_S": "30",
                 "BRIDGE_LOG_LEVEL": "INFO",
                 "PYTHONPATH": str(ROOT),
             }
@@ -346,15 +373,72 @@ class ChaosRig:
         self.workers.append(proc)
         return proc
 
-    def kill_one_worker(self, rng: random.Random) -> None:
-        """SIGKILL one live worker's whole process group, then start a new worker."""
+    def kill_one_worker(self, rng: random.Random, on_recovered: Callable[[int, float | None], None]) -> None:
+        """SIGKILL one live worker's whole process group, then start a new worker.
+
+        ``on_recovered(batches held, seconds)`` is called from a thread once every stored batch
+        the victim held is finished by live workers (seconds None: not within the timeout)."""
         alive = [p for p in self.workers if p.poll() is None]
         if alive:
             victim = rng.choice(alive)
+            held = self.batches_held_by_group(victim.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(victim.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
             victim.wait(timeout=10)
+            threading.Thread(
+                target=self._watch_recovery, args=(held, killed_at, on_recovered), daemon=True
+            ).start()
         self.start_worker()
+
+    def batches_held_by_group(self, pgid: int) -> list[str]:
+        """Stored batches whose recorded owner is a process of the process group ``pgid``, and
+        parked batches such a process has claimed for a retry (as ``parked:<id>:<worker id>``)."""
+        pids = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(") ", 1)[1].split()[2]) == pgid:
+                    pids.add(int(stat.parent.name))
+        try:
+            client = redis_lib.Redis.from_url(self.redis.url, socket_timeout=5)
+            held = []
+            for batch_id, entry in client.hgetall(PENDING_OWNERS).items():
+                beat = client.get(WORKER_PREFIX + entry.decode().split(" ")[0])
+                mine = beat is not None and int(beat.decode().split(" ")[1]) in pids
+                if mine and client.hexists(PENDING_BATCHES, batch_id):  # not yet finished
+                    held.append(batch_id.decode())
+            for batch_id, owner in client.hgetall(PARKED_OWNERS).items():
+                beat = client.get(WORKER_PREFIX + owner.decode())
+                if beat is not None and int(beat.decode().split(" ")[1]) in pids:
+                    held.append(f"parked:{batch_id.decode()}:{owner.decode()}")
+            client.close()
+            return held
+        except redis_lib.RedisError:
+            return []
+
+    def _watch_recovery(
+        self, held: list[str], killed_at: float, on_recovered: Callable[[int, float | None], None]
+    ) -> None:
+        deadline = killed_at + 600
+        while time.monotonic() < deadline:
+            try:
+                client = redis_lib.Redis.from_url(self.redis.url, socket_timeout=5)
+                # A stored batch: until it is processed. A parked claim: until it is no
+                # longer the dead worker's (taken over, re-parked or delivered).
+                left = [
+                    b
+                    for b in held
+                    if (client.hexists(PENDING_BATCHES, b) if not b.startswith("parked:") else
+                        client.hget(PARKED_OWNERS, b.split(":")[1]) == b.split(":")[2].encode())
+                ]  # fmt: skip
+                client.close()
+            except redis_lib.RedisError:
+                left = held  # Redis restarting: look again
+            if not left:
+                on_recovered(len(held), time.monotonic() - killed_at)
+                return
+            time.sleep(0.2)
+        on_recovered(len(held), None)
 
     def faults(self, **faults: Any) -> None:
         with self._faults_lock:
@@ -514,6 +598,15 @@ def run_chaos(cfg: ChaosConfig) -> ChaosReport:
     random.Random(cfg.seed + 1).shuffle(outcomes)
     started = time.monotonic()
     crash_times: list[float] = []  # wall-clock times of worker kills and Redis restarts
+
+    def recovered(at: float, what: str) -> Callable[[int, float | None], None]:
+        def done(held: int, seconds: float | None) -> None:
+            report.recoveries.append((round(at, 1), held, None if seconds is None else round(seconds, 1)))
+            took = "NOT finished" if seconds is None else f"finished {seconds:.1f} s after the kill"
+            log(f"[{at:7.1f}s] the {held} batch(es) of the worker killed {what}: {took}")
+
+        return done
+
     last_fault_end = 0.0
     try:
         rig.start()
@@ -570,7 +663,7 @@ def run_chaos(cfg: ChaosConfig) -> ChaosReport:
             if outage_until is not None:
                 if outage_kill_at is not None and now >= outage_kill_at:
                     outage_kill_at = None
-                    rig.kill_one_worker(rng)
+                    rig.kill_one_worker(rng, recovered(now - started, "during the outage"))
                     crash_times.append(time.time())
                     report.kills_done += 1
                     report.events.append((now - started, "worker kill (during outage)"))
@@ -589,7 +682,7 @@ def run_chaos(cfg: ChaosConfig) -> ChaosReport:
                 kind, _, fraction = item
                 stamp = f"[{now - started:7.1f}s] at {fraction:.0%}"
                 if kind == "kill":
-                    rig.kill_one_worker(rng)
+                    rig.kill_one_worker(rng, recovered(now - started, f"at {fraction:.0%}"))
                     crash_times.append(time.time())
                     report.kills_done += 1
                     log(f"{stamp} worker process group SIGKILL, new worker started")

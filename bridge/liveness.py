@@ -1,0 +1,120 @@
+"""Worker liveness: a heartbeat key per worker process, renewed by a thread of its own.
+
+Recovery from a dead worker is decided by this, not by timeouts (DESIGN.md, "Guarantees"):
+a process that holds work (the Celery worker that received a batch's task, the pool
+process that leased its messages) writes ``bridge:worker:{id}`` with a short TTL
+(``BRIDGE_HEARTBEAT_TTL_S``) and renews it every ``BRIDGE_HEARTBEAT_INTERVAL_S``. The
+renewal runs in a daemon thread, so a task that waits 60 s on Segment, or a busy event
+loop, does not stop it; only a dead process (or one cut off from Redis, or frozen, for
+longer than the TTL) loses its key. Then any live worker's sweeper takes its work over
+(``bridge.pending``, ``bridge.parking``) and its message leases are void (``bridge.dedup``).
+
+A worker id starts with ``LIVE_OWNER_PREFIX`` and names the host and pid for operators:
+``w.{host}.{pid}.{random}``; the random part keeps a reused pid from looking alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis
+
+from bridge.keys import LIVE_OWNER_PREFIX, WORKER_PREFIX, WORKERS, ttl_ms, worker_key
+
+log = logging.getLogger("bridge.liveness")
+
+
+def new_worker_id() -> str:
+    """A fresh id for this process (never reused: a restarted worker is a new one)."""
+    host = socket.gethostname().replace(" ", "_").replace(".", "_")[:40]
+    return f"{LIVE_OWNER_PREFIX}{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def is_alive(client: redis.Redis, worker_id: str) -> bool:
+    return bool(client.exists(worker_key(worker_id)))
+
+
+# KEYS: workers zset. ARGV: heartbeat key prefix. Removes and returns the workers found dead.
+_DEAD_LUA = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
+
+def found_dead(client: redis.Redis) -> list[str]:
+    """Workers that had a heartbeat and have lost it since the last call (each is reported to
+    one caller only)."""
+    raw = client.register_script(_DEAD_LUA)(keys=[WORKERS], args=[WORKER_PREFIX])
+    return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+
+
+def live_workers(client: redis.Redis) -> list[str]:
+    """Ids of the workers whose heartbeat is alive now."""
+    ids = [r.decode() if isinstance(r, bytes) else str(r) for r in client.zrange(WORKERS, 0, -1)]
+    if not ids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for worker_id in ids:
+        pipe.exists(worker_key(worker_id))
+    return [worker_id for worker_id, alive in zip(ids, pipe.execute(), strict=True) if alive]
+
+
+class Heartbeat:
+    """Keeps ``bridge:worker:{worker_id}`` alive while this process runs.
+
+    ``beat()`` writes it once (call it before taking work, so the key exists when the work
+    is recorded); ``start()`` renews it from a daemon thread until ``stop()``. A failed
+    renewal (Redis away) is logged and tried again at the next interval."""
+
+    def __init__(self, client: redis.Redis, worker_id: str, *, interval_s: float, ttl_s: float) -> None:
+        if ttl_s < 2 * interval_s:
+            raise ValueError(f"heartbeat TTL {ttl_s}s must be at least twice its interval {interval_s}s")
+        self.client = client
+        self.worker_id = worker_id
+        self.interval_s = interval_s
+        self.ttl_s = ttl_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(worker_key(self.worker_id), f"{socket.gethostname()} {os.getpid()}", px=ttl_ms(self.ttl_s))
+        pipe.zadd(WORKERS, {self.worker_id: time.time()})
+        pipe.execute()
+
+    def start(self) -> Heartbeat:
+        try:
+            self.beat()
+        except redis.RedisError as exc:
+            log.warning("first heartbeat failed (%s); retrying in the background", type(exc).__name__)
+        self._thread = threading.Thread(target=self._run, name="bridge-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.beat()
+            except Exception as exc:  # Redis away: the next beat may reach it
+                log.warning("heartbeat failed: %s", type(exc).__name__)
+
+    def stop(self, *, forget: bool = False) -> None:
+        """Stop renewing; ``forget`` also deletes the key (the process is done with all its work)."""
+        self._stop.set()
+        if forget:
+            with contextlib.suppress(redis.RedisError):
+                self.client.delete(worker_key(self.worker_id))
+                self.client.zrem(WORKERS, self.worker_id)
