@@ -52,6 +52,18 @@ KIND_WEIGHTS: dict[str, float] = {
     "ex-0013": 12,  # guest.checkIn
     "ex-0014": 6,  # storedValue.recharge
     "ex-0015": 5,  # survey.completed
+    # Added with issue 10 (every kind, from the seed's examples): rare calls and edge replies.
+    "ex-0016": 1,  # check.computePointAccrual
+    "ex-0017": 1,  # check.computeApplicableRewards
+    "ex-0018": 1,  # check.simulateCoupon
+    "ex-0019": 1,  # check.multiPostAndAccruePoints, two people and a failed card
+    "ex-0020": 1,  # check.redeemOnly answering noRewardsApplied
+    "ex-0021": 1,  # check.simulateAccrualAndRedemption with refused rewards
+    "ex-0022": 1,  # check.redeemOnly with a chosen reward not applied
+    "ex-0023": 1,  # check.postAndAccruePointsWithAutoRedeem, two wallets changed
+    "ex-0024": 1,  # check.postAndAccruePointsWithRedeem answering couponSuccess
+    "ex-0025": 1,  # check.postAndAccruePoints answering noWorkSuccess: no event
+    "ex-0026": 1,  # transaction.addRedeem without a wallet change: no event
 }
 
 _MONEY_KEYS = {
