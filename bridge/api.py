@@ -66,6 +66,7 @@ from bridge.config import MerchantsConfig, Settings
 from bridge.dedup import RedisDedup, unseen_outcomes
 from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
 from bridge.errors import FieldProblem, InvalidOutcome
+from bridge.models import json_type_name
 from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
 from bridge.runtime import ConfigWatcher, redis_client
 from bridge.wire import LongNumber, decimal_to_wire, dumps
@@ -564,7 +565,9 @@ def split_items(value: Any) -> list[Any]:
     if isinstance(value, list):
         return _no_long_numbers(value)
     raise ApiError(
-        400, "bad_request", f'expected an outcome object or {{"outcomes": [...]}}, got {_json_type(value)}'
+        400,
+        "bad_request",
+        f'expected an outcome object or {{"outcomes": [...]}}, got {json_type_name(value)}',
     )
 
 
@@ -579,18 +582,6 @@ def _no_long_numbers(items: list[Any]) -> list[Any]:
                 f"invalid JSON body: item {index} is a number too long ({item.digits} digits)",
             )
     return items
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float | Decimal):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return type(value).__name__
 
 
 @dataclass

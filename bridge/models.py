@@ -895,7 +895,8 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-def _json_type(value: Any) -> str:
+def json_type_name(value: Any) -> str:
+    """What a decoded JSON value is, in words, for error messages ('a string', 'an array'...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -925,7 +926,7 @@ def _reason(err: Any) -> str:
     if kind == "too_long" and isinstance(value, str):  # Field(max_length=…) on a text
         return f"String should have at most {err['ctx']['max_length']} characters"
     if kind in ("model_type", "model_attributes_type", "dict_type", "list_type"):
-        return f"{message}, got {_json_type(value)}"
+        return f"{message}, got {json_type_name(value)}"
     return message
 
 
@@ -1024,7 +1025,7 @@ def parse_outcome(raw: Any) -> Outcome:
     if not isinstance(outcome_id, str):
         outcome_id = None
     if not isinstance(raw, dict):
-        raise InvalidOutcome(None, [FieldProblem("", f"expected a JSON object, got {_json_type(raw)}")])
+        raise InvalidOutcome(None, [FieldProblem("", f"expected a JSON object, got {json_type_name(raw)}")])
     required = kind_problems(raw)
     try:
         outcome = Outcome.model_validate(raw)
