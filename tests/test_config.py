@@ -84,6 +84,7 @@ def test_unknown_keys_and_wrong_types_are_errors():
 
 def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("BRIDGE_REDIS_URL", "redis://example:6380/2")
+    # A parsing test (any integer shows the variable is read): no process runs with it.
     monkeypatch.setenv("BRIDGE_DEDUP_WINDOW_S", "60")
     settings = Settings()
     assert settings.redis_url == "redis://example:6380/2"
