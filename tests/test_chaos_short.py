@@ -76,8 +76,13 @@ def test_short_chaos_run_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -
     assert report.missing == 0, text
     assert report.unexpected == 0, text
     assert report.delivered == report.expected, text
-    # Only the invalid outcomes are dead letters, each with its reason.
-    assert report.dead_letters == {"invalid": 20}, text
+    # Only the invalid outcomes are dead letters, each with its reason, each at least once. A
+    # request answered 503 after Redis stored its dead letters but before it replied (Redis killed
+    # in between) is retried by the client, so an invalid outcome of a retried request can be
+    # dead-lettered twice (seen in CI: 21 letters, 2 requests answered 503); never zero times.
+    assert set(report.dead_letters) == {"invalid"}, text
+    retried = report.http_status_counts.get("503", 0)
+    assert 20 <= report.dead_letters["invalid"] <= 20 + retried * 20, text
     assert report.dead_letters_unexpected == 0, text
     # Repeats: only batches in flight at a crash, and each one close before a crash.
     crashes = report.kills_done + 2 * report.redis_restarts_done
