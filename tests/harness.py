@@ -284,3 +284,13 @@ class Pipeline:
 def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def assert_exactly_once(expected: Counter[tuple[str, str]], received: Counter[tuple[str, str]]) -> None:
+    """Every expected (write key, messageId) arrived, nothing else, nothing twice."""
+    missing = set(expected) - set(received)
+    unexpected = set(received) - set(expected)
+    duplicated = {pair: n for pair, n in received.items() if n > 1}
+    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:3]}"
+    assert not unexpected, f"{len(unexpected)} unexpected, e.g. {sorted(unexpected)[:3]}"
+    assert not duplicated, f"{len(duplicated)} duplicated, e.g. {list(duplicated.items())[:3]}"

@@ -15,21 +15,12 @@ import pytest
 
 from bridge.dlq import DeadLetterStore
 from bridge.keys import PENDING_DUE, WORKER_PREFIX, WORKERS
-from tests.harness import ALL_CALLS, ROOT, Pipeline, example_outcomes, many_outcomes
+from tests.harness import ALL_CALLS, ROOT, Pipeline, assert_exactly_once, example_outcomes, many_outcomes
 
 pytestmark = pytest.mark.slow
 
 M1 = {1738: [("Prod", "wk-1738-prod")]}
 M2 = {1738: [("Prod", "wk-1738-prod")], 2001: [("Prod", "wk-2001-prod"), ("Staging", "wk-2001-staging")]}
-
-
-def _exactly_once(expected: Counter[tuple[str, str]], received: Counter[tuple[str, str]]) -> None:
-    missing = set(expected) - set(received)
-    unexpected = set(received) - set(expected)
-    duplicated = {pair: n for pair, n in received.items() if n > 1}
-    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:3]}"
-    assert not unexpected, f"{len(unexpected)} unexpected, e.g. {sorted(unexpected)[:3]}"
-    assert not duplicated, f"{len(duplicated)} duplicated, e.g. {list(duplicated.items())[:3]}"
 
 
 def test_every_event_reaches_its_merchants_write_keys_once(redis_server, tmp_path):
@@ -49,7 +40,7 @@ def test_every_event_reaches_its_merchants_write_keys_once(redis_server, tmp_pat
         expected = pipe.expected(outcomes + for_2001)
         pipe.publish(outcomes + for_2001)
         received = pipe.wait_delivered(expected)
-        _exactly_once(expected, received)
+        assert_exactly_once(expected, received)
         events = {(m["_writeKey"], m.get("event") or m["type"]) for m in pipe.received()}
         for key in ("wk-1738-prod", "wk-2001-prod", "wk-2001-staging"):
             assert {e for k, e in events if k == key} >= ALL_CALLS
@@ -82,7 +73,7 @@ def test_receiver_failing_with_500s_then_429s_ends_exactly_once(redis_server, tm
         pipe.publish(outcomes)
         received = pipe.wait_delivered(expected, timeout=120)
         pipe.wait_for(pipe.drained, 60, "parked batches to drain")
-        _exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())
         assert received  # delivered after the faults
         stats = pipe_stats(pipe)
         assert stats["faulted"].get("500", 0) == 2
@@ -113,7 +104,7 @@ def test_one_bad_message_is_dead_lettered_and_the_rest_delivered(redis_server, t
         good = Counter({pair: n for pair, n in expected.items() if pair[1] != bad_id})
         pipe.wait_delivered(good)
         pipe.wait_for(lambda: DeadLetterStore(pipe.redis.client()).size() == 1, 30, "the dead letter")
-        _exactly_once(good, pipe.received_pairs())
+        assert_exactly_once(good, pipe.received_pairs())
         [letter] = DeadLetterStore(pipe.redis.client()).list()
         assert letter.reason == "segment_rejected"
         assert json.loads(letter.payload["message"])["messageId"] == bad_id
@@ -133,7 +124,7 @@ def test_worker_killed_mid_run_loses_nothing(redis_server, tmp_path):
         pipe.start_worker()
         pipe.wait_delivered(expected, timeout=180)
         pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
-        _exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())
         _resends_bounded_by_in_flight(pipe, kills=1)
 
 
@@ -235,7 +226,7 @@ def test_redis_restart_with_aof_loses_nothing(redis_server, tmp_path):
         pipe.clear_faults()
         pipe.wait_delivered(expected, timeout=180)
         pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
-        _exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())
         _resends_bounded_by_in_flight(pipe, kills=1)
 
 
@@ -266,11 +257,11 @@ def test_unconfigured_merchant_waits_in_dlq_until_configured_and_replayed(redis_
         assert replay.returncode == 0, replay.stderr
         assert "replayed 20 outcome(s)" in replay.stdout
         received = pipe.wait_delivered(expected)
-        _exactly_once(expected, received)
+        assert_exactly_once(expected, received)
         assert store.size() == 0
 
         # Replaying again (nothing left) and republishing send nothing twice.
         pipe.publish(outcomes)
         pipe.wait_for(pipe.drained, 60, "republished outcomes to be processed")
         time.sleep(1)
-        _exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bridge.keys import PENDING_OWNERS, WORKER_PREFIX
-from tests.harness import Pipeline, many_outcomes
+from tests.harness import Pipeline, assert_exactly_once, many_outcomes
 
 pytestmark = pytest.mark.slow
 
@@ -55,15 +55,6 @@ def arrival_after(pipe: Pipeline, expected: Counter[tuple[str, str]], since: flo
     return max(0.0, datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp() - since)
 
 
-def exactly_once(expected: Counter[tuple[str, str]], received: Counter[tuple[str, str]]) -> None:
-    missing = set(expected) - set(received)
-    unexpected = set(received) - set(expected)
-    duplicated = {pair: n for pair, n in received.items() if n > 1}
-    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:3]}"
-    assert not unexpected, f"{len(unexpected)} unexpected, e.g. {sorted(unexpected)[:3]}"
-    assert not duplicated, f"{len(duplicated)} duplicated, e.g. {list(duplicated.items())[:3]}"
-
-
 def stats(pipe: Pipeline) -> dict:
     import httpx
 
@@ -94,7 +85,7 @@ def test_whole_worker_killed_mid_batch_has_its_batches_taken_over_by_the_live_on
         assert recovery <= TAKEOVER_S, f"the last message arrived {recovery:.1f}s after the kill"
         assert survivor.poll() is None, "the surviving worker must not have been restarted"
         pipe.wait_for(pipe.drained, 30, "the pipeline to drain")
-        exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())
         assert "took over" in pipe.worker_logs()
         # Re-sent: only what the victim had in flight (sent, 2xx not yet recorded).
         assert stats(pipe)["duplicates"] <= len(held) * pipe.settings.task_batch_size * 3
@@ -119,7 +110,7 @@ def test_the_only_worker_killed_and_replaced_loses_nothing_within_30s(redis_serv
         print(f"everything arrived {recovery:.1f}s after the kill")
         assert recovery <= TAKEOVER_S, f"the last message arrived {recovery:.1f}s after the kill"
         pipe.wait_for(pipe.drained, 30, "the pipeline to drain")
-        exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())
 
 
 def test_a_slow_but_live_worker_keeps_its_batch(redis_server, tmp_path):
@@ -132,7 +123,7 @@ def test_a_slow_but_live_worker_keeps_its_batch(redis_server, tmp_path):
         pipe.publish(outcomes)  # one batch
         pipe.wait_delivered(expected, timeout=120)
         pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
-        exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())
         assert stats(pipe)["duplicates"] == 0, "the batch was sent twice: taken from a live worker"
         assert "took over" not in pipe.worker_logs()
 
@@ -162,7 +153,7 @@ def test_a_worker_frozen_shorter_than_the_heartbeat_ttl_keeps_its_batch(redis_se
             os.kill(pid, signal.SIGCONT)
         pipe.wait_delivered(expected, timeout=60)
         pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
-        exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())
         assert stats(pipe)["duplicates"] == 0
         assert "took over" not in pipe.worker_logs()
 
@@ -188,7 +179,7 @@ def test_bridge_worker_killed_leaves_no_celery_worker_behind(redis_server, tmp_p
         pipe.clear_faults()
         pipe.wait_delivered(expected, timeout=TAKEOVER_S + 70)
         pipe.wait_for(pipe.drained, 30, "the pipeline to drain")
-        exactly_once(expected, pipe.received_pairs())
+        assert_exactly_once(expected, pipe.received_pairs())
 
 
 def _zombie(pid: int) -> bool:

@@ -27,10 +27,10 @@ import httpx
 import pytest
 
 from bridge.config import Settings
-from tests.harness import ROOT, many_outcomes, write_config
+from tests.harness import ROOT, assert_exactly_once, many_outcomes, write_config
 from tests.redis_server import REDIS_SERVER_BIN, RedisServer
 from tests.servers import ProcessServer
-from tests.test_takeover_e2e import TAKEOVER_S, exactly_once, owned_batches
+from tests.test_takeover_e2e import TAKEOVER_S, owned_batches
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +207,7 @@ def test_the_other_hosts_worker_dies_or_is_cut_off_and_this_host_delivers_everyt
             assert local.poll() is None
             # The collector keeps a messageId once per write key, as Segment does: exactly once
             # in effect. Repeats it absorbed are only what the remote worker had in flight.
-            exactly_once(expected, Counter((m["_writeKey"], m["messageId"]) for m in messages))
+            assert_exactly_once(expected, Counter((m["_writeKey"], m["messageId"]) for m in messages))
             duplicates = httpx.get(f"{collector.url}/stats", timeout=5).json()["duplicates"]
             assert duplicates <= len(held) * Settings().task_batch_size * 3
         finally:
