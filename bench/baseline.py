@@ -2,7 +2,7 @@
 
 (a) ``bench.baseline`` as a Celery app: the obvious hand-written integration. The platform
     calls ``deliver_one.delay(outcome)`` once per outcome; the task maps it
-    (``bridge.pipeline.map_one``) and sends each message with segment-analytics-python's
+    (``bridge.stages.prepare.map_one``) and sends each message with segment-analytics-python's
     ``Client``. The Client's consumer thread does not survive Celery's prefork, so the
     obvious code builds one Client per process and write key, lazily (after the fork), with
     ``sync_mode=True``: the simplest thing that surely sends before the task returns
@@ -28,7 +28,7 @@ from celery import Celery
 from segment.analytics import Client
 
 from bridge.config import MerchantsConfig, load_merchants_file
-from bridge.pipeline import map_one
+from bridge.stages.prepare import map_one
 
 BASELINE_QUEUE = "baseline"
 app = Celery("bench_baseline", broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/1"))

@@ -28,7 +28,7 @@ import orjson
 
 import mappings.common as mapping_common
 from bridge.config import MerchantsConfig
-from bridge.pipeline import prepare
+from bridge.stages.prepare import prepare
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "bridge" / "examples" / "outcomes.jsonl"
 VARIANTS = 40

@@ -27,7 +27,7 @@ override them for experiments.
 7. **baseline (c)**: segment's ``request.post`` alone, batches of 500 already-mapped
    messages from one thread (``--baseline-c`` outcomes): the practical ceiling of the sending
    side; the bridge is reported as a share of it.
-8. **mapping alone**: decode + validate + map + encode (``bridge.pipeline.prepare``) in this
+8. **mapping alone**: decode + validate + map + encode (``bridge.stages.prepare.prepare``) in this
    process, one core; and ``bench.stages``: microseconds per stage and per outcome size.
 
 Every phase that sends checks that every expected messageId arrived exactly once.
@@ -62,9 +62,9 @@ import orjson
 from bench import stages
 from bench.outcomes import Generated, Variant, build_variants, expected_ids, generate
 from bench.procs import ROOT, Proc, RedisProc, Role, Sampler, free_port, python_argv, wait_http
-from bridge.cli import available_cores
 from bridge.config import MerchantsConfig, load_merchants_file
-from bridge.pipeline import decode_json, map_one, prepare
+from bridge.ops.cli import available_cores
+from bridge.stages.prepare import decode_json, map_one, prepare
 
 TOKEN = "bench-ingest-token"
 FIRST_MERCHANT = 2001
@@ -140,7 +140,7 @@ def start_collector(workdir: Path, name: str, env: dict[str, str]) -> tuple[Proc
     port = free_port()
     record = workdir / f"{name}.jsonl"
     argv = python_argv(
-        "-m", "bridge.collector", "--port", str(port), "--no-memory", "--keep-duplicates",
+        "-m", "bridge.devtools.collector", "--port", str(port), "--no-memory", "--keep-duplicates",
         "--record", str(record), "--log-level", "warning",
     )  # fmt: skip
     proc = Proc(name, argv, env, workdir)
@@ -152,7 +152,7 @@ def start_collector(workdir: Path, name: str, env: dict[str, str]) -> tuple[Proc
 def start_api(workdir: Path, env: dict[str, str], processes: int | None = None) -> tuple[Proc, str]:
     """``bridge serve --port P``: its default number of server processes unless ``processes``."""
     port = free_port()
-    argv = python_argv("-m", "bridge.cli", "serve", "--port", str(port))
+    argv = python_argv("-m", "bridge.ops.cli", "serve", "--port", str(port))
     if processes:
         argv += ["--workers", str(processes)]
     proc = Proc("api", argv, env, workdir)
@@ -163,7 +163,7 @@ def start_api(workdir: Path, env: dict[str, str], processes: int | None = None) 
 
 def start_workers(workdir: Path, env: dict[str, str], concurrency: int | None = None) -> Proc:
     """``bridge worker``: its default concurrency unless ``concurrency``."""
-    argv = python_argv("-m", "bridge.cli", "worker", "--loglevel", "WARNING")
+    argv = python_argv("-m", "bridge.ops.cli", "worker", "--loglevel", "WARNING")
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     return Proc("workers", argv, env, workdir)

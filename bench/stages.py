@@ -2,10 +2,10 @@
 
 Times each stage of the ingest's CPU path on its own, per outcome, in this process (one core):
 
-- ``decode``: ``bridge.pipeline.decode_json`` of the outcome's text (jiter, exact Decimals);
-- ``validate``: ``bridge.models.parse_outcome`` (pydantic, compiled fast paths);
-- ``map``: ``mappings.map_outcome`` with the merchant's context (``bridge.pipeline.map_valid``);
-- ``encode``: ``bridge.pipeline.encode`` of each message (orjson, Segment's rules checked).
+- ``decode``: ``bridge.stages.prepare.decode_json`` of the outcome's text (jiter, exact Decimals);
+- ``validate``: ``bridge.domain.models.parse_outcome`` (pydantic, compiled fast paths);
+- ``map``: ``mappings.map_outcome`` with the merchant's context (``bridge.stages.prepare.map_valid``);
+- ``encode``: ``bridge.stages.prepare.encode`` of each message (orjson, Segment's rules checked).
 
 Each figure is the best of several repeats of a loop over one example (the machine is shared:
 the best repeat is the least disturbed), weighted by the bench's mix of outcomes
@@ -26,8 +26,8 @@ from typing import Any
 
 from bench.outcomes import KIND_WEIGHTS, example_outcomes
 from bridge.config import MerchantsConfig
-from bridge.pipeline import decode_json, encode, map_valid, validate
-from bridge.wire import dumps
+from bridge.domain.wire import dumps
+from bridge.stages.prepare import decode_json, encode, map_valid, validate
 
 STAGES = ("decode", "validate", "map", "encode")
 ITEM_COUNTS = (1, 10, 100, 1000)

@@ -1,6 +1,6 @@
 """Publishing outcomes into the pipeline: ``publish`` returns once Redis holds them.
 
-Each batch is stored in Redis first (``bridge.pending``), then a Celery task naming it is
+Each batch is stored in Redis first (``bridge.stores.pending``), then a Celery task naming it is
 sent; a worker deletes the batch only once every outcome in it is handed off.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings
-from bridge.wire import dumps
+from bridge.domain.wire import dumps
 
 if TYPE_CHECKING:
-    from bridge.pipeline import Mapped
+    from bridge.stages.prepare import Mapped
 
 #: The Celery task that processes a stored batch of raw outcome texts (see workers.tasks).
 PROCESS_TASK = "bridge.process_outcomes"
@@ -26,8 +26,8 @@ class Publisher:
     """Sends batches of raw outcomes; ``settings`` default to the ``BRIDGE_*`` environment."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        from bridge.pending import PendingBatches
         from bridge.runtime import redis_client
+        from bridge.stores.pending import PendingBatches
         from workers.celery_app import make_app
 
         self.settings = settings or Settings()

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
 from mappings.common import EVENT_NAMES, IDENTIFY, MappingContext, Store
 
 DEFAULT_SEGMENT_HOST = "https://api.segment.io"
@@ -52,12 +52,12 @@ class Settings(BaseSettings):
 
     # workers
     #: kombu's visibility timeout: only a backstop now (a dead worker's tasks are taken over
-    #: when its heartbeat stops, see bridge.liveness); it must exceed any task's run time,
+    #: when its heartbeat stops, see bridge.stores.liveness); it must exceed any task's run time,
     #: or kombu would hand a running task to a second worker.
     visibility_timeout_s: int = Field(default=3600, gt=0)
     task_batch_size: int = Field(default=500, gt=0, le=10_000)
     #: A batch whose task message is neither queued nor held by a worker this long after it
-    #: was sent (or last held) is sent again (see bridge.pending).
+    #: was sent (or last held) is sent again (see bridge.stores.pending).
     pending_stale_s: int = Field(default=60, gt=0)
     #: How often each worker process renews its heartbeat key (from a thread of its own).
     heartbeat_interval_s: float = Field(default=2.0, gt=0)

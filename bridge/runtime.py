@@ -16,13 +16,13 @@ from pathlib import Path
 import redis
 
 from bridge.config import MerchantsConfig, Settings
-from bridge.dedup import RedisDedup
-from bridge.dlq import DeadLetterStore
-from bridge.pacing import RedisPacer
-from bridge.parking import ParkingLot
-from bridge.pending import PendingBatches
-from bridge.processing import Stores
-from bridge.stats import StatsStore
+from bridge.stages.process import Stores
+from bridge.stores.dedup import RedisDedup
+from bridge.stores.dlq import DeadLetterStore
+from bridge.stores.pacing import RedisPacer
+from bridge.stores.parking import ParkingLot
+from bridge.stores.pending import PendingBatches
+from bridge.stores.stats import StatsStore
 
 #: How often (seconds) a running process looks at the merchants file's modification time.
 CONFIG_CHECK_INTERVAL_S = 1.0
@@ -89,7 +89,7 @@ class ConfigWatcher:
 
 def build_stores(settings: Settings, merchants: MerchantsConfig | None = None, worker_id: str = "") -> Stores:
     """Production stores on the Redis of ``settings``. ``worker_id`` (a process with a
-    heartbeat, ``bridge.liveness``) owns the leases and claims these stores take."""
+    heartbeat, ``bridge.stores.liveness``) owns the leases and claims these stores take."""
     client = redis_client(settings)
     return Stores(
         settings=settings,

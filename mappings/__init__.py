@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from bridge.models import CHECK_KINDS, Outcome
+from bridge.domain.models import CHECK_KINDS, Outcome
 from mappings.add_redeem import add_redeem
 from mappings.common import DEFAULT_CONTEXT, EVENT_NAMES, MappingContext, Message, Store
 from mappings.guest import check_in, identify_customer, loyalty_registration, referral, web_registration

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.models import (
+from bridge.domain.models import (
     GuestFieldsMixin,
     Outcome,
     SingleAccrualResult,

@@ -5,13 +5,13 @@ its properties (or traits), each with its JSON Schema (type and description), it
 its *source*: where the value comes from in the seed documents (an envelope field, a request
 or reply path of the Check Service reference, the merchant's store directory), and which of
 them every message of that event carries. The README's event reference
-(``bridge tracking-plan --markdown``) and the tracking plan are both generated from it. ``bridge.tracking_plan`` turns it into a Segment
+(``bridge tracking-plan --markdown``) and the tracking plan are both generated from it. ``bridge.ops.tracking_plan`` turns it into a Segment
 Protocols tracking plan, and ``tests/test_tracking_plan.py`` validates real mapped messages
 against that plan with ``additionalProperties: false``: a property added to a mapping
 without an entry here, a property of the wrong type, or a "required" property that a
 mapping can omit, all fail the tests. Keep this module beside the mappings it describes.
 
-Types are those of the wire (``bridge.wire``): decimals (money, quantities, coordinates,
+Types are those of the wire (``bridge.domain.wire``): decimals (money, quantities, coordinates,
 scores) are JSON numbers written exactly; wallet codes, transaction ids, counts and the
 merchant id are integers; times are ISO-8601 strings in UTC. One property has one JSON type
 in every message of an event.
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.models import CHECK_KINDS
+from bridge.domain.models import CHECK_KINDS
 from mappings.common import (
     ADD_REDEEM,
     CHECK_IN,
@@ -43,7 +43,7 @@ JSONSchema = dict[str, Any]
 
 
 def decimal(description: str) -> JSONSchema:
-    """An exact decimal: always a JSON number whose text is the decimal's (``bridge.wire``)."""
+    """An exact decimal: always a JSON number whose text is the decimal's (``bridge.domain.wire``)."""
     return {"description": description, "type": "number"}
 
 

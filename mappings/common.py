@@ -1,7 +1,7 @@
 """Pieces every event family shares: ids, the sixteen documented properties, message builders.
 
 Everything here is a pure function of a typed outcome and a ``MappingContext``.
-Values stay ``Decimal``; ``bridge.wire`` turns them into exact JSON at the end.
+Values stay ``Decimal``; ``bridge.domain.wire`` turns them into exact JSON at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from bridge import __version__
-from bridge.models import (
+from bridge.domain.models import (
     ChangedPointInfo,
     GuestFieldsMixin,
     NoRewardsAppliedReply,

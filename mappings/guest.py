@@ -3,7 +3,7 @@ Referral and Check-In."""
 
 from __future__ import annotations
 
-from bridge.models import Outcome
+from bridge.domain.models import Outcome
 from mappings.common import (
     CHECK_IN,
     IDENTIFY_CUSTOMER,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.models import (
+from bridge.domain.models import (
     Check,
     CheckRequest,
     ComboItem,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.models import Outcome
+from bridge.domain.models import Outcome
 from mappings.common import (
     SURVEY_COMPLETION,
     MappingContext,

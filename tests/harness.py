@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from bridge.config import Settings, load_merchants_file
-from bridge.pipeline import prepare
+from bridge.stages.prepare import prepare
 from tests.redis_server import RedisServer
 from tests.servers import ProcessServer
 
@@ -107,7 +107,15 @@ class Pipeline:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.record = workdir / "received.jsonl"
         keys = [key for sources in merchants.values() for _, key in sources]
-        argv = [sys.executable, "-m", "bridge.collector", "--port", "{port}", "--record", str(self.record)]
+        argv = [
+            sys.executable,
+            "-m",
+            "bridge.devtools.collector",
+            "--port",
+            "{port}",
+            "--record",
+            str(self.record),
+        ]
         for key in keys:
             argv += ["--write-key", key]
         if collector_faults:
@@ -159,7 +167,7 @@ class Pipeline:
             [
                 sys.executable,
                 "-m",
-                "bridge.cli",
+                "bridge.ops.cli",
                 "worker",
                 "--concurrency",
                 str(self.concurrency),

@@ -1,8 +1,8 @@
 """Hypothesis strategies for raw outcomes, as the loyalty platform would send them.
 
 ``valid_outcomes()`` draws JSON-like dicts (camelCase, decimals as exact JSON numbers, i.e.
-``int``/``Decimal`` as ``bridge.pipeline.decode_json`` produces them, or as strings; dates in
-both formats, with and without offsets) for every kind in ``bridge.models.KINDS``.
+``int``/``Decimal`` as ``bridge.stages.prepare.decode_json`` produces them, or as strings; dates in
+both formats, with and without offsets) for every kind in ``bridge.domain.models.KINDS``.
 
 ``broken_outcomes()`` takes a valid outcome and breaks it in one place, returning the raw
 value and the path(s) where ``InvalidOutcome`` must report the problem. Which fields exist,
@@ -26,9 +26,9 @@ from typing import Any
 from hypothesis import strategies as st
 from pydantic import BaseModel, BeforeValidator, Discriminator, Tag
 
-from bridge import models
-from bridge.models import CHECK_KINDS, KINDS, Outcome
-from bridge.pipeline import decode_json
+from bridge.domain import models
+from bridge.domain.models import CHECK_KINDS, KINDS, Outcome
+from bridge.stages.prepare import decode_json
 
 Raw = dict[str, Any]
 

@@ -20,13 +20,13 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from bridge.api import create_app
-from bridge.auth import sign
 from bridge.client import Publisher
 from bridge.config import MerchantsConfig, Settings
-from bridge.dedup import RedisDedup
-from bridge.dlq import DeadLetterStore
-from bridge.pipeline import prepare
+from bridge.ingest.app import create_app
+from bridge.ingest.auth import sign
+from bridge.stages.prepare import prepare
+from bridge.stores.dedup import RedisDedup
+from bridge.stores.dlq import DeadLetterStore
 from tests.redis_server import RedisServer
 from tests.servers import ThreadServer
 
@@ -54,8 +54,8 @@ def outcome(outcome_id: str, index: int = 0) -> dict[str, Any]:
 def queued_texts(client: redis.Redis) -> list[str]:
     """Outcome texts of every task message in the Celery queue (kombu envelope, base64 JSON body).
 
-    A task names a batch the publisher stored in Redis beforehand (``bridge.pending``)."""
-    from bridge.pending import PendingBatches
+    A task names a batch the publisher stored in Redis beforehand (``bridge.stores.pending``)."""
+    from bridge.stores.pending import PendingBatches
 
     texts: list[str] = []
     for raw in client.lrange(QUEUE, 0, -1):
@@ -130,7 +130,7 @@ def test_accepted_outcomes_are_stored_with_their_mapped_messages(
     server: ThreadServer, client: redis.Redis
 ) -> None:
     """The API maps each outcome to answer per item; it stores the messages so no worker maps again."""
-    from bridge.pending import PendingBatches
+    from bridge.stores.pending import PendingBatches
 
     sent = [outcome(f"mapped-{i}", i) for i in range(len(examples()))]
     assert post(server, {"outcomes": sent}).status_code == 202
@@ -223,7 +223,7 @@ def test_still_listed_old_secret_is_accepted(server: ThreadServer, client: redis
 def test_no_secrets_configured_disables_authentication(
     redis_url: str, client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level("WARNING", logger="bridge.api"), serve(redis_url, MerchantsConfig()) as srv:
+    with caplog.at_level("WARNING", logger="bridge.ingest.app"), serve(redis_url, MerchantsConfig()) as srv:
         response = httpx.post(srv.url + "/v1/outcomes", json=outcome("open-1"))
     assert response.status_code == 202
     assert [r.message for r in caplog.records if "DISABLED" in r.message]
@@ -511,7 +511,7 @@ def test_unknown_path_is_json_404(server: ThreadServer) -> None:
 
 
 def test_depth_bound_is_exact() -> None:
-    from bridge.api import MAX_JSON_DEPTH, _depth_ok
+    from bridge.ingest.app import MAX_JSON_DEPTH, _depth_ok
 
     def nest(depth: int, leaf: Any = 1) -> Any:
         value = leaf

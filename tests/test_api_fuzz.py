@@ -20,8 +20,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.api import create_app
 from bridge.config import Settings
+from bridge.ingest.app import create_app
 from tests.test_api import BEARER, MERCHANTS, examples, queued_ids
 
 #: Examples per property; raise it for a longer hunt: FUZZ_EXAMPLES=5000 pytest tests/test_api_fuzz.py

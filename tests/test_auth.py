@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bridge.auth import (
+from bridge.ingest.auth import (
     Authenticator,
     AuthFailed,
     parse_signature_header,
@@ -186,7 +186,7 @@ def test_comparisons_are_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(hmac, "compare_digest", recording)  # bridge.auth looks it up per call
+    monkeypatch.setattr(hmac, "compare_digest", recording)  # bridge.ingest.auth looks it up per call
     verify_signature(sign(BODY, OLD, NOW), BODY, [SECRET, OLD, "third"], NOW)
     # every configured secret is compared, also after the match: timing says nothing of which one
     assert len(calls) == 3
@@ -240,8 +240,8 @@ def test_precheck_refuses_a_stale_signature_from_the_headers_alone():
 def test_the_cache_follows_every_rotation_of_the_secrets() -> None:
     """Configurations are loaded, replaced and freed; CPython often gives a new one the freed
     one's id. The authenticator must follow the secrets, never an object id."""
-    from bridge.auth import AuthenticatorCache
     from bridge.config import MerchantsConfig
+    from bridge.ingest.auth import AuthenticatorCache
 
     built: list[Authenticator] = []
     cache = AuthenticatorCache(clock=lambda: NOW, on_new=built.append)

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from bridge.bulk import checkpoint_path, ingest_file
 from bridge.config import MerchantsConfig
-from bridge.dedup import RedisDedup
-from bridge.dlq import DeadLetterStore
+from bridge.stages.bulk import checkpoint_path, ingest_file
+from bridge.stores.dedup import RedisDedup
+from bridge.stores.dlq import DeadLetterStore
 from tests.harness import ROOT, Pipeline, many_outcomes
 
 
@@ -79,7 +79,7 @@ def test_replay_command_delivers_once_and_twice_sends_nothing(redis_server, tmp_
 
         def run():
             return subprocess.run(
-                [sys.executable, "-m", "bridge.cli", "replay", str(path)],
+                [sys.executable, "-m", "bridge.ops.cli", "replay", str(path)],
                 env=pipe.env,
                 cwd=ROOT,
                 capture_output=True,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bridge.config import MerchantsConfig
-from bridge.pipeline import map_one
+from bridge.stages.prepare import map_one
 from tests.harness import example_outcomes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ def run_map(args: list[str], stdin: str | None = None, env: dict[str, str] | Non
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "map", *args],
+        [sys.executable, "-m", "bridge.ops.cli", "map", *args],
         input=stdin,
         capture_output=True,
         text=True,

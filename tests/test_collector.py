@@ -19,7 +19,7 @@ import requests
 from segment.analytics import request as segment_request
 from segment.analytics.request import APIError, parse_retry_after
 
-from bridge.collector import MAX_MESSAGE_BYTES, build_app, oversize
+from bridge.devtools.collector import MAX_MESSAGE_BYTES, build_app, oversize
 from tests.servers import ProcessServer, ThreadServer
 
 KEY = "wk_test_primary"
@@ -27,7 +27,16 @@ OTHER_KEY = "wk_test_secondary"
 
 
 def collector_argv(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "bridge.collector", "--port", "{port}", "--log-level", "warning", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "bridge.devtools.collector",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +172,7 @@ def test_keep_duplicates_records_repeats(entry: str) -> None:
     if entry == "module":
         argv = collector_argv("--write-key", KEY, "--keep-duplicates")
     else:  # the same through `bridge collector`
-        argv = [sys.executable, "-m", "bridge.cli", "collector", "--port", "{port}", "--write-key", KEY]
+        argv = [sys.executable, "-m", "bridge.ops.cli", "collector", "--port", "{port}", "--write-key", KEY]
         argv += ["--keep-duplicates", "--log-level", "warning"]
     with ProcessServer(argv, ready_path="/healthz") as srv:
         send(srv.url, [track(1), track(2)])

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.cli import app
 from bridge.config import Settings, load_merchants_file
+from bridge.ops.cli import app
 from workers.celery_app import celery_config
 
 ROOT = Path(__file__).resolve().parent.parent

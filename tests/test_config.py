@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Settings, load_merchants_file, parse_merchants
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "merchants.yaml"
 

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.collector import build_app
-from bridge.keys import key_id
+from bridge.devtools.collector import build_app
+from bridge.stores.keys import key_id
 from tests.servers import ProcessServer, ThreadServer
 
 KEY = "wk_debugger_SECRET_d41d8cd98f00"
@@ -141,7 +141,7 @@ def driver() -> Iterator[Any]:
 
 @pytest.fixture
 def collector() -> Iterator[ProcessServer]:
-    argv = [sys.executable, "-m", "bridge.collector", "--port", "{port}", "--log-level", "warning",
+    argv = [sys.executable, "-m", "bridge.devtools.collector", "--port", "{port}", "--log-level", "warning",
             "--write-key", KEY, "--write-key", OTHER_KEY]  # fmt: skip
     with ProcessServer(argv, ready_path="/healthz") as srv:
         yield srv

@@ -13,8 +13,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.dedup import MemoryDedup, RedisDedup, Reservation, key_id
-from bridge.keys import KEY_PREFIX, MESSAGE_PREFIX, OUTCOME_PREFIX, check_key_id
+from bridge.stores.dedup import MemoryDedup, RedisDedup, Reservation, key_id
+from bridge.stores.keys import KEY_PREFIX, MESSAGE_PREFIX, OUTCOME_PREFIX, check_key_id
 from tests.redis_server import RedisServer
 
 NEW, DONE, LEASED = Reservation.NEW, Reservation.DONE, Reservation.LEASED
@@ -357,7 +357,7 @@ def test_a_dead_workers_lease_is_free_at_once_a_live_ones_holds(
 ) -> None:
     """Leases of a worker with a heartbeat (ids ``w.…``) live as long as the heartbeat, not
     their TTL: a batch taken over from a dead worker is sent at once, never after the lease."""
-    from bridge.keys import worker_key
+    from bridge.stores.keys import worker_key
 
     alive: set[str] = set()
     if kind == "redis":

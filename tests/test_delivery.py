@@ -24,7 +24,7 @@ import urllib3.exceptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.delivery import (
+from bridge.delivery.sender import (
     BATCH_BODY_BUDGET,
     MAX_RETRY_AFTER_S,
     DeliveryReport,
@@ -36,10 +36,10 @@ from bridge.delivery import (
     retry_delay,
     send_batch,
 )
-from bridge.errors import DeliveryError, PermanentDelivery, RetryableDelivery
-from bridge.keys import key_id
-from bridge.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
-from bridge.wire import dumps
+from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
+from bridge.domain.wire import dumps
+from bridge.stores.keys import key_id
 
 WRITE_KEY = "wk_Test4bC9dEfGhIjKlMnOpQrStUvWxYz0"  # 32+ chars, like a real one
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dlq import DeadLetterStore
-from bridge.keys import PENDING_DUE, WORKER_PREFIX, WORKERS
+from bridge.stores.dlq import DeadLetterStore
+from bridge.stores.keys import PENDING_DUE, WORKER_PREFIX, WORKERS
 from tests.harness import ALL_CALLS, ROOT, Pipeline, assert_exactly_once, example_outcomes, many_outcomes
 
 pytestmark = pytest.mark.slow
@@ -155,7 +155,7 @@ def test_celery_worker_that_dies_is_started_again(redis_server, tmp_path):
 
 
 def _beating(pipe: Pipeline, pid: int) -> bool:
-    """Whether process ``pid`` holds a worker heartbeat (``bridge.liveness``)."""
+    """Whether process ``pid`` holds a worker heartbeat (``bridge.stores.liveness``)."""
     client = pipe.redis.client()
     try:
         for worker_id in client.zrange(WORKERS, 0, -1):
@@ -247,7 +247,7 @@ def test_unconfigured_merchant_waits_in_dlq_until_configured_and_replayed(redis_
         time.sleep(1.5)
         expected = pipe.expected(outcomes)
         replay = subprocess.run(
-            [sys.executable, "-m", "bridge.cli", "dlq", "replay"],
+            [sys.executable, "-m", "bridge.ops.cli", "dlq", "replay"],
             env=pipe.env,
             cwd=ROOT,
             capture_output=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import load_merchants_file
-from bridge.pipeline import map_one
+from bridge.stages.prepare import map_one
 from tests.harness import TRACK_EVENTS, example_outcomes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def run_demo(env_path: str | None = None) -> subprocess.CompletedProcess[str]:
     if env_path is not None:
         env["PATH"] = env_path
     return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "demo"],
+        [sys.executable, "-m", "bridge.ops.cli", "demo"],
         env=env,
         cwd=ROOT,
         capture_output=True,

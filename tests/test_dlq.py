@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 import redis
 
-from bridge.dlq import (
+from bridge.stores.dlq import (
     MAX_ERROR_CHARS,
     REASON_INVALID,
     REASON_SEGMENT_REJECTED,
@@ -19,7 +19,7 @@ from bridge.dlq import (
     DeadLetterStore,
     NewDeadLetter,
 )
-from bridge.keys import DLQ_COUNTS, DLQ_STREAM, key_id
+from bridge.stores.keys import DLQ_COUNTS, DLQ_STREAM, key_id
 from tests.redis_server import RedisServer
 
 

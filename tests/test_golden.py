@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import load_merchants_file
-from bridge.pipeline import map_one, split_outcomes
+from bridge.stages.prepare import map_one, split_outcomes
 from tests.harness import ALL_CALLS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,11 +35,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.api import create_app
 from bridge.config import MerchantsConfig, Settings
-from bridge.dlq import DeadLetterStore
-from bridge.errors import InvalidOutcome
-from bridge.pipeline import JSONDecodeProblem, decode_json, prepare
+from bridge.domain.errors import InvalidOutcome
+from bridge.ingest.app import create_app
+from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
+from bridge.stores.dlq import DeadLetterStore
 from tests.harness import ROOT, Pipeline, many_outcomes
 from tests.redis_server import RedisServer
 from tests.servers import ProcessServer
@@ -367,7 +367,7 @@ def api_process(redis_url: str, tmp_path: Path) -> Iterator[ProcessServer]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env |= {"BRIDGE_REDIS_URL": redis_url, "BRIDGE_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
     server = ProcessServer(
-        [sys.executable, "-m", "bridge.cli", "serve", "--port", "{port}"], ready_path="/healthz", env=env
+        [sys.executable, "-m", "bridge.ops.cli", "serve", "--port", "{port}"], ready_path="/healthz", env=env
     )
     with server:
         yield server
@@ -444,7 +444,7 @@ def test_redis_down_at_ingest_is_503_and_what_was_accepted_is_delivered_after(
         with pipe.config_path.open("a") as fh:
             fh.write(f"ingest:\n  bearer_tokens: ['{TOKEN}']\n")
         api = ProcessServer(
-            [sys.executable, "-m", "bridge.cli", "serve", "--port", "{port}"],
+            [sys.executable, "-m", "bridge.ops.cli", "serve", "--port", "{port}"],
             ready_path="/healthz",
             env=pipe.env,
         )

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from bridge.config import MerchantsConfig
-from bridge.models import KINDS
-from bridge.pipeline import map_one
+from bridge.domain.models import KINDS
+from bridge.stages.prepare import map_one
 from mappings.catalog import EVENTS
 from tests.harness import example_outcomes
 from tests.strategies import valid_outcomes

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bridge.config import MerchantsConfig
-from bridge.errors import InvalidOutcome
-from bridge.models import (
+from bridge.domain.errors import InvalidOutcome
+from bridge.domain.models import (
     Bool,
     Check,
     CouponSuccessReply,
@@ -52,8 +52,8 @@ from bridge.models import (
     parse_outcome,
     parse_text,
 )
-from bridge.pipeline import decode_json, map_one, prepare
-from bridge.wire import dumps
+from bridge.domain.wire import dumps
+from bridge.stages.prepare import decode_json, map_one, prepare
 
 MERCHANTS = MerchantsConfig()
 
@@ -1164,7 +1164,7 @@ def test_points_sums_are_exact() -> None:
 
 def test_integral_decimal_is_an_integer_like_an_integral_float() -> None:
     raw = load('{"walletCode": 2.0, "balance": "1"}')
-    from bridge.models import PointInfo
+    from bridge.domain.models import PointInfo
 
     assert PointInfo.model_validate(json.loads('{"walletCode": 2.0, "balance": "1"}')).wallet_code == 2
     assert PointInfo.model_validate(raw).wallet_code == 2
@@ -1199,7 +1199,7 @@ _TIME_SHAPES = [
 )
 def test_fast_date_time_path_agrees_with_the_full_parser(shape: str, edits: list[tuple[int, str]]) -> None:
     """``_common_iso`` (datetime.fromisoformat on the usual shapes) never changes an answer."""
-    import bridge.models as models
+    import bridge.domain.models as models
 
     chars = list(shape)
     for index, char in edits:
@@ -1285,7 +1285,7 @@ def test_compiled_fast_paths_give_the_rule_s_answer(field: str, value: Any) -> N
 def test_the_rust_decoder_agrees_with_the_standard_library(value: Any) -> None:
     """decode_json's jiter path gives exactly what the standard library (parse_float=Decimal)
     gives: same types, same Decimal digits (1.10 stays 1.10, 17 digits stay 17)."""
-    from bridge.pipeline import _decode_stdlib
+    from bridge.stages.prepare import _decode_stdlib
     from tests.strategies import to_json_text
 
     text = to_json_text(value)

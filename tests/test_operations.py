@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from bridge.logs import REDACTED, JsonFormatter, RedactingFilter, scrub
+from bridge.ops.logs import REDACTED, JsonFormatter, RedactingFilter, scrub
 from tests.harness import ROOT, Pipeline, many_outcomes
 from tests.servers import free_port
 
@@ -80,7 +80,7 @@ def test_full_pipeline_logs_no_secret_and_status_and_metrics_tell_the_truth(redi
         pipe.wait_for(pipe.drained, 60, "the pipeline to drain")
 
         status = subprocess.run(
-            [sys.executable, "-m", "bridge.cli", "status", "--json"],
+            [sys.executable, "-m", "bridge.ops.cli", "status", "--json"],
             env=pipe.env,
             cwd=ROOT,
             capture_output=True,

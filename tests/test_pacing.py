@@ -14,8 +14,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bridge.keys import key_id
-from bridge.pacing import PACE_KEY_PREFIX, PACE_TTL_MARGIN_S, LocalPacer, RedisPacer
+from bridge.stores.keys import key_id
+from bridge.stores.pacing import PACE_KEY_PREFIX, PACE_TTL_MARGIN_S, LocalPacer, RedisPacer
 
 WRITE_KEY = "wk_Test4bC9dEfGhIjKlMnOpQrStUvWxYz0"
 KID = key_id(WRITE_KEY)

@@ -11,8 +11,8 @@ import fakeredis
 import pytest
 import redis
 
-from bridge.keys import PARKED_DUE, PARKED_PAYLOADS, key_id
-from bridge.parking import ParkingLot
+from bridge.stores.keys import PARKED_DUE, PARKED_PAYLOADS, key_id
+from bridge.stores.parking import ParkingLot
 from tests.redis_server import RedisServer
 
 T0 = 1_700_000_000.0
@@ -161,7 +161,7 @@ def test_parked_batches_survive_redis_kill(redis_server: RedisServer) -> None:
 
 def test_a_dead_workers_claim_is_due_again_at_once(lot: ParkingLot, client: redis.Redis) -> None:
     """A claim lasts its lease only while the claiming worker's heartbeat lives."""
-    from bridge.keys import worker_key
+    from bridge.stores.keys import worker_key
 
     client.set(worker_key("w.live"), "host 1", px=60_000)
     lot.park("by-dead", _payload(1), T0)

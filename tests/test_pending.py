@@ -1,14 +1,14 @@
-"""Stored batches (bridge.pending): compact, and a lost task message is found and sent again."""
+"""Stored batches (bridge.stores.pending): compact, and a lost task message is found and sent again."""
 
 from __future__ import annotations
 
 import json
 
 from bridge.config import MerchantsConfig
-from bridge.keys import PENDING_DUE, worker_key
-from bridge.liveness import Heartbeat
-from bridge.pending import PendingBatches, decode_batch, decode_stored, encode_batch
-from bridge.pipeline import prepare
+from bridge.stages.prepare import prepare
+from bridge.stores.keys import PENDING_DUE, worker_key
+from bridge.stores.liveness import Heartbeat
+from bridge.stores.pending import PendingBatches, decode_batch, decode_stored, encode_batch
 from tests.harness import example_outcomes
 
 
@@ -174,9 +174,9 @@ def test_after_a_death_a_batch_popped_by_the_dead_worker_is_found_despite_a_back
 
 
 def test_the_queue_is_read_in_pages(redis_client, monkeypatch):
-    import bridge.pending
+    import bridge.stores.pending
 
-    monkeypatch.setattr(bridge.pending, "_QUEUE_PAGE", 7)
+    monkeypatch.setattr(bridge.stores.pending, "_QUEUE_PAGE", 7)
     pending = PendingBatches(redis_client)
     for n in range(30):
         _queued(redis_client, f"b{n:02d}")
@@ -185,7 +185,7 @@ def test_the_queue_is_read_in_pages(redis_client, monkeypatch):
 
 
 def test_dead_workers_are_reported_once(redis_client):
-    from bridge.liveness import found_dead, live_workers
+    from bridge.stores.liveness import found_dead, live_workers
 
     a = Heartbeat(redis_client, "w.a", interval_s=1, ttl_s=60)
     b = Heartbeat(redis_client, "w.b", interval_s=1, ttl_s=60)

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import MerchantsConfig
-from bridge.errors import InvalidOutcome
-from bridge.models import CHECK_KINDS, KINDS, parse_outcome
-from bridge.pipeline import JSONDecodeProblem, decode_json, map_one
-from bridge.segment_rules import MAX_MESSAGE_ID_CHARS, check_message
+from bridge.domain.errors import InvalidOutcome
+from bridge.domain.models import CHECK_KINDS, KINDS, parse_outcome
+from bridge.domain.segment_rules import MAX_MESSAGE_ID_CHARS, check_message
+from bridge.stages.prepare import JSONDecodeProblem, decode_json, map_one
 from tests.strategies import (
     NO_EVENT_RESULTS,
     RESULTS_BY_KIND,
@@ -491,7 +491,7 @@ def _wire_reference(value: Decimal) -> float | str:
 )
 def test_wire_decimals_match_the_exact_rule_in_any_order(values: list[Decimal]) -> None:
     """The cache of decimal_to_wire never changes an answer, whatever came before (-0 included)."""
-    from bridge.wire import decimal_to_wire
+    from bridge.domain.wire import decimal_to_wire
 
     for value in values + values[::-1]:
         got, want = decimal_to_wire(value), _wire_reference(value)

@@ -22,8 +22,8 @@ import httpx
 import pytest
 import yaml
 
-from bridge import auth
-from bridge.dlq import DeadLetterStore
+from bridge.ingest import auth
+from bridge.stores.dlq import DeadLetterStore
 from tests.harness import ROOT, Pipeline, many_outcomes
 from tests.redis_server import REDIS_SERVER_BIN, RedisServer
 from tests.servers import ProcessServer
@@ -53,7 +53,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, Pr
             )
         # Two server processes: each spawned child configures its own (redacting) logging.
         api = ProcessServer(
-            [sys.executable, "-m", "bridge.cli", "serve", "--port", "{port}", "--workers", "2"],
+            [sys.executable, "-m", "bridge.ops.cli", "serve", "--port", "{port}", "--workers", "2"],
             ready_path="/healthz",
             env=pipe.env,
         )
@@ -104,7 +104,7 @@ def test_ten_rotations_of_ingest_secrets_take_effect_within_the_reload_time(tmp_
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update({"BRIDGE_REDIS_URL": server.url, "BRIDGE_CONFIG": str(config), "PYTHONPATH": str(ROOT)})
         api = ProcessServer(
-            [sys.executable, "-m", "bridge.cli", "serve", "--port", "{port}", "--workers", "2"],
+            [sys.executable, "-m", "bridge.ops.cli", "serve", "--port", "{port}", "--workers", "2"],
             ready_path="/healthz",
             env=env,
         )
@@ -202,8 +202,8 @@ def test_signature_check_compares_every_pair_with_compare_digest(monkeypatch: py
 
 
 def test_no_secret_is_compared_with_equality_operators() -> None:
-    """Static check of bridge/auth.py: no ``==``/``!=``/``in`` on anything named like a secret."""
-    tree = ast.parse((ROOT / "bridge" / "auth.py").read_text())
+    """Static check of bridge/ingest/auth.py: no ``==``/``!=``/``in`` on anything named like a secret."""
+    tree = ast.parse((ROOT / "bridge" / "ingest" / "auth.py").read_text())
     secretish = re.compile(r"secret|token|signature|digest|expected|given|candidate", re.I)
     offenders = []
     for node in ast.walk(tree):
@@ -216,7 +216,7 @@ def test_no_secret_is_compared_with_equality_operators() -> None:
     # ``SIGNATURE_HEADER.lower() in {...}`` looks up a header *name*, not a secret value.
     offenders = [o for o in offenders if "SIGNATURE_HEADER" not in o]
     assert offenders == []
-    assert "hmac.compare_digest" in (ROOT / "bridge" / "auth.py").read_text()
+    assert "hmac.compare_digest" in (ROOT / "bridge" / "ingest" / "auth.py").read_text()
 
 
 # --------------------------------------------------------------------------- secrets never out

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import InvalidMessage
-from bridge.segment_rules import (
+from bridge.domain.errors import InvalidMessage
+from bridge.domain.segment_rules import (
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_ID_CHARS,
     check_message,
@@ -19,7 +19,7 @@ from bridge.segment_rules import (
     wire_size,
     wire_size_bound,
 )
-from bridge.wire import dumps
+from bridge.domain.wire import dumps
 
 
 def track(**over: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.keys import PENDING_OWNERS, WORKER_PREFIX
+from bridge.stores.keys import PENDING_OWNERS, WORKER_PREFIX
 from tests.harness import Pipeline, assert_exactly_once, many_outcomes
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from bridge.config import Merchant, MerchantsConfig, load_merchants_file
-from bridge.pipeline import map_one, split_outcomes
-from bridge.tracking_plan import UnknownEvent, render, rule_for, tracking_plan, write_tracking_plan
+from bridge.ops.tracking_plan import UnknownEvent, render, rule_for, tracking_plan, write_tracking_plan
+from bridge.stages.prepare import map_one, split_outcomes
 from mappings.catalog import CATALOG, EVENTS
 from mappings.common import EVENT_NAMES, IDENTIFY, MappingContext, Store
 
@@ -155,7 +155,7 @@ def test_money_fields_are_numbers_only() -> None:
 
 def _source_text() -> str:
     sources = [p for p in (ROOT / "mappings").glob("*.py") if p.name != "catalog.py"]
-    sources.append(ROOT / "bridge" / "pipeline.py")
+    sources.append(ROOT / "bridge" / "stages" / "prepare.py")
     return "\n".join(p.read_text(encoding="utf-8") for p in sources)
 
 
@@ -335,7 +335,7 @@ def test_readme_event_reference_is_generated_from_the_catalog() -> None:
     --markdown``) after changing ``mappings/catalog.py``."""
     import os
 
-    from bridge.tracking_plan import README_END, README_START, event_reference_markdown
+    from bridge.ops.tracking_plan import README_END, README_START, event_reference_markdown
 
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
@@ -355,7 +355,7 @@ def test_markdown_reference_from_the_cli() -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "tracking-plan", "--markdown"],
+        [sys.executable, "-m", "bridge.ops.cli", "tracking-plan", "--markdown"],
         capture_output=True,
         text=True,
         check=True,

@@ -110,7 +110,7 @@ def two_host_rig(host: Host, workdir: Path) -> Iterator[tuple[RedisServer, Proce
         pytest.skip("needs redis-server")
     record = workdir / "received.jsonl"
     collector = _OnAddress(
-        [sys.executable, "-m", "bridge.collector", "--host", host.host_addr, "--port", "{port}",
+        [sys.executable, "-m", "bridge.devtools.collector", "--host", host.host_addr, "--port", "{port}",
          "--record", str(record), "--write-key", "wk-1738-prod"],
         host.host_addr,
         ready_path="/healthz",
@@ -133,7 +133,7 @@ def two_host_rig(host: Host, workdir: Path) -> Iterator[tuple[RedisServer, Proce
 
 
 def start_worker(env: dict[str, str], log: Path, netns: str | None = None) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "bridge.cli", "worker", "--concurrency", "2", "--loglevel", "WARNING"]
+    argv = [sys.executable, "-m", "bridge.ops.cli", "worker", "--concurrency", "2", "--loglevel", "WARNING"]
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]  # ip execs the command: same pid, own group
     with log.open("wb") as out:

@@ -5,8 +5,8 @@ Why each setting (see DESIGN.md, "Known traps"):
   ran, and a pool child killed by a signal puts its message back instead of acking it.
 - ``visibility_timeout``: kombu's own recovery of a dead worker's unacknowledged messages,
   only a backstop here: the bridge takes a dead worker's tasks over as soon as its heartbeat
-  is gone and drops them from kombu's ``unacked`` hash (``bridge.liveness``,
-  ``bridge.pending``). It must exceed one task's run time (kombu would hand a running task
+  is gone and drops them from kombu's ``unacked`` hash (``bridge.stores.liveness``,
+  ``bridge.stores.pending``). It must exceed one task's run time (kombu would hand a running task
   to a second worker), which ``task_time_limit`` keeps well below it. The bridge schedules
   no countdown or ETA at all (delayed retries are parked in Redis instead).
 - ``unacked_restore_interval``/``throttle``: kombu's sweep for such messages, every few seconds.
@@ -28,8 +28,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from bridge import logs
 from bridge.config import Settings
+from bridge.ops import logs
 
 QUEUE = "bridge"
 

@@ -1,6 +1,6 @@
-"""Thin Celery tasks: each calls one function of ``bridge.processing`` and handles failure.
+"""Thin Celery tasks: each calls one function of ``bridge.stages.process`` and handles failure.
 
-Liveness (``bridge.liveness``): the Celery worker's main process and each pool process hold
+Liveness (``bridge.stores.liveness``): the Celery worker's main process and each pool process hold
 a heartbeat of their own. The main process records itself as the owner of every batch whose
 task it receives; a pool process owns the message leases and parked-batch claims it takes.
 The sweeper thread of every worker's main process hands the work of dead ones back.
@@ -28,12 +28,12 @@ from celery import signals
 from celery.exceptions import Reject
 
 from bridge.config import Settings
-from bridge.dlq import REASON_PROCESSING_ERROR, NewDeadLetter
-from bridge.liveness import Heartbeat, found_dead, new_worker_id
-from bridge.metrics import WorkerMetrics, exposition_registry
-from bridge.pending import PendingBatches
-from bridge.processing import Report, Stores, process_outcomes, resume_parked
+from bridge.ops.metrics import WorkerMetrics, exposition_registry
 from bridge.runtime import ConfigWatcher, build_stores, redis_client
+from bridge.stages.process import Report, Stores, process_outcomes, resume_parked
+from bridge.stores.dlq import REASON_PROCESSING_ERROR, NewDeadLetter
+from bridge.stores.liveness import Heartbeat, found_dead, new_worker_id
+from bridge.stores.pending import PendingBatches
 from workers.celery_app import app
 
 log = logging.getLogger("bridge.worker")
@@ -136,7 +136,7 @@ def process_outcomes_task(batch_id: str, enqueued_at: float | None = None) -> di
     if batch is None:
         return {"skipped": "batch already processed"}
     texts = batch.texts
-    # Held by this worker while its heartbeat lives (bridge.pending): the due time only says
+    # Held by this worker while its heartbeat lives (bridge.stores.pending): the due time only says
     # when the sweeper may next look at the batch if no worker is recorded as its owner.
     pending.hold(batch_id, time.time() + current.settings.pending_stale_s)
     try:
@@ -193,7 +193,7 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
     enqueue a resume task whenever parked batches are due, and send again the task of any
     stored batch whose task message was lost."""
     from bridge.client import Publisher
-    from bridge.parking import ParkingLot
+    from bridge.stores.parking import ParkingLot
 
     settings = Settings()
     client = redis_client(settings)

@@ -4,9 +4,9 @@ Everything is a real process talking over real sockets:
 
 - ``redis-server`` (AOF on; ``appendfsync`` configurable), restarted with SIGKILL on the same
   port and directory;
-- the collector (``python -m bridge.collector --keep-duplicates --no-memory --record FILE``):
+- the collector (``python -m bridge.devtools.collector --keep-duplicates --no-memory --record FILE``):
   every message it accepts, repeats included, is one line of FILE;
-- the ingest API (``python -m bridge.cli serve``) with HMAC secrets and bearer tokens;
+- the ingest API (``python -m bridge.ops.cli serve``) with HMAC secrets and bearer tokens;
 - ``bridge worker`` processes, each in its own process group, SIGKILLed as a group;
 - a load generator (asyncio + httpx) that signs each request (HMAC, or a bearer token for a
   quarter of the senders), retries 503 / 5xx / connection errors with exponential backoff and
@@ -52,10 +52,11 @@ import httpx
 import orjson
 import redis as redis_lib
 
-from bridge import auth
 from bridge.config import load_merchants_file
-from bridge.dlq import DeadLetterStore
-from bridge.keys import (
+from bridge.ingest import auth
+from bridge.stages.prepare import prepare
+from bridge.stores.dlq import DeadLetterStore
+from bridge.stores.keys import (
     PARKED_DUE,
     PARKED_OWNERS,
     PENDING_BATCHES,
@@ -66,7 +67,6 @@ from bridge.keys import (
     message_key,
     outcome_key,
 )
-from bridge.pipeline import prepare
 from tests.harness import ROOT, many_outcomes
 from tests.harness import write_config as harness_write_config
 from tests.redis_server import RedisServer
@@ -295,7 +295,7 @@ class ChaosRig:
         self.config_path = cfg.workdir / "bridge.yaml"
         self.redis = RedisServer(appendonly=True, appendfsync=cfg.appendfsync)
         keys = [key for sources in MERCHANTS.values() for _, key in sources]
-        argv = [sys.executable, "-m", "bridge.collector", "--port", "{port}", "--record", str(self.record),
+        argv = [sys.executable, "-m", "bridge.devtools.collector", "--port", "{port}", "--record", str(self.record),
                 "--keep-duplicates", "--no-memory", "--log-level", "warning"]  # fmt: skip
         for key in keys:
             argv += ["--write-key", key]
@@ -328,7 +328,7 @@ class ChaosRig:
         self.collector.start()
         write_config(self.config_path, self.collector.url)
         self.api = ProcessServer(
-            [sys.executable, "-m", "bridge.cli", "serve", "--port", "{port}"],
+            [sys.executable, "-m", "bridge.ops.cli", "serve", "--port", "{port}"],
             ready_path="/healthz",
             env=self.env(),
         )
@@ -356,7 +356,7 @@ class ChaosRig:
             [
                 sys.executable,
                 "-m",
-                "bridge.cli",
+                "bridge.ops.cli",
                 "worker",
                 "--concurrency",
                 str(self.cfg.concurrency),

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bridge.keys import DLQ_COUNTS, DLQ_STREAM, DLQ_TRIMMED, KOMBU_QUEUE, KOMBU_UNACKED, PARKED_DUE
+from bridge.stores.keys import DLQ_COUNTS, DLQ_STREAM, DLQ_TRIMMED, KOMBU_QUEUE, KOMBU_UNACKED, PARKED_DUE
 
 #: The Celery queue (a Redis list) and kombu's hash of tasks delivered but not yet acknowledged.
 QUEUE_KEY = KOMBU_QUEUE
@@ -82,7 +82,7 @@ class WorkerMetrics:
         )
 
     def record(self, report: Any) -> None:
-        """Add one ``bridge.processing.Report``."""
+        """Add one ``bridge.stages.process.Report``."""
         for result, n in report.outcomes.items():
             self.outcomes.labels(result=result).inc(n)
         for (result, event, merchant), n in report.by_event.items():

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import orjson
 
-from bridge.errors import InvalidMessage
-from bridge.wire import dumps
+from bridge.domain.errors import InvalidMessage
+from bridge.domain.wire import dumps
 
 #: Segment's limit for one message (``400`` above it).
 MAX_MESSAGE_BYTES: Final = 32 * 1024

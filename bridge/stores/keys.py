@@ -34,7 +34,7 @@ MESSAGE_PREFIX = KEY_PREFIX + "msg:"
 DLQ_STREAM = KEY_PREFIX + "dlq"
 
 #: List of the stream ids of ``invalid`` dead letters, oldest first (RPUSH as they are added):
-#: the cap finds the oldest without scanning the stream (see ``bridge.dlq``). An id whose entry
+#: the cap finds the oldest without scanning the stream (see ``bridge.stores.dlq``). An id whose entry
 #: an operator removed is skipped when it comes up. Other reasons have no such list.
 DLQ_INVALID_IDS = KEY_PREFIX + "dlq:invalid:ids"
 
@@ -81,14 +81,14 @@ WORKER_PREFIX = KEY_PREFIX + "worker:"
 #: Sorted set worker id -> unix time of its last heartbeat: every worker process that ever beat
 #: and has not yet been found dead. A sweeper that finds a member without its heartbeat key
 #: removes it and looks for the batches that worker may have taken from the queue without a
-#: trace (popped by BRPOP, not yet recorded by kombu), see ``bridge.pending``.
+#: trace (popped by BRPOP, not yet recorded by kombu), see ``bridge.stores.pending``.
 WORKERS = KEY_PREFIX + "workers"
 
 #: Hash batch id -> ``"{worker_id} {delivery_tag}"``: which Celery worker (main process)
 #: received the task of a stored batch, and kombu's delivery tag of that task message (other
 #: tasks, e.g. ``bridge.resume_parked``, under ``"t:{delivery_tag}"``). Written
 #: when the task is received; a live worker's sweeper hands the batches of a dead one back to
-#: the queue (and drops its kombu ``unacked`` entries), see ``bridge.pending``.
+#: the queue (and drops its kombu ``unacked`` entries), see ``bridge.stores.pending``.
 PENDING_OWNERS = KEY_PREFIX + "pending:owners"
 
 #: Hash parked batch id -> worker id of the process that claimed it for a retry: a claim of a
@@ -122,7 +122,7 @@ LEASE_PREFIX = "L:"
 
 #: Prefix of the worker ids that hold a heartbeat (``WORKER_PREFIX + id``). A lease whose owner
 #: has this prefix lives only as long as the owner's heartbeat: a dead worker's lease is free at
-#: once for anyone else, whatever its TTL (``bridge.dedup``).
+#: once for anyone else, whatever its TTL (``bridge.stores.dedup``).
 LIVE_OWNER_PREFIX = "w."
 
 # -- TTLs and limits (seconds) ---------------------------------------------------------------

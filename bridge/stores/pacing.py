@@ -43,7 +43,7 @@ def _check_key_id(kid: str) -> None:
     # A write key is mixed-case alphanumeric; insisting on lowercase hex keeps one
     # from ever being passed here by mistake and landing in Redis.
     if not _KEY_ID.fullmatch(kid):
-        raise ValueError("pacing needs a key id (bridge.keys.key_id(write_key)), not a raw write key")
+        raise ValueError("pacing needs a key id (bridge.stores.keys.key_id(write_key)), not a raw write key")
 
 
 class Pacer(Protocol):

@@ -16,10 +16,10 @@ from typing import Any
 import jiter
 
 from bridge.config import MerchantsConfig
-from bridge.errors import FieldProblem, InvalidMessage, InvalidOutcome
-from bridge.models import Outcome, parse_outcome
-from bridge.segment_rules import MAX_MESSAGE_BYTES, check_message, wire_size_bound
-from bridge.wire import LongNumber, dumps
+from bridge.domain.errors import FieldProblem, InvalidMessage, InvalidOutcome
+from bridge.domain.models import Outcome, parse_outcome
+from bridge.domain.segment_rules import MAX_MESSAGE_BYTES, check_message, wire_size_bound
+from bridge.domain.wire import LongNumber, dumps
 from mappings import map_outcome
 from mappings.common import Message
 

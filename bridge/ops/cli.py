@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bridge.config import MerchantsConfig, Settings
-from bridge.errors import ConfigError, InvalidOutcome
+from bridge.domain.errors import ConfigError, InvalidOutcome
 
 if TYPE_CHECKING:
-    from bridge.dlq import DeadLetterStore
-    from bridge.parking import ParkingLot
+    from bridge.stores.dlq import DeadLetterStore
+    from bridge.stores.parking import ParkingLot
 
 app = typer.Typer(
     name="bridge",
@@ -47,7 +47,7 @@ def map_command(
 
     Applies BRIDGE_CONFIG when set (store directory, renames, disabled events). Needs no Redis.
     An invalid outcome is reported on stderr, the others are still mapped, and the exit status is 1."""
-    from bridge.pipeline import prepare, split_outcomes
+    from bridge.stages.prepare import prepare, split_outcomes
     from mappings import no_event_reason
 
     merchants = _merchants(Settings())
@@ -100,8 +100,8 @@ def serve(
     ] = 0,
 ) -> None:
     """Run the HTTP ingest API (POST /v1/outcomes, /healthz, /readyz, /metrics, /docs)."""
-    from bridge import logs
-    from bridge.api import run
+    from bridge.ingest.app import run
+    from bridge.ops import logs
 
     settings = Settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
@@ -123,7 +123,7 @@ def demo(
 
     Starts an embedded Redis, the collector (standing in for Segment), a worker and the ingest
     API; sends the examples through HTTP and shows what Segment received."""
-    from bridge.demo import run
+    from bridge.devtools.demo import run
 
     raise typer.Exit(run(keep_running=keep_running))
 
@@ -146,7 +146,7 @@ def tracking_plan_command(
     ] = False,
 ) -> None:
     """Print the Segment Protocols tracking plan (a JSON Schema per event), generated from the mappings."""
-    from bridge.tracking_plan import UnknownEvent, event_reference_markdown, write_tracking_plan
+    from bridge.ops.tracking_plan import UnknownEvent, event_reference_markdown, write_tracking_plan
 
     if markdown:
         sys.stdout.write(event_reference_markdown())
@@ -203,18 +203,18 @@ def worker(
     Redis transport can die with an "Unrecoverable error" when Redis restarts under it."""
     import os
 
-    from bridge import logs
+    from bridge.ops import logs
 
     settings = Settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
     _multiprocess_metrics()
     if os.environ.get(_SUPERVISED) != "1":
-        from bridge.supervise import supervise
+        from bridge.ops.supervise import supervise
 
-        child = [sys.executable, "-m", "bridge.cli", "worker", "--concurrency", str(concurrency)]
+        child = [sys.executable, "-m", "bridge.ops.cli", "worker", "--concurrency", str(concurrency)]
         raise typer.Exit(supervise([*child, "--loglevel", loglevel], {**os.environ, _SUPERVISED: "1"}))
-    from bridge.supervise import SUPERVISOR_PID_ENV, watch_parent
+    from bridge.ops.supervise import SUPERVISOR_PID_ENV, watch_parent
     from workers.celery_app import QUEUE, make_app
 
     supervisor = os.environ.get(SUPERVISOR_PID_ENV)
@@ -258,7 +258,7 @@ def collector(
     Its root URL serves a live event debugger page."""
     import json
 
-    from bridge.collector import run
+    from bridge.devtools.collector import run
 
     run(
         host,
@@ -286,11 +286,11 @@ def replay(
     Prints accepted / duplicate / invalid counts. Running it twice sends nothing twice."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from bridge.bulk import ingest_file
     from bridge.client import Publisher
-    from bridge.dedup import RedisDedup
-    from bridge.dlq import DeadLetterStore
     from bridge.runtime import redis_client
+    from bridge.stages.bulk import ingest_file
+    from bridge.stores.dedup import RedisDedup
+    from bridge.stores.dlq import DeadLetterStore
 
     settings = Settings()
     merchants = _merchants(settings)
@@ -342,8 +342,8 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     from rich.console import Console
     from rich.table import Table
 
+    from bridge.ops.status import collect
     from bridge.runtime import redis_client
-    from bridge.status import collect
 
     settings = Settings()
     try:
@@ -396,9 +396,9 @@ app.add_typer(dlq_app, name="dlq")
 
 
 def _dlq_stores() -> tuple[Settings, DeadLetterStore, ParkingLot]:
-    from bridge.dlq import DeadLetterStore
-    from bridge.parking import ParkingLot
     from bridge.runtime import redis_client
+    from bridge.stores.dlq import DeadLetterStore
+    from bridge.stores.parking import ParkingLot
 
     settings = Settings()
     client = redis_client(settings)
@@ -452,7 +452,7 @@ def dlq_replay(
 ) -> None:
     """Put dead letters back into the pipeline (still deduplicated: nothing is sent twice)."""
     from bridge.client import Publisher
-    from bridge.replay import replay
+    from bridge.stages.replay import replay
 
     settings, store, parking = _dlq_stores()
     publisher = Publisher(settings)

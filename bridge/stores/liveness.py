@@ -7,7 +7,7 @@ process that leased its messages) writes ``bridge:worker:{id}`` with a short TTL
 renewal runs in a daemon thread, so a task that waits 60 s on Segment, or a busy event
 loop, does not stop it; only a dead process (or one cut off from Redis, or frozen, for
 longer than the TTL) loses its key. Then any live worker's sweeper takes its work over
-(``bridge.pending``, ``bridge.parking``) and its message leases are void (``bridge.dedup``).
+(``bridge.stores.pending``, ``bridge.stores.parking``) and its message leases are void (``bridge.stores.dedup``).
 
 A worker id starts with ``LIVE_OWNER_PREFIX`` and names the host and pid for operators:
 ``w.{host}.{pid}.{random}``; the random part keeps a reused pid from looking alive.
@@ -25,7 +25,7 @@ import uuid
 
 import redis
 
-from bridge.keys import LIVE_OWNER_PREFIX, WORKER_PREFIX, WORKERS, ttl_ms, worker_key
+from bridge.stores.keys import LIVE_OWNER_PREFIX, WORKER_PREFIX, WORKERS, ttl_ms, worker_key
 
 log = logging.getLogger("bridge.liveness")
 

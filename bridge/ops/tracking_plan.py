@@ -7,7 +7,7 @@ identify rule has ``"key": null``, as Segment stores it. Each ``jsonSchema`` is 
 describes the whole message as the bridge sends it: ``properties`` (or ``traits``) closed with
 ``additionalProperties: false`` and the properties every message of the event carries listed
 in ``required``; ``context.integration``; ``userId`` or ``anonymousId``; ``messageId``;
-``timestamp``. Decimals are ``{"type": "number"}``, written exactly (see ``bridge.wire``).
+``timestamp``. Decimals are ``{"type": "number"}``, written exactly (see ``bridge.domain.wire``).
 
 With a merchant's ``MappingContext`` the plan follows that merchant's configuration:
 renamed events are keyed by their new name and disabled events are left out.
@@ -207,5 +207,5 @@ def event_reference_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # pragma: no cover - python -m bridge.tracking_plan [EVENT]
+if __name__ == "__main__":  # pragma: no cover - python -m bridge.ops.tracking_plan [EVENT]
     write_tracking_plan(sys.stdout, sys.argv[1] if len(sys.argv) > 1 else None)

@@ -36,8 +36,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel, to_snake
 from pydantic_core import core_schema
 
-from bridge.errors import FieldProblem, InvalidOutcome
-from bridge.wire import LongNumber
+from bridge.domain.errors import FieldProblem, InvalidOutcome
+from bridge.domain.wire import LongNumber
 
 # --------------------------------------------------------------------------- scalars
 #

@@ -3,7 +3,7 @@
 ``POST /v1/outcomes`` takes one outcome object, or ``{"outcomes": [...]}`` (a bare JSON
 array is accepted too). For each request, in order:
 
-1. authentication (``bridge.auth``): bearer token, or HMAC signature of the raw body -> 401;
+1. authentication (``bridge.ingest.auth``): bearer token, or HMAC signature of the raw body -> 401;
 2. backpressure: the Celery queue's length (cached ``BACKLOG_CACHE_S``) over
    ``max_backlog`` -> 503 + ``Retry-After``;
 3. the raw body, capped at ``max_request_bytes`` (Content-Length first, then counted while
@@ -61,15 +61,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge import __version__, auth
+from bridge import __version__
 from bridge.config import MerchantsConfig, Settings
-from bridge.dedup import RedisDedup, unseen_outcomes
-from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
-from bridge.errors import FieldProblem, InvalidOutcome
-from bridge.models import json_type_name
-from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
+from bridge.domain.errors import FieldProblem, InvalidOutcome
+from bridge.domain.models import json_type_name
+from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
+from bridge.ingest import auth
 from bridge.runtime import ConfigWatcher, redis_client
-from bridge.wire import LongNumber, decimal_to_wire, dumps
+from bridge.stages.prepare import JSONDecodeProblem, Mapped, decode_json, prepare
+from bridge.stores.dedup import RedisDedup, unseen_outcomes
+from bridge.stores.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
 from workers.celery_app import QUEUE
 
 log = logging.getLogger("bridge.api")
@@ -528,7 +529,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def item_text(item: Any) -> str:
-    """The JSON text of one decoded item, decimals exact (``bridge.wire``).
+    """The JSON text of one decoded item, decimals exact (``bridge.domain.wire``).
 
     Falls back to the standard library for what orjson refuses (integers beyond 64 bits,
     lone surrogates in strings), so any decoded item has a text."""
@@ -936,7 +937,7 @@ def create_app(
 def app_from_environment() -> FastAPI:
     """The app of one server process started by ``run(workers=N)``: settings from ``BRIDGE_*``,
     logging configured here (each process is spawned afresh, with secrets redacted)."""
-    from bridge import logs
+    from bridge.ops import logs
 
     settings = Settings()
     logs.configure(settings.log_level, logs.secrets_of(settings.load_merchants()))
@@ -960,6 +961,6 @@ def run(host: str, port: int, settings: Settings, workers: int = 1) -> None:
         "timeout_graceful_shutdown": 30,
     }
     if workers > 1:
-        uvicorn.run("bridge.api:app_from_environment", factory=True, workers=workers, **common)
+        uvicorn.run("bridge.ingest.app:app_from_environment", factory=True, workers=workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)

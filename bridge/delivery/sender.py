@@ -3,8 +3,8 @@
 Pure pieces first (:func:`pack_batches`, :func:`classify`, :func:`compute_backoff`,
 :func:`retry_delay`, :func:`parse_retry_after`), then the two that touch the
 network: :func:`send_batch` (one request through segment-analytics-python's
-request layer, errors mapped to :class:`~bridge.errors.RetryableDelivery` /
-:class:`~bridge.errors.PermanentDelivery`) and :func:`deliver` (all the messages
+request layer, errors mapped to :class:`~bridge.domain.errors.RetryableDelivery` /
+:class:`~bridge.domain.errors.PermanentDelivery`) and :func:`deliver` (all the messages
 of one write key: packs, paces, sends, isolates bad messages by splitting a
 refused batch, and reports what happened to each message *by its index* in the
 input list, so the caller can map back to messageIds).
@@ -39,12 +39,12 @@ import requests
 import urllib3.exceptions
 from segment.analytics import request as segment_request
 
-from bridge.errors import DeliveryError, PermanentDelivery, RetryableDelivery
-from bridge.keys import key_id as make_key_id
-from bridge.pacing import Pacer
-from bridge.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
+from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
+from bridge.stores.keys import key_id as make_key_id
+from bridge.stores.pacing import Pacer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.delivery")
 
 Outcome = Literal["ok", "retry", "permanent"]
 
@@ -111,7 +111,7 @@ def pack_batches(
     """Split messages, in order, into batches of at most 2,500 messages and 500 KB per request body.
 
     Sizes are the wire sizes (upper bound, see
-    :func:`bridge.segment_rules.wire_size_bound`) plus separators; the envelope
+    :func:`bridge.domain.segment_rules.wire_size_bound`) plus separators; the envelope
     is covered by :data:`ENVELOPE_RESERVE_BYTES`.
     """
     sizes = [wire_size_bound(m) for m in encoded_messages]
@@ -356,7 +356,7 @@ def post_batch(
     attempt, ``writeKey`` in the body) and the same ``APIError`` for a non-2xx answer, but the
     body is the messages' own bytes joined, not ``json.dumps`` of them parsed back.
 
-    That keeps every number exactly as ``bridge.wire`` wrote it (the library's ``json.dumps``
+    That keeps every number exactly as ``bridge.domain.wire`` wrote it (the library's ``json.dumps``
     can only write a float, so ``12345678901234567.89`` would arrive as
     ``1.2345678901234568e+16``) and spares a parse and an encode of every message."""
     sent_at = datetime.now(UTC).isoformat()
@@ -484,7 +484,7 @@ def deliver(
     """Deliver one write key's messages: pack, pace, send, isolate refused messages; never raise for them.
 
     - Batches go in order, each after ``pacer.acquire(key_id)`` (default
-      ``bridge.keys.key_id(write_key)``).
+      ``bridge.stores.keys.key_id(write_key)``).
     - A batch refused with 400/413 is split in halves, recursively: good halves
       are delivered, a single message still refused is ``rejected`` with
       Segment's answer. (When a left half goes through, its right sibling must

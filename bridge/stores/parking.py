@@ -4,13 +4,13 @@ A failed batch is parked here until ``due_at`` instead of looping through Celery
 countdowns (which Redis redelivers again and again past the visibility timeout). A
 periodic task ``claim_due``s what is due and tries again.
 
-Layout (``bridge.keys``): sorted set ``PARKED_DUE`` (member batch id, score = unix time it
+Layout (``bridge.stores.keys``): sorted set ``PARKED_DUE`` (member batch id, score = unix time it
 is due) and hash ``PARKED_PAYLOADS`` (batch id -> JSON payload). Claiming moves the score
 to ``now + lease_s`` inside one Lua script: two workers never claim the same batch. A
-worker with a heartbeat (``bridge.liveness``) records itself as the claimer in
+worker with a heartbeat (``bridge.stores.liveness``) records itself as the claimer in
 ``PARKED_OWNERS``; when its heartbeat is gone, any live worker's sweeper makes the batch due
 again at once (``take_over_dead``) instead of waiting for the lease. A worker that outlives
-its lease may race the next claimer; the message-level dedup (``bridge.dedup``) keeps that
+its lease may race the next claimer; the message-level dedup (``bridge.stores.dedup``) keeps that
 from sending anything twice.
 
 Times are unix seconds passed in by the caller (inject a clock; no sleeping in tests).
@@ -22,8 +22,8 @@ from typing import Any
 
 import redis
 
-from bridge import wire
-from bridge.keys import PARKED_DUE, PARKED_OWNERS, PARKED_PAYLOADS, PARKING_LEASE_S, WORKER_PREFIX
+from bridge.domain import wire
+from bridge.stores.keys import PARKED_DUE, PARKED_OWNERS, PARKED_PAYLOADS, PARKING_LEASE_S, WORKER_PREFIX
 
 # KEYS: due zset, payload hash, owners hash. ARGV: now, limit, lease_until, owner ("" = none).
 # Returns [id, payload, id, payload, ...]; a member without payload (should not happen) is
@@ -65,7 +65,7 @@ def _s(value: Any) -> str:
 
 
 class ParkingLot:
-    """Parked delivery batches on Redis. Payloads must be JSON-able (``bridge.wire.dumps``)."""
+    """Parked delivery batches on Redis. Payloads must be JSON-able (``bridge.domain.wire.dumps``)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client

@@ -1,7 +1,7 @@
 """Two-phase, crash-safe dedup of outcomes and of Segment messages per write key.
 
 Each item (an outcome ``(merchant_id, outcome_id)``, or a ``messageId`` for one write key)
-has one Redis string key (see ``bridge.keys``) that is either
+has one Redis string key (see ``bridge.stores.keys``) that is either
 
 - absent: never seen, or its window has passed;
 - ``"L:<owner>"`` with the lease TTL: a worker reserved it and is working on it;
@@ -10,7 +10,7 @@ has one Redis string key (see ``bridge.keys``) that is either
 ``reserve_*`` takes absent items atomically (``SET NX PX`` inside one Lua script);
 ``confirm_*`` turns them into ``D``; ``release_*`` drops our own leases after a failure so
 a retry can take them. A worker that dies between reserve and confirm leaves leases behind;
-when the owner is a worker with a heartbeat (``bridge.liveness``, ids ``w.…``), its leases
+when the owner is a worker with a heartbeat (``bridge.stores.liveness``, ids ``w.…``), its leases
 are free for anyone as soon as the heartbeat is gone, and any other lease expires with its
 TTL. So a task taken over from a dead worker reserves the items again at once: nothing is
 hidden for good, and nothing confirmed is sent twice.
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import redis
 
-from bridge.keys import (
+from bridge.stores.keys import (
     ACCEPTED,
     DEFAULT_LEASE_S,
     DONE,

@@ -25,8 +25,8 @@ test tool) but never logged.
 Control endpoints (never faulted): ``GET|DELETE /messages``, ``GET /dropped``,
 ``GET /stats``, ``GET|POST|DELETE /faults``, ``GET /healthz``. See ``Faults`` for the
 fault-injection settings. ``GET /messages?redact=1`` replaces each ``_writeKey`` with
-``_writeKeyId`` (``bridge.keys.key_id``). ``GET /`` (or ``/debugger``) serves a live
-event debugger page (``bridge/static/debugger.html``) that polls it.
+``_writeKeyId`` (``bridge.stores.keys.key_id``). ``GET /`` (or ``/debugger``) serves a live
+event debugger page (``bridge/devtools/static/debugger.html``) that polls it.
 
 It is a bare ASGI app (no framework routing on the hot path) served by uvicorn:
 orjson parsing and one serialisation per message keep it fast enough to be the
@@ -59,7 +59,7 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from bridge.keys import key_id
+from bridge.stores.keys import key_id
 
 log = logging.getLogger("bridge.collector")
 
@@ -494,7 +494,7 @@ _DEBUGGER_CSP = (
 
 
 async def _debugger_page(send: Send) -> None:
-    body = resources.files("bridge").joinpath("static/debugger.html").read_bytes()
+    body = resources.files("bridge.devtools").joinpath("static/debugger.html").read_bytes()
     await send(
         {
             "type": "http.response.start",
@@ -664,7 +664,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.collector", description="Local Segment-compatible receiver."
+        prog="python -m bridge.devtools.collector", description="Local Segment-compatible receiver."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)

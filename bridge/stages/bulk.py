@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bridge.config import MerchantsConfig
-from bridge.dedup import DedupStore, unseen_outcomes
-from bridge.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
-from bridge.errors import InvalidOutcome
-from bridge.keys import OUTCOME_DEDUP_WINDOW_S
-from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
+from bridge.domain.errors import InvalidOutcome
+from bridge.stages.prepare import JSONDecodeProblem, Mapped, decode_json, prepare
+from bridge.stores.dedup import DedupStore, unseen_outcomes
+from bridge.stores.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
+from bridge.stores.keys import OUTCOME_DEDUP_WINDOW_S
 
 #: Outcomes validated and enqueued per step (and per checkpoint).
 CHUNK_LINES = 1000

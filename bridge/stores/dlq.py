@@ -1,6 +1,6 @@
 """Dead letters: outcomes and messages the bridge could not deliver, kept with their reason.
 
-Stored in one Redis stream (``bridge.keys.DLQ_STREAM``), one entry per dead letter, with a
+Stored in one Redis stream (``bridge.stores.keys.DLQ_STREAM``), one entry per dead letter, with a
 hash of counters per reason (``DLQ_COUNTS``) changed in the same MULTI or Lua script as
 the stream, so ``counts_by_reason()`` is O(1) and never drifts.
 
@@ -14,7 +14,7 @@ delivered; they leave only through ``drop*`` or ``take_for_replay`` (an operator
 removed, so two concurrent replays never take the same entry. The caller re-enqueues what
 it took; if that fails it should ``restore()`` them, or they are gone.
 
-Payloads are stored as JSON (``bridge.wire.dumps``): a ``Decimal`` comes back as a JSON
+Payloads are stored as JSON (``bridge.domain.wire.dumps``): a ``Decimal`` comes back as a JSON
 number (float) or, beyond float precision, as a string.
 """
 
@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import redis
 
-from bridge import wire
-from bridge.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED
+from bridge.domain import wire
+from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED
 
 Kind = Literal["outcome", "message"]
 
@@ -197,7 +197,7 @@ def invalid_outcome_letter(
 ) -> NewDeadLetter:
     """The dead letter of an outcome refused as invalid: its raw text, the error (every bad field
     for an ``InvalidOutcome``, the reason for undecodable input) and ``payload`` extras."""
-    from bridge.errors import InvalidOutcome
+    from bridge.domain.errors import InvalidOutcome
 
     if isinstance(exc, InvalidOutcome):
         outcome_id, errors = exc.outcome_id, exc.to_dict()["errors"]

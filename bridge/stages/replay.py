@@ -12,8 +12,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from bridge.dlq import DeadLetter, DeadLetterStore
-from bridge.parking import ParkingLot
+from bridge.stores.dlq import DeadLetter, DeadLetterStore
+from bridge.stores.parking import ParkingLot
 
 
 def replay(

@@ -5,7 +5,7 @@ a worker killed between the two loses the message. So the bridge does not trust 
 message with the outcomes: ``publish`` stores each batch here first and sends a task that
 names the batch. The worker deletes the batch only after every outcome in it is handed off.
 
-Who holds a batch is decided by worker liveness (``bridge.liveness``), not by timeouts:
+Who holds a batch is decided by worker liveness (``bridge.stores.liveness``), not by timeouts:
 - When a Celery worker receives a batch's task, it records itself and kombu's delivery tag
   in ``PENDING_OWNERS`` (``received``).
 - Every worker runs a sweeper (``take_over_dead``): a batch whose recorded worker has no
@@ -15,7 +15,7 @@ Who holds a batch is decided by worker liveness (``bridge.liveness``), not by ti
   or handed back by a warm shutdown) is stale and simply dropped.
 - A batch with no task anywhere is found by ``claim_lost``. A worker killed while its BRPOP
   reply sat unread in its socket (the message is out of the queue, not yet in kombu's
-  ``unacked``) leaves one: when a sweeper finds a worker dead (``bridge.liveness.found_dead``)
+  ``unacked``) leaves one: when a sweeper finds a worker dead (``bridge.stores.liveness.found_dead``)
   it reads the queue once and claims every settled batch that is neither queued nor held. A
   publisher that died between storing a batch and sending its task leaves one too: found once
   the batch is overdue and the queue is empty. A lost task message costs a delay, never an
@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 import redis
 
-from bridge.keys import (
+from bridge.stages.prepare import Mapped
+from bridge.stores.keys import (
     KOMBU_QUEUE,
     KOMBU_UNACKED,
     KOMBU_UNACKED_INDEX,
@@ -42,7 +43,6 @@ from bridge.keys import (
     PENDING_OWNERS,
     WORKER_PREFIX,
 )
-from bridge.pipeline import Mapped
 
 # KEYS: owners hash, unacked hash, unacked index zset, due zset, batches hash.
 # ARGV: heartbeat key prefix, new due (for batches handed back), settled (a receipt time: a

@@ -9,13 +9,13 @@ from typing import Any
 
 import redis
 
-from bridge import wire
-from bridge.dlq import DeadLetterStore
-from bridge.keys import PARKED_DUE, PARKED_PAYLOADS, PENDING_BATCHES, PENDING_DUE
-from bridge.liveness import live_workers
-from bridge.metrics import QUEUE_KEY, UNACKED_KEY
-from bridge.pending import decode_batch
-from bridge.stats import StatsStore
+from bridge.domain import wire
+from bridge.ops.metrics import QUEUE_KEY, UNACKED_KEY
+from bridge.stores.dlq import DeadLetterStore
+from bridge.stores.keys import PARKED_DUE, PARKED_PAYLOADS, PENDING_BATCHES, PENDING_DUE
+from bridge.stores.liveness import live_workers
+from bridge.stores.pending import decode_batch
+from bridge.stores.stats import StatsStore
 
 #: Parked batches looked at (oldest due first) to find the oldest undelivered outcome.
 PARKED_SAMPLE = 200

@@ -29,9 +29,9 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from bridge.auth import sign
 from bridge.config import load_merchants_file
-from bridge.pipeline import prepare
+from bridge.ingest.auth import sign
+from bridge.stages.prepare import prepare
 
 DEMO_MERCHANT = 1738
 DEMO_WRITE_KEY = "demo-write-key-1738"
@@ -113,7 +113,7 @@ def _preload_scripts(url: str) -> None:
     a NOSCRIPT error instead of answering it, so redis-py's EVALSHA-then-load would never work."""
     import redis
 
-    from bridge import dedup, dlq, pacing, parking, pending
+    from bridge.stores import dedup, dlq, pacing, parking, pending
 
     client = redis.Redis.from_url(url)
     for module in (dedup, dlq, pacing, parking, pending):
@@ -193,9 +193,9 @@ class Demo:
         return env
 
     def start(self) -> None:
-        from bridge.api import create_app
-        from bridge.collector import build_app
         from bridge.config import Settings
+        from bridge.devtools.collector import build_app
+        from bridge.ingest.app import create_app
 
         self.redis = EmbeddedRedis(self.workdir).start()
         self.collector = ThreadedServer(
@@ -204,7 +204,7 @@ class Demo:
         self.collector.start()
         self.config_path = self.write_config(self.collector.url)
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "worker", "--concurrency", "1", "--loglevel", "WARNING"],
+            [sys.executable, "-m", "bridge.ops.cli", "worker", "--concurrency", "1", "--loglevel", "WARNING"],
             env=self.env(),
             stdout=subprocess.DEVNULL,
             stderr=(self.workdir / "worker.log").open("wb"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from bridge.keys import HEALTH_PREFIX, STATS_DELIVERED_PREFIX, STATS_TTL_S, check_key_id
+from bridge.stores.keys import HEALTH_PREFIX, STATS_DELIVERED_PREFIX, STATS_TTL_S, check_key_id
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Delivery is at-least-once, deduplicated by messageId per write key:
    permanent refusal dead-letters them with Segment's answer.
 A message whose lease another live worker holds is parked and looked at again once that
 worker's heartbeat can have expired (a dead worker's leases are free at once, see
-``bridge.dedup``), never skipped, so a crashed worker's messages are always picked up again.
+``bridge.stores.dedup``), never skipped, so a crashed worker's messages are always picked up again.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import MerchantsConfig, Settings, Source
-from bridge.dedup import DedupStore, Reservation
-from bridge.delivery import DeliveryReport, Sender, deliver, retry_delay, send_batch
-from bridge.dlq import (
+from bridge.delivery.sender import DeliveryReport, Sender, deliver, retry_delay, send_batch
+from bridge.domain.errors import InvalidOutcome
+from bridge.stages.prepare import JSONDecodeProblem, Mapped, decode_json, prepare
+from bridge.stores.dedup import DedupStore, Reservation
+from bridge.stores.dlq import (
     REASON_RETENTION_EXPIRED,
     REASON_SEGMENT_REJECTED,
     REASON_UNCONFIGURED_MERCHANT,
@@ -36,13 +38,11 @@ from bridge.dlq import (
     NewDeadLetter,
     invalid_outcome_letter,
 )
-from bridge.errors import InvalidOutcome
-from bridge.keys import key_id
-from bridge.pacing import Pacer
-from bridge.parking import ParkingLot
-from bridge.pending import PendingBatches
-from bridge.pipeline import JSONDecodeProblem, Mapped, decode_json, prepare
-from bridge.stats import StatsStore
+from bridge.stores.keys import key_id
+from bridge.stores.pacing import Pacer
+from bridge.stores.parking import ParkingLot
+from bridge.stores.pending import PendingBatches
+from bridge.stores.stats import StatsStore
 
 log = logging.getLogger("bridge.processing")
 
@@ -61,7 +61,7 @@ class Stores:
     clock: Callable[[], float] = time.time
     stats: StatsStore | None = None
     pending: PendingBatches | None = None
-    #: This process's worker id (``bridge.liveness``): recorded on the parked batches it
+    #: This process's worker id (``bridge.stores.liveness``): recorded on the parked batches it
     #: claims, so they are taken over if it dies. Empty: no heartbeat, claims end with their lease.
     worker_id: str = ""
 

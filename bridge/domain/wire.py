@@ -21,7 +21,7 @@ _Fragment = orjson.Fragment
 
 class LongNumber:
     """A JSON integer too long for Python to read as an ``int`` (over
-    ``sys.get_int_max_str_digits()`` digits, 4,300 by default), as ``bridge.pipeline.decode_json``
+    ``sys.get_int_max_str_digits()`` digits, 4,300 by default), as ``bridge.stages.prepare.decode_json``
     gives it: the models refuse it as "number too long" naming its field, ``dumps`` writes its
     text back unchanged (so the outcome can be kept as it came)."""
 

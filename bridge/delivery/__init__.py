@@ -1,0 +1,1 @@
+"""Delivery to Segment: the policy (status table, backoff, Retry-After) and the HTTP sending."""

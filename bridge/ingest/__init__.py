@@ -1,0 +1,1 @@
+"""The HTTP ingest (`bridge serve`): app and routes, group commit, body limits and parsing, auth, metrics."""

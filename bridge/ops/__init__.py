@@ -1,0 +1,1 @@
+"""Operations: the `bridge` command, status, logs, metrics, tracking plan, worker supervision."""

@@ -1,0 +1,1 @@
+"""The pipeline's stages as plain functions over injected stores: prepare, accept, process, deliver, replay."""
