@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 
 from bridge.config import MerchantsConfig, Settings
-from bridge.stages.process import Stores
+from bridge.stages.context import Stores
 from bridge.stores.dedup import RedisDedup
 from bridge.stores.dlq import DeadLetterStore
 from bridge.stores.pacing import RedisPacer

@@ -24,18 +24,14 @@ import urllib3.exceptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.delivery.sender import (
-    BATCH_BODY_BUDGET,
+from bridge.delivery.policy import (
     MAX_RETRY_AFTER_S,
-    DeliveryReport,
     classify,
     compute_backoff,
-    deliver,
-    pack_batches,
     parse_retry_after,
     retry_delay,
-    send_batch,
 )
+from bridge.delivery.sender import BATCH_BODY_BUDGET, DeliveryReport, deliver, pack_batches, send_batch
 from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
 from bridge.domain.wire import dumps

@@ -30,7 +30,9 @@ from celery.exceptions import Reject
 from bridge.config import Settings
 from bridge.ops.metrics import WorkerMetrics, exposition_registry
 from bridge.runtime import ConfigWatcher, build_stores, redis_client
-from bridge.stages.process import Report, Stores, process_outcomes, resume_parked
+from bridge.stages.context import Report, Stores
+from bridge.stages.deliver import resume_parked
+from bridge.stages.process import process_outcomes
 from bridge.stores.dlq import REASON_PROCESSING_ERROR, NewDeadLetter
 from bridge.stores.liveness import Heartbeat, found_dead, new_worker_id
 from bridge.stores.pending import PendingBatches

@@ -1,8 +1,7 @@
-"""Delivery to Segment's ``/v1/batch``: packing, outcome table, backoff, sending, isolation.
+"""Sending to Segment's ``/v1/batch``: packing, sending, isolation.
 
-Pure pieces first (:func:`pack_batches`, :func:`classify`, :func:`compute_backoff`,
-:func:`retry_delay`, :func:`parse_retry_after`), then the two that touch the
-network: :func:`send_batch` (one request through segment-analytics-python's
+The policy (what an answer means, backoff, ``Retry-After``) is :mod:`bridge.delivery.policy`.
+Packing first (:func:`pack_batches`), then the two that touch the network: :func:`send_batch` (one request through segment-analytics-python's
 request layer, errors mapped to :class:`~bridge.domain.errors.RetryableDelivery` /
 :class:`~bridge.domain.errors.PermanentDelivery`) and :func:`deliver` (all the messages
 of one write key: packs, paces, sends, isolates bad messages by splitting a
@@ -22,23 +21,22 @@ whole body there, write key included).
 from __future__ import annotations
 
 import base64
-import http.client
 import logging
-import math
-import random
-import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 import orjson
 import requests
-import urllib3.exceptions
 from segment.analytics import request as segment_request
 
+from bridge.delivery.policy import (
+    RETRY_AFTER_STATUSES,
+    classify,
+    parse_retry_after,
+)
 from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
 from bridge.stores.keys import key_id as make_key_id
@@ -46,7 +44,6 @@ from bridge.stores.pacing import Pacer
 
 log = logging.getLogger("bridge.delivery")
 
-Outcome = Literal["ok", "retry", "permanent"]
 
 #: Bytes of the request body kept for the envelope around the messages:
 #: ``{"batch": [...], "sentAt": "<iso time>", "writeKey": "<key>"}`` is about 80
@@ -57,11 +54,6 @@ BATCH_BODY_BUDGET: Final = MAX_BATCH_BYTES - ENVELOPE_RESERVE_BYTES
 # json.dumps writes ", " between list items.
 _SEPARATOR_BYTES: Final = 2
 
-#: Upper bound on how long a ``Retry-After`` can park a batch (a guard against an
-#: absurd header; Segment's own are seconds to minutes).
-MAX_RETRY_AFTER_S: Final = 3600.0
-#: Statuses whose ``Retry-After`` header is read.
-RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 #: Permanent answers that may come from one bad message (or a batch too large):
 #: the batch is split in halves to isolate the culprits.
 SPLIT_STATUSES: Final = frozenset({400, 413})
@@ -119,144 +111,6 @@ def pack_batches(
         list(encoded_messages[a:b])
         for a, b in batch_bounds(sizes, max_messages=max_messages, max_bytes=max_bytes)
     ]
-
-
-# --------------------------------------------------------------------------- outcomes
-
-#: Statuses whose outcome differs from their range's.
-STATUS_OUTCOMES: Final[Mapping[int, Outcome]] = {
-    408: "retry",  # request timeout
-    429: "retry",  # rate limited; honour Retry-After
-    501: "permanent",  # not implemented
-    505: "permanent",  # HTTP version not supported
-}
-#: Outcome by status range.
-STATUS_RANGE_OUTCOMES: Final[tuple[tuple[range, Outcome], ...]] = (
-    (range(200, 300), "ok"),
-    # requests follows every redirect it can; one that reaches us is a misconfigured host.
-    (range(300, 400), "permanent"),
-    (range(400, 500), "permanent"),
-    (range(500, 600), "retry"),
-)
-#: A status outside every range (1xx, >= 600): some proxy's oddity; retried, nothing lost.
-UNKNOWN_STATUS_OUTCOME: Final[Outcome] = "retry"
-#: Outcome by exception, first match wins (order matters: requests' exceptions are OSErrors).
-EXCEPTION_OUTCOMES: Final[tuple[tuple[type[BaseException], Outcome], ...]] = (
-    (requests.exceptions.ConnectionError, "retry"),  # refused, reset, DNS, proxy, TLS, connect timeout
-    (requests.exceptions.Timeout, "retry"),  # read timeout
-    (requests.exceptions.ChunkedEncodingError, "retry"),  # connection dropped mid-answer
-    (requests.exceptions.ContentDecodingError, "retry"),
-    # Invalid or missing URL scheme, too many redirects...: a misconfigured host.
-    (requests.exceptions.RequestException, "permanent"),
-    (urllib3.exceptions.HTTPError, "retry"),  # should be wrapped by requests; in case not
-    (http.client.HTTPException, "retry"),  # RemoteDisconnected, IncompleteRead
-    (OSError, "retry"),  # ConnectionError, TimeoutError, too many open files...
-)
-#: Any other exception is a bug or bad data: retrying would not help.
-UNKNOWN_EXCEPTION_OUTCOME: Final[Outcome] = "permanent"
-
-
-def classify(status: int | None, exc: BaseException | None = None) -> Outcome:
-    """What an answer means: ``ok``, ``retry`` (may pass) or ``permanent`` (dead-letter).
-
-    ``status`` wins when given; else a ``status`` carried by ``exc`` (segment's
-    ``APIError``, a ``DeliveryError``); else the exception's type decides.
-    """
-    if status is None and exc is not None:
-        carried = getattr(exc, "status", None)
-        if isinstance(carried, int) and not isinstance(carried, bool):
-            status = carried
-    if status is not None:
-        if status in STATUS_OUTCOMES:
-            return STATUS_OUTCOMES[status]
-        for codes, outcome in STATUS_RANGE_OUTCOMES:
-            if status in codes:
-                return outcome
-        return UNKNOWN_STATUS_OUTCOME
-    if exc is None:
-        raise ValueError("classify needs a status or an exception")
-    for exc_type, outcome in EXCEPTION_OUTCOMES:
-        if isinstance(exc, exc_type):
-            return outcome
-    return UNKNOWN_EXCEPTION_OUTCOME
-
-
-# --------------------------------------------------------------------------- backoff
-
-
-def compute_backoff(
-    attempt: int,
-    *,
-    base: float = 1.0,
-    factor: float = 2.0,
-    cap: float = 600.0,
-    jitter: float | None = None,
-    mode: Literal["equal", "full"] = "equal",
-) -> float:
-    """Seconds to wait before retry number ``attempt`` (0 for the first retry).
-
-    The ceiling is ``min(cap, base * factor ** attempt)``. ``jitter`` in [0, 1]
-    (random when None) picks the delay: ``"equal"`` jitter gives
-    ``ceiling * (1 + jitter) / 2`` (never less than half the ceiling), ``"full"``
-    gives ``ceiling * jitter``.
-    """
-    if attempt < 0:
-        raise ValueError(f"attempt must be >= 0, got {attempt}")
-    if jitter is None:
-        jitter = random.random()
-    elif not 0.0 <= jitter <= 1.0:
-        raise ValueError(f"jitter must be in [0, 1], got {jitter}")
-    try:
-        ceiling = min(cap, base * factor**attempt)
-    except OverflowError:
-        ceiling = cap
-    if mode == "full":
-        return ceiling * jitter
-    return ceiling / 2 + ceiling / 2 * jitter
-
-
-def retry_delay(
-    attempt: int,
-    retry_after: float | None = None,
-    *,
-    base: float = 1.0,
-    factor: float = 2.0,
-    cap: float = 600.0,
-    jitter: float | None = None,
-    mode: Literal["equal", "full"] = "equal",
-    max_retry_after: float = MAX_RETRY_AFTER_S,
-) -> float:
-    """The backoff of ``attempt``, but at least ``retry_after`` (capped at ``max_retry_after``)."""
-    delay = compute_backoff(attempt, base=base, factor=factor, cap=cap, jitter=jitter, mode=mode)
-    if retry_after is not None and math.isfinite(retry_after):
-        delay = max(delay, min(max(retry_after, 0.0), max_retry_after))
-    return delay
-
-
-def parse_retry_after(
-    value: str | None, *, now: float | None = None, max_seconds: float = MAX_RETRY_AFTER_S
-) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delay-seconds or HTTP-date), capped; None if absent/bad.
-
-    ``now`` (epoch seconds, default the current time) is used for HTTP-dates; a
-    date in the past gives 0.
-    """
-    if not value or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # "-0000" parses naive; it means UTC
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), max_seconds)
 
 
 # --------------------------------------------------------------------------- sending

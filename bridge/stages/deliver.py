@@ -1,0 +1,234 @@
+"""Deliver: send one source's messages, park what may pass later, dead-letter what never will,
+and resume parked batches when they are due. Plain functions over injected stores."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.config import Source
+from bridge.delivery.policy import retry_delay
+from bridge.delivery.sender import DeliveryReport, deliver
+from bridge.stages.context import Item, Report, Stores
+from bridge.stores.dedup import Reservation
+from bridge.stores.dlq import (
+    REASON_RETENTION_EXPIRED,
+    REASON_SEGMENT_REJECTED,
+    REASON_UNCONFIGURED_SOURCE,
+    NewDeadLetter,
+)
+from bridge.stores.keys import key_id
+
+log = logging.getLogger("bridge.processing")
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def deliver_items(
+    source: Source, items: Sequence[Item], stores: Stores, *, attempt: int
+) -> tuple[list[Item], str, float | None, Report]:
+    """Send one source's messages once. Returns (to retry, last error, Retry-After, report)."""
+    report = Report()
+    write_key = source.write_key.get_secret_value()
+    kid = key_id(write_key)
+    settings = stores.settings
+    # Same messageId twice in one call (two outcomes mapping alike): keep the first.
+    unique: dict[str, Item] = {}
+    for item in items:
+        unique.setdefault(item.message_id, item)
+    ids = list(unique)
+    states = stores.dedup.reserve_message_states(kid, ids, settings.lease_s)
+    to_send: list[Item] = []
+    busy: list[Item] = []
+    for mid, state in zip(ids, states, strict=True):
+        if state is Reservation.NEW:
+            to_send.append(unique[mid])
+        elif state is Reservation.DONE:
+            report.count("duplicate", [unique[mid]])
+        else:
+            busy.append(unique[mid])  # another worker's live lease: look again once it can have expired
+    retry: list[Item] = list(busy)
+    error = "message leased by another worker" if busy else ""
+    # Its owner finishes it, or dies and loses the lease with its heartbeat: look again then.
+    retry_after: float | None = float(settings.heartbeat_ttl_s) if busy else None
+    if not to_send:
+        return retry, error, retry_after, report
+
+    result: DeliveryReport = deliver(
+        write_key,
+        source.host,
+        [item.encoded for item in to_send],
+        send=stores.send,
+        pacer=stores.pacer,
+        key_id=kid,
+        timeout=settings.request_timeout_s,
+        retry_count=attempt - 1,
+    )
+    report.statuses.update(result.statuses)
+    delivered_items = [to_send[i] for i in result.delivered]
+    now = stores.clock()
+    if delivered_items:
+        stores.dedup.confirm_messages(kid, [i.message_id for i in delivered_items], settings.dedup_window_s)
+        report.count("delivered", delivered_items)
+        oldest = min(i.accepted_at for i in delivered_items)
+        report.latencies.append((max(0.0, now - oldest), len(delivered_items)))
+    if stores.stats is not None:
+        failure = result.retry[-1] if result.retry else (result.rejected[-1] if result.rejected else None)
+        stores.stats.record_delivery(
+            kid,
+            source=source.name,
+            merchant_id=to_send[0].merchant_id,
+            delivered=len(delivered_items),
+            failed=failure is not None and not delivered_items,
+            status=failure.status if failure is not None else 200,
+            error=failure.reason if failure is not None else "",
+        )
+    if result.rejected:
+        letters = [
+            NewDeadLetter(
+                reason=REASON_SEGMENT_REJECTED,
+                payload={"source": source.name, "message": to_send[r.index].encoded.decode("utf-8")},
+                kind="message",
+                merchant_id=to_send[r.index].merchant_id,
+                outcome_id=to_send[r.index].outcome_id,
+                write_key_id=kid,
+                attempts=attempt,
+                first_error=r.reason,
+                last_error=r.reason,
+                first_failed_at=now,
+                last_failed_at=now,
+            )
+            for r in result.rejected
+        ]
+        stores.dlq.add_many(letters)
+        stores.dedup.release_messages(kid, [to_send[r.index].message_id for r in result.rejected])
+        report.count("dead_lettered", [to_send[r.index] for r in result.rejected])
+        log.warning("%d message(s) refused by Segment for key %s dead-lettered", len(letters), kid)
+    if result.retry:
+        again = [to_send[r.index] for r in result.retry]
+        stores.dedup.release_messages(kid, [item.message_id for item in again])
+        retry.extend(again)
+        error = result.retry[-1].reason
+        retry_after = max(filter(None, [retry_after, result.retry_after]), default=None)
+        report.count("retried", again)
+    return retry, error, retry_after, report
+
+
+def park(
+    stores: Stores,
+    merchant_id: int,
+    source_name: str,
+    items: Sequence[Item],
+    *,
+    attempts: int,
+    first_failed_at: float,
+    error: str,
+    retry_after: float | None,
+    batch_id: str | None = None,
+) -> None:
+    """Keep messages in Redis until their next attempt is due (no Celery countdown involved)."""
+    settings = stores.settings
+    delay = retry_delay(attempts, retry_after, base=settings.retry_base_s, cap=settings.retry_cap_s)
+    payload: dict[str, Any] = {
+        "merchant_id": merchant_id,
+        "source": source_name,
+        "attempts": attempts,
+        "first_failed_at": first_failed_at,
+        "last_error": error[:2000],
+        "messages": [
+            [i.message_id, i.outcome_id, i.encoded.decode("utf-8"), i.event, i.accepted_at] for i in items
+        ],
+    }
+    stores.parking.park(batch_id or uuid.uuid4().hex, payload, stores.clock() + delay)
+    log.info(
+        "parked %d message(s) for merchant %s source %s, attempt %d, retry in %.1fs: %s",
+        len(items),
+        merchant_id,
+        source_name,
+        attempts,
+        delay,
+        error[:300],
+    )
+
+
+def _items_of(payload: dict[str, Any]) -> list[Item]:
+    merchant_id = int(payload["merchant_id"])
+    first_failed_at = float(payload["first_failed_at"])
+    items = []
+    for entry in payload["messages"]:
+        mid, oid, text = entry[:3]
+        event = str(entry[3]) if len(entry) > 3 else "unknown"
+        accepted_at = float(entry[4]) if len(entry) > 4 else first_failed_at
+        items.append(Item(mid, text.encode("utf-8"), merchant_id, oid, event, accepted_at))
+    return items
+
+
+def _dead_letter_parked(
+    stores: Stores, payload: dict[str, Any], reason: str, why: str, now: float
+) -> list[Item]:
+    items = _items_of(payload)
+    letters = [
+        NewDeadLetter(
+            reason=reason,
+            payload={"source": payload["source"], "message": item.encoded.decode("utf-8")},
+            kind="message",
+            merchant_id=item.merchant_id,
+            outcome_id=item.outcome_id,
+            attempts=int(payload["attempts"]),
+            first_error=str(payload.get("last_error", "")),
+            last_error=why,
+            first_failed_at=float(payload["first_failed_at"]),
+            last_failed_at=now,
+        )
+        for item in items
+    ]
+    stores.dlq.add_many(letters)
+    return items
+
+
+def resume_parked(stores: Stores, limit: int = 50) -> Report:
+    """Retry the parked batches that are due; each ends delivered, parked again or dead-lettered."""
+    report = Report()
+    now = stores.clock()
+    for batch_id, payload in stores.parking.claim_due(
+        now, limit, stores.settings.lease_s, owner=stores.worker_id
+    ):
+        merchant_id = int(payload["merchant_id"])
+        first_failed_at = float(payload["first_failed_at"])
+        if now - first_failed_at > stores.settings.retention_s:
+            why = f"still failing after the retention window ({stores.settings.retention_s}s)"
+            report.count(
+                "dead_lettered", _dead_letter_parked(stores, payload, REASON_RETENTION_EXPIRED, why, now)
+            )
+            stores.parking.done(batch_id)
+            continue
+        source = stores.merchants.sources_by_name.get((merchant_id, str(payload["source"])))
+        if source is None:
+            why = f"source {payload['source']!r} of merchant {merchant_id} is no longer configured"
+            report.count(
+                "dead_lettered", _dead_letter_parked(stores, payload, REASON_UNCONFIGURED_SOURCE, why, now)
+            )
+            stores.parking.done(batch_id)
+            continue
+        attempts = int(payload["attempts"]) + 1
+        retry, err, retry_after, sub = deliver_items(source, _items_of(payload), stores, attempt=attempts)
+        report.merge(sub)
+        if retry:
+            park(
+                stores,
+                merchant_id,
+                source.name,
+                retry,
+                attempts=attempts,
+                first_failed_at=first_failed_at,
+                error=err,
+                retry_after=retry_after,
+                batch_id=batch_id,
+            )
+            report.count("parked", retry)
+        else:
+            stores.parking.done(batch_id)
+    return report
