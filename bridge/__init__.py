@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from bridge.domain.version import __version__
+
+__all__ = ["__version__", "publish", "publish_many"]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -1,79 +1,77 @@
-"""Publishing outcomes into the pipeline: ``publish`` returns once Redis holds them.
+"""``bridge.publish``: outcomes into the pipeline from Python; returns once Redis holds them.
 
-Each batch is stored in Redis first (``bridge.stores.pending``), then a Celery task naming it is
-sent; a worker deletes the batch only once every outcome in it is handed off.
+Outcomes go through the accept stage (``bridge.stages.accept``), as those of the HTTP API do:
+validated and mapped here, invalid ones dead-lettered (reason ``invalid``), ones already seen
+skipped, the rest stored in Redis with their mapped messages and a task sent for each batch.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings
 from bridge.domain.wire import dumps
+from bridge.runtime import Runtime, build_runtime
+from bridge.stages.accept import Checked, Undecodable, accept, short_ids
+from bridge.stages.prepare import JSONDecodeProblem, decode_json
 
 if TYPE_CHECKING:
-    from bridge.stages.prepare import Mapped
+    from bridge.domain.mapped import Mapped
 
-#: The Celery task that processes a stored batch of raw outcome texts (see workers.tasks).
-PROCESS_TASK = "bridge.process_outcomes"
+
+log = logging.getLogger("bridge.publish")
 
 
 class Publisher:
-    """Sends batches of raw outcomes; ``settings`` default to the ``BRIDGE_*`` environment."""
+    """Publishes outcomes with the wiring of ``runtime`` (default: built from ``settings``, or
+    from the ``BRIDGE_*`` environment)."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
-        from bridge.runtime import redis_client
-        from bridge.stores.pending import PendingBatches
-        from workers.celery_app import make_app
-
-        self.settings = settings or Settings()
-        self.app = make_app(self.settings)
-        self.pending = PendingBatches(redis_client(self.settings))
+    def __init__(self, settings: Settings | None = None, *, runtime: Runtime | None = None) -> None:
+        self.runtime = runtime or build_runtime(settings or Settings())
+        self.settings = self.runtime.settings
 
     def publish_texts(self, texts: Sequence[str], mapped: Sequence[Mapped] | None = None) -> int:
-        """Enqueue raw outcome JSON texts in batches of ``task_batch_size``; returns the batch count.
+        """Enqueue raw outcome texts as they are (no validation here: a worker validates those
+        without ``mapped``); returns the batch count. Used by replays of dead letters."""
+        return self.runtime.enqueuer.publish_texts(texts, mapped)
 
-        ``mapped`` (aligned with ``texts``, from ``pipeline.prepare``) is stored beside them, so
-        the worker delivers without mapping again. An error propagates, so a caller that gets
-        no exception knows every outcome is in Redis."""
-        if mapped is not None and len(mapped) != len(texts):
-            raise ValueError(f"{len(mapped)} mapped outcomes for {len(texts)} texts")
-        size = self.settings.task_batch_size
-        batches = 0
-        for start in range(0, len(texts), size):
-            now = time.time()
-            batch_id = uuid.uuid4().hex
-            self.pending.add(
-                batch_id,
-                list(texts[start : start + size]),
-                now,
-                now + self.settings.pending_stale_s,
-                None if mapped is None else mapped[start : start + size],
-            )
-            self.send(batch_id, now)
-            batches += 1
-        return batches
-
-    def send(self, batch_id: str, enqueued_at: float) -> None:
-        """The Celery task that makes a worker process a stored batch."""
-        self.app.send_task(
-            PROCESS_TASK,
-            args=[batch_id],
-            kwargs={"enqueued_at": enqueued_at},
-            retry=True,
-            retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
+    def publish_many(self, outcomes: Iterable[dict[str, Any] | str | bytes]) -> Checked:
+        """Accept outcomes (dicts, or JSON texts): what was enqueued, duplicate or invalid."""
+        items: list[Any] = []
+        texts: list[str] = []
+        for outcome in outcomes:
+            if isinstance(outcome, dict):
+                items.append(outcome)
+                texts.append(dumps(outcome).decode())
+                continue
+            text = outcome.decode("utf-8", "replace") if isinstance(outcome, bytes) else outcome
+            texts.append(text)
+            try:
+                items.append(decode_json(outcome))
+            except JSONDecodeProblem as exc:
+                items.append(Undecodable(exc))
+        stores = self.runtime.current_stores()
+        checked = accept(
+            items,
+            merchants=stores.merchants,
+            dedup=stores.dedup,
+            dlq=stores.dlq,
+            publish=self.runtime.enqueuer.publish_texts,
+            window_s=self.settings.dedup_window_s,
+            now=time.time(),
+            texts=texts,
         )
-
-    def publish_many(self, outcomes: Iterable[dict[str, Any] | str | bytes]) -> int:
-        texts = [
-            o.decode("utf-8") if isinstance(o, bytes) else o if isinstance(o, str) else dumps(o).decode()
-            for o in outcomes
-        ]
-        return self.publish_texts(texts)
+        if checked.letters:
+            log.warning(
+                "publish: %d invalid outcome(s) dead-lettered: %s",
+                len(checked.letters),
+                short_ids(checked.letters),
+            )
+        return checked
 
 
 @functools.cache

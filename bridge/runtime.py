@@ -1,4 +1,9 @@
-"""Wiring: real stores from one ``Settings`` (Redis client, dedup, DLQ, parking, pacer).
+"""Wiring: everything a process needs, built from one ``Settings`` (:func:`build_runtime`).
+
+Each process reads its ``Settings`` once (from ``BRIDGE_*``) and builds its :class:`Runtime`:
+the Redis client, the merchants configuration (watched), the stores, and the task queue. This
+is the one module of ``bridge`` that reaches into ``workers/`` (for the Celery task queue,
+imported when first used), so nothing else outside ``workers/`` imports Celery.
 
 The merchants file is re-read when it changes on disk (each process looks at most once a
 second), so a fixed configuration, a rotated write key or ingest secret takes effect in
@@ -11,7 +16,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -23,6 +30,9 @@ from bridge.stores.pacing import RedisPacer
 from bridge.stores.parking import ParkingLot
 from bridge.stores.pending import PendingBatches
 from bridge.stores.stats import StatsStore
+
+if TYPE_CHECKING:
+    from bridge.stages.accept import Enqueuer, TaskQueue
 
 #: How often (seconds) a running process looks at the merchants file's modification time.
 CONFIG_CHECK_INTERVAL_S = 1.0
@@ -56,12 +66,16 @@ class ConfigWatcher:
     """The merchants configuration, reloaded when its file changes (a bad new file keeps the old one)."""
 
     settings: Settings
+    #: A fixed configuration (tests, the demo): returned as it is, no file read.
+    fixed: MerchantsConfig | None = None
     _config: MerchantsConfig | None = None
     _mtime: tuple[int, int, int] | None = None
     _checked: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def current(self) -> MerchantsConfig:
+        if self.fixed is not None:
+            return self.fixed
         now = time.monotonic()
         with self._lock:
             if self._config is not None and now - self._checked < CONFIG_CHECK_INTERVAL_S:
@@ -88,9 +102,14 @@ class ConfigWatcher:
 
 
 def build_stores(settings: Settings, merchants: MerchantsConfig | None = None, worker_id: str = "") -> Stores:
-    """Production stores on the Redis of ``settings``. ``worker_id`` (a process with a
-    heartbeat, ``bridge.stores.liveness``) owns the leases and claims these stores take."""
-    client = redis_client(settings)
+    """Production stores on a new client to the Redis of ``settings``. ``worker_id`` (a process
+    with a heartbeat, ``bridge.stores.liveness``) owns the leases and claims these stores take."""
+    return _stores(settings, redis_client(settings), merchants, worker_id)
+
+
+def _stores(
+    settings: Settings, client: redis.Redis, merchants: MerchantsConfig | None, worker_id: str
+) -> Stores:
     return Stores(
         settings=settings,
         merchants=merchants if merchants is not None else settings.load_merchants(),
@@ -101,4 +120,70 @@ def build_stores(settings: Settings, merchants: MerchantsConfig | None = None, w
         stats=StatsStore(client),
         pending=PendingBatches(client),
         worker_id=worker_id,
+    )
+
+
+@dataclass
+class Runtime:
+    """One process's wiring, built once from its ``Settings`` by :func:`build_runtime`.
+
+    ``worker_id`` (a worker process with a heartbeat) owns the leases and claims its stores
+    take. The stores, the task queue and the enqueuer are built when first used."""
+
+    settings: Settings
+    redis: redis.Redis
+    config: ConfigWatcher
+    worker_id: str = ""
+    queue_override: TaskQueue | None = None
+
+    def merchants(self) -> MerchantsConfig:
+        """The merchants configuration in force (re-read when its file changes)."""
+        return self.config.current()
+
+    @cached_property
+    def stores(self) -> Stores:
+        return _stores(self.settings, self.redis, self.merchants(), self.worker_id)
+
+    def current_stores(self) -> Stores:
+        """The stores, with the configuration in force now."""
+        stores = self.stores
+        stores.merchants = self.merchants()
+        return stores
+
+    @cached_property
+    def queue(self) -> TaskQueue:
+        if self.queue_override is not None:
+            return self.queue_override
+        from workers.queue import CeleryQueue  # the one arrow from bridge/ into workers/
+
+        return CeleryQueue(self.settings)
+
+    @cached_property
+    def enqueuer(self) -> Enqueuer:
+        from bridge.stages.accept import Enqueuer
+
+        return Enqueuer(
+            PendingBatches(self.redis),
+            self.queue,
+            batch_size=self.settings.task_batch_size,
+            stale_s=self.settings.pending_stale_s,
+        )
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    merchants: MerchantsConfig | None = None,
+    worker_id: str = "",
+    client: redis.Redis | None = None,
+    queue: TaskQueue | None = None,
+) -> Runtime:
+    """The wiring of one process. ``merchants``: a fixed configuration instead of the watched
+    ``BRIDGE_CONFIG`` file; ``client``, ``queue``: given instead of built (tests, the demo)."""
+    return Runtime(
+        settings=settings,
+        redis=client if client is not None else redis_client(settings),
+        config=ConfigWatcher(settings, fixed=merchants),
+        worker_id=worker_id,
+        queue_override=queue,
     )

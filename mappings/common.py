@@ -15,7 +15,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
-from bridge import __version__
 from bridge.domain.models import (
     ChangedPointInfo,
     GuestFieldsMixin,
@@ -26,6 +25,7 @@ from bridge.domain.models import (
     SuccessReply,
     WalletContentsMixin,
 )
+from bridge.domain.version import __version__
 
 Message = dict[str, Any]
 Properties = dict[str, Any]

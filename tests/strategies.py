@@ -899,7 +899,7 @@ def schema_leaves(raw: Raw) -> list[Leaf]:
                     continue
                 sub_shape, required = known[alias]
                 sub_path = (*path, key)
-                sub_error = (*error_path, alias)
+                sub_error = (*error_path, key)  # pydantic names the alias as the input spells it
                 tag_key = False
                 walk.leaves.append(
                     Leaf(sub_path, ".".join(sub_error), sub_shape, required, tag_key, ".".join(error_path))

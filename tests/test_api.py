@@ -511,7 +511,8 @@ def test_unknown_path_is_json_404(server: ThreadServer) -> None:
 
 
 def test_depth_bound_is_exact() -> None:
-    from bridge.ingest.app import MAX_JSON_DEPTH, _depth_ok
+    from bridge.ingest.body import MAX_JSON_DEPTH
+    from bridge.ingest.body import depth_ok as _depth_ok
 
     def nest(depth: int, leaf: Any = 1) -> Any:
         value = leaf

@@ -1,5 +1,8 @@
 """The Celery app: Redis broker, at-least-once settings. Tasks live in ``workers.tasks``.
 
+Nothing is built at import: ``make_app(settings)`` builds an app (the worker's, in
+``workers.main``; the task queue's, in ``workers.queue``).
+
 Why each setting (see DESIGN.md, "Known traps"):
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged only after it
   ran, and a pool child killed by a signal puts its message back instead of acking it.
@@ -28,10 +31,15 @@ from typing import Any
 
 from celery import Celery, signals
 
+from bridge import logs
 from bridge.config import Settings
-from bridge.ops import logs
+from bridge.stores.keys import KOMBU_QUEUE
 
-QUEUE = "bridge"
+#: The queue every task goes to (a Redis list of that name, ``bridge.stores.keys.KOMBU_QUEUE``).
+QUEUE = KOMBU_QUEUE
+#: The task that processes a stored batch, and the one that resumes parked batches.
+PROCESS_TASK = "bridge.process_outcomes"
+RESUME_TASK = "bridge.resume_parked"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -68,9 +76,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings | None = None) -> Celery:
+def make_app(settings: Settings) -> Celery:
     app = Celery("bridge")
-    app.conf.update(celery_config(settings or Settings()))
+    app.conf.update(celery_config(settings))
     app.conf.imports = ("workers.tasks",)
     return app
 
@@ -102,16 +110,15 @@ class _ExitAfterUnrecoverable(logging.Filter):
         os._exit(1)
 
 
-@signals.setup_logging.connect
-def _setup_logging(**_: Any) -> None:
-    """Replace Celery's logging with the bridge's JSON lines, secrets scrubbed."""
-    settings = Settings()
-    try:
-        secrets = logs.secrets_of(settings.load_merchants())
-    except Exception:
-        secrets = []
-    logs.configure(settings.log_level, secrets)
-    logging.getLogger("celery.worker").addFilter(_ExitAfterUnrecoverable())
+def install_logging(settings: Settings) -> None:
+    """In the worker: replace Celery's logging with the bridge's JSON lines, secrets scrubbed."""
 
+    def setup_logging(**_: Any) -> None:
+        try:
+            secrets = logs.secrets_of(settings.load_merchants())
+        except Exception:
+            secrets = []
+        logs.configure(settings.log_level, secrets)
+        logging.getLogger("celery.worker").addFilter(_ExitAfterUnrecoverable())
 
-app = make_app()
+    signals.setup_logging.connect(setup_logging, weak=False)

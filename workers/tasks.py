@@ -24,24 +24,22 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis.exceptions
-from celery import signals
+from celery import shared_task, signals
 from celery.exceptions import Reject
 
 from bridge.config import Settings
 from bridge.ops.metrics import WorkerMetrics, exposition_registry
-from bridge.runtime import ConfigWatcher, build_stores, redis_client
+from bridge.runtime import Runtime, build_runtime, redis_client
 from bridge.stages.context import Report, Stores
 from bridge.stages.deliver import resume_parked
 from bridge.stages.process import process_outcomes
 from bridge.stores.dlq import REASON_PROCESSING_ERROR, NewDeadLetter
 from bridge.stores.liveness import Heartbeat, found_dead, new_worker_id
 from bridge.stores.pending import PendingBatches
-from workers.celery_app import app
+from workers.celery_app import PROCESS_TASK, RESUME_TASK
 
 log = logging.getLogger("bridge.worker")
 
-PROCESS_TASK = "bridge.process_outcomes"
-RESUME_TASK = "bridge.resume_parked"
 #: How long a task keeps retrying while Redis is unreachable before handing the message back.
 REDIS_OUTAGE_PATIENCE_S = 60.0
 
@@ -55,10 +53,27 @@ _REDIS_DOWN = (
 )
 
 
+class _Process:
+    """This worker's ``Settings``, read once (``configure`` from ``workers.main``; read from the
+    ``BRIDGE_*`` environment on first use otherwise). Forked pool processes inherit them."""
+
+    settings: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    _Process.settings = settings
+
+
+def _settings() -> Settings:
+    if _Process.settings is None:
+        _Process.settings = Settings()
+    return _Process.settings
+
+
 @functools.cache
 def _heartbeat(pid: int) -> Heartbeat:
     """This process's heartbeat (one per pid: a forked pool process gets its own), started."""
-    settings = Settings()
+    settings = _settings()
     return Heartbeat(
         redis_client(settings),
         new_worker_id(),
@@ -68,23 +83,22 @@ def _heartbeat(pid: int) -> Heartbeat:
 
 
 @functools.cache
-def _runtime(pid: int) -> tuple[Stores, ConfigWatcher, WorkerMetrics]:
-    """Per-process stores (Redis clients do not survive fork) and metrics, built on first use.
-    Their leases and claims belong to this process's heartbeat."""
+def _runtime(pid: int) -> Runtime:
+    """Per-process wiring (Redis clients do not survive fork), built on first use. Its leases
+    and claims belong to this process's heartbeat."""
+    return build_runtime(_settings(), worker_id=_heartbeat(pid).worker_id)
+
+
+@functools.cache
+def _metrics(pid: int) -> WorkerMetrics:
     from prometheus_client import CollectorRegistry
 
-    settings = Settings()
-    watcher = ConfigWatcher(settings)
-    worker_id = _heartbeat(pid).worker_id
     # In multiprocess mode values go to PROMETHEUS_MULTIPROC_DIR whatever the registry.
-    stores = build_stores(settings, watcher.current(), worker_id)
-    return stores, watcher, WorkerMetrics.create(CollectorRegistry())
+    return WorkerMetrics.create(CollectorRegistry())
 
 
 def stores() -> Stores:
-    current, watcher, _ = _runtime(os.getpid())
-    current.merchants = watcher.current()
-    return current
+    return _runtime(os.getpid()).current_stores()
 
 
 def _pending() -> PendingBatches:
@@ -94,7 +108,7 @@ def _pending() -> PendingBatches:
 
 
 def _record(report: Report) -> None:
-    _runtime(os.getpid())[2].record(report)
+    _metrics(os.getpid()).record(report)
 
 
 T = TypeVar("T")
@@ -128,7 +142,7 @@ def _flat(report: Report) -> dict[str, int]:
     return flat
 
 
-@app.task(name=PROCESS_TASK)
+@shared_task(name=PROCESS_TASK)
 def process_outcomes_task(batch_id: str, enqueued_at: float | None = None) -> dict[str, Any]:
     """Deduplicate and deliver one stored batch: its messages as the ingest API mapped them,
     or, for batches of raw texts (``bridge.publish``, replays), validated and mapped here."""
@@ -180,7 +194,7 @@ def _dead_letter_batch(texts: list[str], exc: Exception) -> None:
         raise Reject(str(dlq_exc), requeue=True) from dlq_exc
 
 
-@app.task(name=RESUME_TASK)
+@shared_task(name=RESUME_TASK)
 def resume_parked_task() -> dict[str, Any]:
     """Retry parked batches that are due."""
     report = _with_redis_patience(lambda: resume_parked(stores()))
@@ -194,14 +208,10 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
     """In the worker's main process: hand back the work of dead workers (no heartbeat),
     enqueue a resume task whenever parked batches are due, and send again the task of any
     stored batch whose task message was lost."""
-    from bridge.client import Publisher
-    from bridge.stores.parking import ParkingLot
-
-    settings = Settings()
-    client = redis_client(settings)
-    parking = ParkingLot(client)
+    runtime = _runtime(os.getpid())
+    settings, client, queue = runtime.settings, runtime.redis, runtime.queue
+    parking = runtime.stores.parking
     pending = PendingBatches(client)
-    publisher = Publisher(settings)
     look_in_queue = False  # a worker died: look for the batches it popped, until that succeeds
     while not stop.wait(settings.sweep_interval_s):
         try:
@@ -213,7 +223,7 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
             taken = pending.take_over_dead(now + settings.pending_stale_s, now - settings.heartbeat_ttl_s)
             for batch_id, message in taken:
                 if not pending.requeue(message):
-                    publisher.send(batch_id, now)
+                    queue.send(batch_id, now)
             if taken:
                 log.warning(
                     "took over %d batch(es) of dead worker(s) (no heartbeat for %.0fs); queued again",
@@ -239,7 +249,7 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
                 look_in_queue = False
             for batch_id in lost:
                 log.warning("batch %s had no task in the queue or in a worker; sending it again", batch_id)
-                publisher.send(batch_id, now)
+                queue.send(batch_id, now)
         except Exception as exc:  # Redis away: try again next tick
             log.warning("sweep failed: %s", type(exc).__name__)
 
@@ -262,9 +272,8 @@ def _record_owner(request: Any = None, **_: Any) -> None:
         log.warning("could not record the owner of a received batch: %s", type(exc).__name__)
 
 
-@functools.cache
 def _owners() -> PendingBatches:
-    return PendingBatches(redis_client(Settings()))
+    return PendingBatches(_runtime(os.getpid()).redis)
 
 
 @signals.worker_ready.connect
@@ -278,11 +287,11 @@ def _start_sweep_loop(**_: Any) -> None:
         target=_sweep_loop, args=(_stop_sweep, worker_id), name="bridge-sweep", daemon=True
     ).start()
     log.info("worker %s ready", worker_id)
-    port = Settings().metrics_port
+    port = _settings().metrics_port
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port, registry=exposition_registry(redis_client(Settings())))
+        start_http_server(port, registry=exposition_registry(_runtime(os.getpid()).redis))
         log.info("worker metrics on port %d", port)
 
 

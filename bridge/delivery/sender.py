@@ -137,9 +137,6 @@ def guard_segment_logger() -> None:
         _SEGMENT_LOGGER.addFilter(_SEGMENT_FILTER)
 
 
-guard_segment_logger()
-
-
 def redact(text: str, write_key: str) -> str:
     """``text`` without the write key (plain or as the Basic-auth credential)."""
     if not write_key:

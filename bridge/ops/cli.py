@@ -100,8 +100,8 @@ def serve(
     ] = 0,
 ) -> None:
     """Run the HTTP ingest API (POST /v1/outcomes, /healthz, /readyz, /metrics, /docs)."""
+    from bridge import logs
     from bridge.ingest.app import run
-    from bridge.ops import logs
 
     settings = Settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
@@ -203,31 +203,17 @@ def worker(
     Redis transport can die with an "Unrecoverable error" when Redis restarts under it."""
     import os
 
-    from bridge.ops import logs
+    from bridge import logs
 
     settings = Settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
     _multiprocess_metrics()
-    if os.environ.get(_SUPERVISED) != "1":
-        from bridge.ops.supervise import supervise
+    from bridge.ops.supervise import supervise
 
-        child = [sys.executable, "-m", "bridge.ops.cli", "worker", "--concurrency", str(concurrency)]
-        raise typer.Exit(supervise([*child, "--loglevel", loglevel], {**os.environ, _SUPERVISED: "1"}))
-    from bridge.ops.supervise import SUPERVISOR_PID_ENV, watch_parent
-    from workers.celery_app import QUEUE, make_app
-
-    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
-    if supervisor:  # never outlive ``bridge worker`` (its kernel death signal is the first line)
-        watch_parent(int(supervisor))
-    celery = make_app(settings)
-    argv = ["--quiet", "worker", "-Q", QUEUE, "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
-    argv += ["--concurrency", str(concurrency or available_cores())]
-    celery.worker_main(argv)
-
-
-#: Set in the environment of the Celery worker that ``bridge worker`` runs and restarts.
-_SUPERVISED = "BRIDGE_WORKER_SUPERVISED"
+    # The Celery worker itself is ``python -m workers`` (the only room that imports Celery).
+    child = [sys.executable, "-m", "workers", "--concurrency", str(concurrency or available_cores())]
+    raise typer.Exit(supervise([*child, "--loglevel", loglevel], dict(os.environ)))
 
 
 @app.command()
@@ -286,19 +272,15 @@ def replay(
     Prints accepted / duplicate / invalid counts. Running it twice sends nothing twice."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from bridge.client import Publisher
-    from bridge.runtime import redis_client
+    from bridge.runtime import build_runtime
     from bridge.stages.bulk import ingest_file
-    from bridge.stores.dedup import RedisDedup
-    from bridge.stores.dlq import DeadLetterStore
 
     settings = Settings()
     merchants = _merchants(settings)
     if not file.is_file():
         typer.echo(f"error: {file} is not a file", err=True)
         raise typer.Exit(2)
-    client = redis_client(settings)
-    publisher = Publisher(settings)
+    runtime = build_runtime(settings, merchants=merchants)
     invalid_lines: list[str] = []
     with Progress(
         TextColumn("[bold]replay"),
@@ -312,9 +294,9 @@ def replay(
         counts = ingest_file(
             file,
             merchants=merchants,
-            dedup=RedisDedup(client),
-            dlq=DeadLetterStore(client),
-            publish_texts=publisher.publish_texts,
+            dedup=runtime.stores.dedup,
+            dlq=runtime.stores.dlq,
+            publish_texts=runtime.enqueuer.publish_texts,
             progress=lambda done, c: bar.update(
                 task,
                 completed=done,

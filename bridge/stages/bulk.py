@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bridge.config import MerchantsConfig
-from bridge.domain.errors import InvalidOutcome
-from bridge.stages.prepare import JSONDecodeProblem, Mapped, decode_json, prepare
-from bridge.stores.dedup import DedupStore, unseen_outcomes
-from bridge.stores.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
+from bridge.domain.mapped import Mapped
+from bridge.stages.accept import Undecodable, accept
+from bridge.stages.prepare import JSONDecodeProblem, decode_json
+from bridge.stores.dedup import DedupStore
+from bridge.stores.dlq import DeadLetterStore
 from bridge.stores.keys import OUTCOME_DEDUP_WINDOW_S
 
 #: Outcomes validated and enqueued per step (and per checkpoint).
@@ -121,26 +123,29 @@ def _ingest_chunk(
     on_invalid: Callable[[int, str], None] | None,
     window_s: float,
 ) -> None:
-    now = time.time()
-    valid: list[tuple[str, Mapped]] = []
-    invalid: list[NewDeadLetter] = []
-    for line_no, raw in chunk:
-        text = raw.decode("utf-8", "replace").strip()
+    items: list[Any] = []
+    texts: list[str] = []
+    for _, raw in chunk:
+        texts.append(raw.decode("utf-8", "replace").strip())
         try:
-            prepared = prepare(decode_json(raw.strip()), merchants)
-        except (InvalidOutcome, JSONDecodeProblem) as exc:
-            invalid.append(invalid_outcome_letter(text, exc, now, line=line_no))
-            if on_invalid is not None:
-                on_invalid(line_no, str(exc))
-            continue
-        valid.append((text, prepared.mapped()))
-    if invalid:
-        dlq.add_many(invalid)
-        counts.invalid += len(invalid)
-    keys = [(m.merchant_id, m.outcome_id) for _, m in valid]
-    fresh = unseen_outcomes(dedup, keys)
-    counts.duplicate += len(valid) - len(fresh)
-    if fresh:
-        publish_texts([valid[i][0] for i in fresh], [valid[i][1] for i in fresh])
-        dedup.mark_outcomes_accepted([keys[i] for i in fresh], window_s)
-        counts.accepted += len(fresh)
+            items.append(decode_json(raw.strip()))
+        except JSONDecodeProblem as exc:
+            items.append(Undecodable(exc))
+    lines = [line_no for line_no, _ in chunk]
+    checked = accept(
+        items,
+        merchants=merchants,
+        dedup=dedup,
+        dlq=dlq,
+        publish=publish_texts,
+        window_s=window_s,
+        now=time.time(),
+        texts=texts,
+        lines=lines,
+    )
+    if on_invalid is not None:
+        for letter, error in zip(checked.letters, checked.errors, strict=True):
+            on_invalid(lines[error["index"]], letter.first_error)
+    counts.invalid += len(checked.letters)
+    counts.duplicate += checked.duplicate
+    counts.accepted += len(checked.enqueue)

@@ -17,6 +17,7 @@ import jiter
 
 from bridge.config import MerchantsConfig
 from bridge.domain.errors import FieldProblem, InvalidMessage, InvalidOutcome
+from bridge.domain.mapped import Mapped
 from bridge.domain.models import Outcome, parse_outcome
 from bridge.domain.segment_rules import MAX_MESSAGE_BYTES, check_message, wire_size_bound
 from bridge.domain.wire import LongNumber, dumps
@@ -155,17 +156,6 @@ def encode(message: Message) -> bytes:
     if reason is not None:
         raise InvalidMessage(message.get("messageId"), reason)
     return encoded
-
-
-@dataclass(frozen=True)
-class Mapped:
-    """What delivery needs of a valid outcome: its dedup key and wire-ready messages
-    (messageId, event or type, bytes). The ingest API stores it beside the outcome's text,
-    so a worker delivers without validating and mapping the outcome a second time."""
-
-    merchant_id: int
-    outcome_id: str
-    messages: list[tuple[str, str, bytes]]
 
 
 @dataclass(frozen=True)

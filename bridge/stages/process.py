@@ -22,9 +22,10 @@ from collections.abc import Sequence
 
 from bridge.config import MerchantsConfig
 from bridge.domain.errors import InvalidOutcome
+from bridge.domain.mapped import Mapped
 from bridge.stages.context import Item, Report, Stores
 from bridge.stages.deliver import deliver_items, park
-from bridge.stages.prepare import JSONDecodeProblem, Mapped, decode_json, prepare
+from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
 from bridge.stores.dedup import Reservation
 from bridge.stores.dlq import (
     REASON_UNCONFIGURED_MERCHANT,

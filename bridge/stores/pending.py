@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import redis
 
-from bridge.stages.prepare import Mapped
+from bridge.domain.mapped import Mapped
 from bridge.stores.keys import (
     KOMBU_QUEUE,
     KOMBU_UNACKED,

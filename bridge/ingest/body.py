@@ -1,0 +1,123 @@
+"""The request body: read within its size limit, decoded, and split into outcome items.
+
+Every refusal is an :class:`ApiError` (the status, a code and a message the API answers with)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+
+from bridge.domain.models import json_type_name
+from bridge.domain.wire import LongNumber
+
+#: Bodies nested deeper than this are refused (400) before anything recurses into them.
+MAX_JSON_DEPTH = 64
+#: After refusing a body as too large, read on (discarding) up to this many bytes, so the
+#: client, still sending, gets the 413 instead of a connection reset.
+DRAIN_BYTES = 8 * 1024 * 1024
+#: ``Retry-After`` (seconds) when Redis or the broker does not answer.
+RETRY_AFTER_UNAVAILABLE_S = 5
+
+
+class ApiError(Exception):
+    """An error answer: ``{"error": code, "message": message}`` with ``status`` and headers."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        super().__init__(message)
+
+
+def _unavailable(message: str, retry_after: int = RETRY_AFTER_UNAVAILABLE_S) -> ApiError:
+    return ApiError(503, "unavailable", message, {"Retry-After": str(retry_after)})
+
+
+def unavailable(message: str, retry_after: int = RETRY_AFTER_UNAVAILABLE_S) -> ApiError:
+    """503 with ``Retry-After``: Redis, the broker or the configuration is not there."""
+    return ApiError(503, "unavailable", message, {"Retry-After": str(retry_after)})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body (kept on the request: authentication reads it too), at most ``limit`` bytes."""
+    cached: bytes | None = getattr(request.state, "raw_body", None)
+    if cached is not None:
+        return cached
+    too_large = ApiError(413, "too_large", f"request body over {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise ApiError(400, "bad_request", "Content-Length is not a number")
+        if int(declared) > limit + DRAIN_BYTES:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit + DRAIN_BYTES:
+                break
+            if size <= limit:
+                chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "bad_request", "client disconnected while sending the body") from None
+    if size > limit:
+        raise too_large
+    body = b"".join(chunks)
+    request.state.raw_body = body
+    return body
+
+
+def depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests at most ``limit`` containers deep (level by level: no recursion)."""
+    level = [value] if type(value) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return False
+        below = []
+        for node in level:
+            for child in node.values() if type(node) is dict else node:
+                if type(child) in (dict, list):
+                    below.append(child)
+        level = below
+    return True
+
+
+def split_items(value: Any) -> list[Any]:
+    """The outcomes of a decoded body: ``{"outcomes": [...]}``, a bare array, or one object."""
+    if isinstance(value, dict) and "outcomes" in value:
+        others = sorted(k for k in value if k != "outcomes")
+        if others:
+            raise ApiError(
+                400, "bad_request", f"unexpected field(s) beside 'outcomes': {', '.join(others)[:200]}"
+            )
+        outcomes = value["outcomes"]
+        if not isinstance(outcomes, list):
+            raise ApiError(400, "bad_request", "'outcomes' must be an array of outcome objects")
+        return _no_long_numbers(outcomes)
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return _no_long_numbers(value)
+    raise ApiError(
+        400,
+        "bad_request",
+        f'expected an outcome object or {{"outcomes": [...]}}, got {json_type_name(value)}',
+    )
+
+
+def _no_long_numbers(items: list[Any]) -> list[Any]:
+    """An item that is itself a number too long to read is not JSON we accept (400, as for a
+    body that is such a number); one inside an outcome is that outcome's error, naming the field."""
+    for index, item in enumerate(items):
+        if isinstance(item, LongNumber):
+            raise ApiError(
+                400,
+                "invalid_json",
+                f"invalid JSON body: item {index} is a number too long ({item.digits} digits)",
+            )
+    return items

@@ -1,0 +1,266 @@
+"""Accept: the one ingest stage, used by the HTTP API, ``bridge replay FILE`` and ``bridge.publish``.
+
+validate and map each item -> dead-letter the invalid ones -> drop those already seen ->
+enqueue the rest -> mark them accepted. Its steps are plain functions over injected stores,
+so the asynchronous HTTP API runs them one by one (in threads, around its group commit) and
+the synchronous callers run them all through :func:`accept`.
+
+Order matters for retries: outcomes are marked accepted only once they are enqueued (a request
+answered 503 must not make its retry look like a duplicate), and invalid ones are dead-lettered
+last (a failure before it is retried whole; the valid ones are then duplicates).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from bridge.config import MerchantsConfig
+from bridge.domain.errors import FieldProblem, InvalidOutcome
+from bridge.domain.mapped import Mapped
+from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
+from bridge.stages.prepare import JSONDecodeProblem, prepare
+from bridge.stores.dedup import DedupStore, unseen_outcomes
+from bridge.stores.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
+from bridge.stores.pending import PendingBatches
+
+
+class TaskQueue(Protocol):
+    """Sends the task that makes a worker process a stored batch (``workers.queue``)."""
+
+    def send(self, batch_id: str, enqueued_at: float) -> None: ...
+
+
+class Publisher(Protocol):
+    """What accepting needs to enqueue: returns only once Redis holds the texts (and their mapped
+    messages, which spare the worker a second validation and mapping)."""
+
+    def publish_texts(self, texts: Sequence[str], mapped: Sequence[Mapped] | None = None) -> int: ...
+
+
+@dataclass
+class Enqueuer:
+    """Stores batches of ``batch_size`` outcomes in Redis (``PendingBatches``), then sends a task
+    naming each; a worker deletes a batch only once every outcome in it is handed off."""
+
+    pending: PendingBatches
+    queue: TaskQueue
+    batch_size: int
+    stale_s: float
+    clock: Callable[[], float] = time.time
+
+    def publish_texts(self, texts: Sequence[str], mapped: Sequence[Mapped] | None = None) -> int:
+        """Enqueue raw outcome texts (with their mapped messages, aligned, when known); returns
+        the batch count. An error propagates: no exception means every outcome is in Redis."""
+        if mapped is not None and len(mapped) != len(texts):
+            raise ValueError(f"{len(mapped)} mapped outcomes for {len(texts)} texts")
+        batches = 0
+        for start in range(0, len(texts), self.batch_size):
+            now = self.clock()
+            batch_id = uuid.uuid4().hex
+            end = start + self.batch_size
+            part = None if mapped is None else mapped[start:end]
+            self.pending.add(batch_id, list(texts[start:end]), now, now + self.stale_s, part)
+            self.queue.send(batch_id, now)
+            batches += 1
+        return batches
+
+
+@dataclass
+class Checked:
+    """Items after validation (:func:`check`) and the dedup lookup (:func:`drop_seen`)."""
+
+    valid: list[tuple[str, Mapped]] = field(default_factory=list)  # (text, its messages and dedup key)
+    enqueue: list[tuple[str, Mapped]] = field(default_factory=list)
+    duplicate: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # per invalid item, with its index
+    letters: list[NewDeadLetter] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[tuple[int, str]]:
+        """The dedup keys of the outcomes to enqueue."""
+        return [(m.merchant_id, m.outcome_id) for _, m in self.enqueue]
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """An item whose raw text is not JSON: refused as invalid by :func:`check`."""
+
+    problem: JSONDecodeProblem
+
+
+def check(
+    items: Sequence[Any],
+    merchants: MerchantsConfig,
+    now: float,
+    *,
+    texts: Sequence[str] | None = None,
+    lines: Sequence[int] | None = None,
+) -> Checked:
+    """Validate and map every decoded item (an :class:`Undecodable` is invalid).
+
+    ``texts``: the raw text of each item, kept as it came (a file's lines); by default each
+    item's JSON text, decimals exact. ``lines``: the line of each item, recorded in its dead
+    letter."""
+    checked = Checked()
+    for index, item in enumerate(items):
+        try:
+            if isinstance(item, Undecodable):
+                raise item.problem
+            text = texts[index] if texts is not None else item_text_checked(item)
+            prepared = prepare(item, merchants)
+        except (InvalidOutcome, JSONDecodeProblem) as exc:
+            text = texts[index] if texts is not None else item_text(item)
+            details = exc.to_dict() if isinstance(exc, InvalidOutcome) else {"error": str(exc)}
+            checked.errors.append({"index": index, **details})
+            merchant_id = item.get("merchantId") if isinstance(item, dict) else None
+            extra = {} if lines is None else {"line": lines[index]}
+            checked.letters.append(
+                invalid_outcome_letter(
+                    text, exc, now, merchant_id=merchant_id if type(merchant_id) is int else None, **extra
+                )
+            )
+            continue
+        checked.valid.append((text, prepared.mapped()))
+    return checked
+
+
+def drop_seen(checked: Checked, dedup: DedupStore) -> Checked:
+    """Split the valid items into duplicates and those to enqueue (one round trip).
+
+    A duplicate is an outcome already processed, already accepted earlier (it is stored and
+    will be processed), or repeated within these items."""
+    if checked.valid:
+        keys = [(m.merchant_id, m.outcome_id) for _, m in checked.valid]
+        checked.enqueue = [checked.valid[i] for i in unseen_outcomes(dedup, keys)]
+        checked.duplicate += len(checked.valid) - len(checked.enqueue)
+    return checked
+
+
+#: Stores texts with their mapped messages and sends their tasks (``Enqueuer.publish_texts``).
+PublishTexts = Callable[[Sequence[str], Sequence[Mapped]], object]
+
+
+def enqueue(checked: Checked, publish: PublishTexts) -> None:
+    """Store the outcomes to enqueue, with their mapped messages; raises if Redis or the broker fails."""
+    if checked.enqueue:
+        publish([text for text, _ in checked.enqueue], [m for _, m in checked.enqueue])
+
+
+def mark_accepted(checked: Checked, dedup: DedupStore, window_s: float) -> None:
+    """Remember the enqueued outcomes, so a repeat within ``window_s`` is a duplicate."""
+    if checked.enqueue:
+        dedup.mark_outcomes_accepted(checked.keys, window_s)
+
+
+def dead_letter(checked: Checked, dlq: DeadLetterStore) -> None:
+    """Keep every invalid item, with its errors, as a dead letter (reason ``invalid``)."""
+    if checked.letters:
+        dlq.add_many(checked.letters)
+
+
+def accept(
+    items: Sequence[Any],
+    *,
+    merchants: MerchantsConfig,
+    dedup: DedupStore,
+    dlq: DeadLetterStore,
+    publish: PublishTexts,
+    window_s: float,
+    now: float,
+    texts: Sequence[str] | None = None,
+    lines: Sequence[int] | None = None,
+) -> Checked:
+    """The whole stage for a synchronous caller; returns what happened to each item."""
+    checked = drop_seen(check(items, merchants, now, texts=texts, lines=lines), dedup)
+    enqueue(checked, publish)
+    mark_accepted(checked, dedup, window_s)
+    dead_letter(checked, dlq)
+    return checked
+
+
+def short_ids(letters: Sequence[NewDeadLetter], limit: int = 20) -> str:
+    """The outcome ids of dead letters, for a log line (ids only: never payloads)."""
+    shown = [repr((letter.outcome_id or "?")[:100]) for letter in letters[:limit]]
+    return ", ".join(shown) + (f" and {len(letters) - limit} more" if len(letters) > limit else "")
+
+
+# --------------------------------------------------------------------------- item texts
+
+
+def item_text(item: Any) -> str:
+    """The JSON text of one decoded item, decimals exact (``bridge.domain.wire``).
+
+    Falls back to the standard library for what orjson refuses (integers beyond 64 bits,
+    lone surrogates in strings), so any decoded item has a text."""
+    try:
+        return dumps(item).decode("utf-8")
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(item, default=_json_default, separators=(",", ":"))
+
+
+def item_text_checked(item: Any) -> str:
+    """``item_text``, raising ``InvalidOutcome`` for a lone surrogate. orjson refuses those, so
+    the walk that finds the field runs only for the rare item orjson cannot encode."""
+    try:
+        return dumps(item).decode("utf-8")
+    except TypeError:
+        _refuse_surrogates(item)
+        return item_text(item)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return decimal_to_wire(obj)
+    if isinstance(obj, LongNumber):
+        return obj.text
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate_path(item: Any) -> str | None:
+    """The path of the first string (key or value) holding a lone UTF-16 surrogate, if any."""
+    stack: list[tuple[Any, str]] = [(item, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str) and not _encodable(node):
+            return path
+        if isinstance(node, dict):
+            for key, value in node.items():
+                child = f"{path}.{_printable(key)}" if path else _printable(key)
+                if not _encodable(key):
+                    return child
+                stack.append((value, child))
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}.{i}" if path else str(i)) for i, value in enumerate(node))
+    return None
+
+
+def _refuse_surrogates(item: Any) -> None:
+    """``InvalidOutcome`` when a string (key or value) holds a lone UTF-16 surrogate.
+
+    JSON's ``\\ud800`` escapes decode to strings that are not Unicode: Redis, orjson and
+    Segment all refuse them, so such an item is invalid here, with the path to the field."""
+    problem = _surrogate_path(item)
+    if problem is not None:
+        outcome_id = item.get("outcomeId") if isinstance(item, dict) else None
+        safe_id = outcome_id if isinstance(outcome_id, str) and _encodable(outcome_id) else None
+        raise InvalidOutcome(
+            safe_id, [FieldProblem(problem, "contains a lone UTF-16 surrogate: not valid Unicode")]
+        )

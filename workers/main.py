@@ -1,0 +1,37 @@
+"""The Celery worker process that ``bridge worker`` supervises: ``python -m workers``.
+
+Reads its ``Settings`` once, builds the Celery app from them and runs it on the bridge's queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from bridge import logs
+from bridge.config import Settings
+from bridge.ops.supervise import SUPERVISOR_PID_ENV, watch_parent
+from workers import tasks
+from workers.celery_app import QUEUE, install_logging, make_app
+
+
+def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO") -> None:
+    """Run a Celery worker with ``concurrency`` pool processes until it is stopped."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor:  # never outlive ``bridge worker`` (its kernel death signal is the first line)
+        watch_parent(int(supervisor))
+    logs.configure(settings.log_level, logs.secrets_of(settings.load_merchants()))
+    tasks.configure(settings)
+    install_logging(settings)
+    celery = make_app(settings)
+    argv = ["--quiet", "worker", "-Q", QUEUE, "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    celery.worker_main([*argv, "--concurrency", str(concurrency)])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    parser.add_argument("--concurrency", type=int, required=True)
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    run_worker(Settings(), concurrency=args.concurrency, loglevel=args.loglevel)
