@@ -9,8 +9,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# Only what the package needs (see .dockerignore): the build metadata and the three packages.
-COPY pyproject.toml README.md ./
+# Only what the package needs (see .dockerignore): the build metadata, the licence and the
+# three packages.
+COPY pyproject.toml README.md LICENSE ./
 COPY bridge ./bridge
 COPY workers ./workers
 COPY mappings ./mappings
