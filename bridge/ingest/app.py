@@ -52,7 +52,7 @@ from bridge.domain.version import __version__
 from bridge.ingest import auth
 from bridge.ingest.backlog import Backlog
 from bridge.ingest.body import MAX_JSON_DEPTH, ApiError, depth_ok, read_body, split_items, unavailable
-from bridge.ingest.group_commit import DirectCommit, GroupCommit
+from bridge.ingest.group_commit import DirectCommit, GroupCommit, Member
 from bridge.ingest.metrics import IngestMetricsMiddleware, Metrics
 from bridge.ingest.schemas import ErrorBody, IngestResult, Readiness
 from bridge.runtime import Runtime, build_runtime
@@ -119,43 +119,13 @@ def create_app(
     ``clock`` (unix seconds) is used for signature timestamps and dead letters.
     ``group_commit=False`` makes one publisher call per request."""
     runtime = runtime or build_runtime(settings, merchants=merchants, client=redis)
-    current_config = runtime.merchants
-    current_config()  # a bad configuration is an error at start
-    enqueue = publisher or runtime.enqueuer
-    client = runtime.redis
-    dedup, dlq = runtime.stores.dedup, runtime.stores.dlq
-    metrics = Metrics.create(registry)
-
-    def publish(items: list[tuple[str, Mapped]]) -> object:
-        return enqueue.publish_texts([text for text, _ in items], [mapped for _, mapped in items])
-
-    commit_class = GroupCommit if group_commit else DirectCommit
-    committer = commit_class(publish, on_flush=lambda _n: metrics.enqueue_calls.inc())
-    backlog = Backlog(lambda: int(client.llen(KOMBU_QUEUE)), on_read=metrics.queue_depth.set)
-
-    def warn_if_disabled(found: auth.Authenticator) -> None:
-        if not found.enabled:
-            log.warning(
-                "ingest authentication is DISABLED: no ingest.hmac_secrets and no ingest.bearer_tokens "
-                "configured (fine for local development only)"
-            )
-
-    authenticators = auth.AuthenticatorCache(clock=clock, on_new=warn_if_disabled)
-
-    def current_authenticator() -> auth.Authenticator:
-        return authenticators.get(current_config())
-
-    current_authenticator()  # logs the warning at start when authentication is off
-
-    async def read_request_body(request: Request) -> bytes:
-        return await read_body(request, settings.max_request_bytes)
-
-    authenticate = auth.dependency(current_authenticator, read_request_body)
+    runtime.merchants()  # a bad configuration is an error at start
+    ingest = Ingest(runtime, publisher or runtime.enqueuer, Metrics.create(registry), clock, group_commit)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        await committer.close()
+        await ingest.committer.close()
 
     app = FastAPI(
         title="Loyalty → Segment bridge: ingest",
@@ -166,10 +136,169 @@ def create_app(
         ),
         lifespan=lifespan,
     )
-    app.state.metrics = metrics
-    app.state.committer = committer
-    app.add_middleware(IngestMetricsMiddleware, metrics=metrics, path=INGEST_PATH)
+    app.state.metrics = ingest.metrics
+    app.state.committer = ingest.committer
+    app.add_middleware(IngestMetricsMiddleware, metrics=ingest.metrics, path=INGEST_PATH)
+    _add_error_handlers(app)
+    _add_ingest_route(app, ingest)
+    _add_probes(app, ingest)
+    return app
 
+
+class Ingest:
+    """``POST /v1/outcomes``, step by step: backpressure, body, items, the accept stage."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        publisher: accept.Publisher,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        group_commit: bool,
+    ) -> None:
+        self.settings = runtime.settings
+        self.current_config = runtime.merchants
+        self.redis = runtime.redis
+        self.dedup, self.dlq = runtime.stores.dedup, runtime.stores.dlq
+        self.metrics = metrics
+        self.clock = clock
+
+        def publish(items: list[tuple[str, Mapped]]) -> object:
+            return publisher.publish_texts([text for text, _ in items], [mapped for _, mapped in items])
+
+        commit_class = GroupCommit if group_commit else DirectCommit
+        self.committer = commit_class(publish, on_flush=lambda _n: metrics.enqueue_calls.inc())
+        self.backlog = Backlog(lambda: int(self.redis.llen(KOMBU_QUEUE)), on_read=metrics.queue_depth.set)
+        self.authenticators = auth.AuthenticatorCache(clock=clock, on_new=_warn_if_disabled)
+        self.authenticator()  # logs the warning at start when authentication is off
+
+    def authenticator(self) -> auth.Authenticator:
+        return self.authenticators.get(self.current_config())
+
+    async def read_body(self, request: Request) -> bytes:
+        return await read_body(request, self.settings.max_request_bytes)
+
+    async def handle(self, request: Request, method: str) -> JSONResponse:
+        await self.check_backlog()
+        # joined: a group about to be sent waits (a few ms at most) for this request's outcomes
+        with self.committer.member() as member:
+            items = await self.items(request)
+            checked = await self.checked(items)
+            await self.enqueue(member, checked)
+        await self.dead_letter(checked)
+        return self.answer(method, items, checked)
+
+    async def check_backlog(self) -> None:
+        try:
+            depth = await self.backlog.depth()
+        except RedisError as exc:
+            log.warning("ingest: cannot read the queue length (%s)", type(exc).__name__)
+            raise unavailable("the queue (Redis) is not reachable; retry later") from None
+        if depth > self.settings.max_backlog:
+            raise unavailable(
+                f"queue backlog of {depth} task messages is over the limit of {self.settings.max_backlog}; "
+                "retry later",
+                RETRY_AFTER_BACKLOG_S,
+            )
+
+    async def items(self, request: Request) -> list[Any]:
+        body = await self.read_body(request)
+        try:
+            decoded = decode_json(body)
+        except JSONDecodeProblem as exc:
+            raise ApiError(400, "invalid_json", f"invalid JSON body: {exc}") from None
+        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and not depth_ok(decoded):
+            raise ApiError(400, "invalid_json", f"body nested deeper than {MAX_JSON_DEPTH} levels")
+        items = split_items(decoded)
+        if len(items) > self.settings.max_request_outcomes:
+            raise ApiError(
+                413,
+                "too_many_outcomes",
+                f"{len(items)} outcomes in one request; at most {self.settings.max_request_outcomes}",
+            )
+        return items
+
+    async def checked(self, items: list[Any]) -> accept.Checked:
+        """Validated and mapped (in a thread when many), then looked up in dedup."""
+        try:
+            config = self.current_config()
+        except Exception:
+            log.exception("ingest: configuration not loaded")
+            raise unavailable("configuration not loaded") from None
+        if len(items) <= INLINE_ITEMS:
+            checked = accept.check(items, config, self.clock())
+        else:
+            checked = await asyncio.to_thread(accept.check, items, config, self.clock())
+        try:
+            await asyncio.to_thread(accept.drop_seen, checked, self.dedup)
+        except RedisError as exc:
+            log.warning("ingest: dedup lookup failed (%s)", type(exc).__name__)
+            raise unavailable("Redis is not reachable; retry later") from None
+        return checked
+
+    async def enqueue(self, member: Member, checked: accept.Checked) -> None:
+        try:
+            await member.submit(checked.enqueue)
+        except Exception as exc:
+            log.warning(
+                "ingest: enqueue of %d outcome(s) failed (%s); answered 503",
+                len(checked.enqueue),
+                type(exc).__name__,
+            )
+            raise unavailable("could not enqueue (Redis or the broker is down); retry later") from None
+        try:  # only now: a request answered 503 must not make its retry look like a duplicate
+            await asyncio.to_thread(accept.mark_accepted, checked, self.dedup, self.settings.dedup_window_s)
+        except RedisError as exc:  # stored already; a repeat would be deduplicated by the worker
+            log.warning("ingest: marking accepted outcomes failed (%s)", type(exc).__name__)
+
+    async def dead_letter(self, checked: accept.Checked) -> None:
+        if not checked.letters:
+            return
+        try:
+            await asyncio.to_thread(accept.dead_letter, checked, self.dlq)
+        except RedisError as exc:
+            log.warning("ingest: dead-lettering invalid outcomes failed (%s)", type(exc).__name__)
+            raise unavailable("Redis is not reachable; retry later") from None
+        log.warning(
+            "ingest: %d invalid outcome(s) dead-lettered: %s",
+            len(checked.letters),
+            accept.short_ids(checked.letters),
+        )
+
+    def answer(self, method: str, items: list[Any], checked: accept.Checked) -> JSONResponse:
+        accepted, invalid = len(checked.enqueue), len(checked.errors)
+        self.metrics.accepted.inc(accepted)
+        self.metrics.duplicate.inc(checked.duplicate)
+        self.metrics.invalid.inc(invalid)
+        log.debug(
+            "ingest (%s): accepted %d, duplicate %d, invalid %d", method, accepted, checked.duplicate, invalid
+        )
+        result = {"accepted": accepted, "duplicate": checked.duplicate, "invalid": invalid}
+        status = 422 if items and invalid == len(items) else 202
+        return JSONResponse({**result, "errors": checked.errors}, status)
+
+    async def readiness(self) -> list[str]:
+        reasons: list[str] = []
+        try:
+            self.current_config()
+        except Exception as exc:
+            reasons.append(f"configuration not loaded ({type(exc).__name__})")
+        try:
+            await asyncio.to_thread(self.redis.ping)
+        except RedisError as exc:
+            reasons.append(f"Redis does not answer PING ({type(exc).__name__})")
+        return reasons
+
+
+def _warn_if_disabled(found: auth.Authenticator) -> None:
+    if not found.enabled:
+        log.warning(
+            "ingest authentication is DISABLED: no ingest.hmac_secrets and no ingest.bearer_tokens "
+            "configured (fine for local development only)"
+        )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.code, "message": exc.message}, exc.status, headers=exc.headers)
@@ -188,111 +317,36 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"error": code, "message": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
-    errors_doc: dict[int | str, dict[str, Any]] = {
-        400: {"model": ErrorBody, "description": "Not JSON, not UTF-8, NaN, or not an outcome/batch shape."},
-        401: {"model": ErrorBody, "description": "Missing or bad credentials (WWW-Authenticate)."},
-        413: {"model": ErrorBody, "description": "Body over max_request_bytes or over max_request_outcomes."},
-        422: {"model": IngestResult, "description": "Every outcome was invalid (per-item errors)."},
-        503: {
-            "model": ErrorBody,
-            "description": "Backlog over limit or Redis down: retry after Retry-After.",
-        },
-    }
+
+_ERRORS_DOC: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Not JSON, not UTF-8, NaN, or not an outcome/batch shape."},
+    401: {"model": ErrorBody, "description": "Missing or bad credentials (WWW-Authenticate)."},
+    413: {"model": ErrorBody, "description": "Body over max_request_bytes or over max_request_outcomes."},
+    422: {"model": IngestResult, "description": "Every outcome was invalid (per-item errors)."},
+    503: {
+        "model": ErrorBody,
+        "description": "Backlog over limit or Redis down: retry after Retry-After.",
+    },
+}
+
+
+def _add_ingest_route(app: FastAPI, ingest: Ingest) -> None:
+    authenticate = auth.dependency(ingest.authenticator, ingest.read_body)
 
     @app.post(
         INGEST_PATH,
         status_code=202,
         response_model=IngestResult,
-        responses=errors_doc,
+        responses=_ERRORS_DOC,
         openapi_extra=_REQUEST_BODY_DOC,
         summary="Ingest outcomes",
     )
-    async def ingest(
-        request: Request,
-        method: str = Depends(authenticate),
-    ) -> JSONResponse:
+    async def ingest_outcomes(request: Request, method: str = Depends(authenticate)) -> JSONResponse:
         """Validate outcomes and enqueue the valid, new ones; answers once Redis holds them."""
-        try:
-            depth = await backlog.depth()
-        except RedisError as exc:
-            log.warning("ingest: cannot read the queue length (%s)", type(exc).__name__)
-            raise unavailable("the queue (Redis) is not reachable; retry later") from None
-        if depth > settings.max_backlog:
-            raise unavailable(
-                f"queue backlog of {depth} task messages is over the limit of {settings.max_backlog}; "
-                "retry later",
-                RETRY_AFTER_BACKLOG_S,
-            )
-        # joined: a group about to be sent waits (a few ms at most) for this request's outcomes
-        with committer.member() as member:
-            body = await read_request_body(request)
-            try:
-                decoded = decode_json(body)
-            except JSONDecodeProblem as exc:
-                raise ApiError(400, "invalid_json", f"invalid JSON body: {exc}") from None
-            if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and not depth_ok(decoded):
-                raise ApiError(400, "invalid_json", f"body nested deeper than {MAX_JSON_DEPTH} levels")
-            items = split_items(decoded)
-            if len(items) > settings.max_request_outcomes:
-                raise ApiError(
-                    413,
-                    "too_many_outcomes",
-                    f"{len(items)} outcomes in one request; at most {settings.max_request_outcomes}",
-                )
-            try:
-                config = current_config()
-            except Exception:
-                log.exception("ingest: configuration not loaded")
-                raise unavailable("configuration not loaded") from None
-            if len(items) <= INLINE_ITEMS:
-                checked = accept.check(items, config, clock())
-            else:
-                checked = await asyncio.to_thread(accept.check, items, config, clock())
-            try:
-                await asyncio.to_thread(accept.drop_seen, checked, dedup)
-            except RedisError as exc:
-                log.warning("ingest: dedup lookup failed (%s)", type(exc).__name__)
-                raise unavailable("Redis is not reachable; retry later") from None
-            try:
-                await member.submit(checked.enqueue)
-            except Exception as exc:
-                log.warning(
-                    "ingest: enqueue of %d outcome(s) failed (%s); answered 503",
-                    len(checked.enqueue),
-                    type(exc).__name__,
-                )
-                raise unavailable("could not enqueue (Redis or the broker is down); retry later") from None
-            try:  # only now: a request answered 503 must not make its retry look like a duplicate
-                await asyncio.to_thread(accept.mark_accepted, checked, dedup, settings.dedup_window_s)
-            except RedisError as exc:  # stored already; a repeat would be deduplicated by the worker
-                log.warning("ingest: marking accepted outcomes failed (%s)", type(exc).__name__)
-        if checked.letters:
-            try:
-                await asyncio.to_thread(accept.dead_letter, checked, dlq)
-            except RedisError as exc:
-                log.warning("ingest: dead-lettering invalid outcomes failed (%s)", type(exc).__name__)
-                raise unavailable("Redis is not reachable; retry later") from None
-            log.warning(
-                "ingest: %d invalid outcome(s) dead-lettered: %s",
-                len(checked.letters),
-                accept.short_ids(checked.letters),
-            )
-        accepted, invalid = len(checked.enqueue), len(checked.errors)
-        metrics.accepted.inc(accepted)
-        metrics.duplicate.inc(checked.duplicate)
-        metrics.invalid.inc(invalid)
-        log.debug(
-            "ingest (%s): accepted %d, duplicate %d, invalid %d", method, accepted, checked.duplicate, invalid
-        )
-        result = {
-            "accepted": accepted,
-            "duplicate": checked.duplicate,
-            "invalid": invalid,
-            "errors": checked.errors,
-        }
-        status = 422 if items and invalid == len(items) else 202
-        return JSONResponse(result, status)
+        return await ingest.handle(request, method)
 
+
+def _add_probes(app: FastAPI, ingest: Ingest) -> None:
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -304,15 +358,7 @@ def create_app(
         responses={503: {"model": Readiness}},
     )
     async def readyz() -> JSONResponse:
-        reasons: list[str] = []
-        try:
-            current_config()
-        except Exception as exc:
-            reasons.append(f"configuration not loaded ({type(exc).__name__})")
-        try:
-            await asyncio.to_thread(client.ping)
-        except RedisError as exc:
-            reasons.append(f"Redis does not answer PING ({type(exc).__name__})")
+        reasons = await ingest.readiness()
         if reasons:
             return JSONResponse({"status": "unavailable", "reasons": reasons}, 503)
         return JSONResponse({"status": "ready", "reasons": []}, 200)
@@ -320,10 +366,8 @@ def create_app(
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics_text() -> Response:
         with contextlib.suppress(RedisError):
-            await backlog.depth()  # refreshes bridge_queue_depth
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
+            await ingest.backlog.depth()  # refreshes bridge_queue_depth
+        return Response(generate_latest(ingest.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def app_from_environment() -> FastAPI:
