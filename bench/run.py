@@ -140,7 +140,7 @@ def start_collector(workdir: Path, name: str, env: dict[str, str]) -> tuple[Proc
     port = free_port()
     record = workdir / f"{name}.jsonl"
     argv = python_argv(
-        "-m", "bridge.devtools.collector", "--port", str(port), "--no-memory", "--keep-duplicates",
+        "-m", "bridge.ops.cli", "collector", "--port", str(port), "--no-memory", "--keep-duplicates",
         "--record", str(record), "--log-level", "warning",
     )  # fmt: skip
     proc = Proc(name, argv, env, workdir)

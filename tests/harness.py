@@ -110,7 +110,8 @@ class Pipeline:
         argv = [
             sys.executable,
             "-m",
-            "bridge.devtools.collector",
+            "bridge.ops.cli",
+            "collector",
             "--port",
             "{port}",
             "--record",

@@ -3,7 +3,7 @@
 Both pick a free port on 127.0.0.1, wait until the server answers HTTP, and stop it.
 
     # a CLI server; "{port}" in argv is replaced by the chosen port
-    with ProcessServer([sys.executable, "-m", "bridge.devtools.collector", "--port", "{port}"],
+    with ProcessServer([sys.executable, "-m", "bridge.ops.cli", "collector", "--port", "{port}"],
                        ready_path="/healthz") as srv:
         httpx.get(srv.url + "/stats")
         srv.kill()          # SIGKILL, for crash tests; srv.start() starts it again (same port)

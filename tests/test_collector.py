@@ -30,7 +30,8 @@ def collector_argv(*extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "bridge.devtools.collector",
+        "bridge.ops.cli",
+        "collector",
         "--port",
         "{port}",
         "--log-level",
@@ -167,13 +168,8 @@ def test_repeated_message_ids_are_kept_once_per_write_key_like_segment(url: str)
     assert (s["accepted"], s["unique_message_ids"], s["duplicates"]) == (2, 2, 1)
 
 
-@pytest.mark.parametrize("entry", ["module", "bridge-cli"])
-def test_keep_duplicates_records_repeats(entry: str) -> None:
-    if entry == "module":
-        argv = collector_argv("--write-key", KEY, "--keep-duplicates")
-    else:  # the same through `bridge collector`
-        argv = [sys.executable, "-m", "bridge.ops.cli", "collector", "--port", "{port}", "--write-key", KEY]
-        argv += ["--keep-duplicates", "--log-level", "warning"]
+def test_keep_duplicates_records_repeats() -> None:
+    argv = collector_argv("--write-key", KEY, "--keep-duplicates")
     with ProcessServer(argv, ready_path="/healthz") as srv:
         send(srv.url, [track(1), track(2)])
         send(srv.url, [track(1)])

@@ -141,7 +141,7 @@ def driver() -> Iterator[Any]:
 
 @pytest.fixture
 def collector() -> Iterator[ProcessServer]:
-    argv = [sys.executable, "-m", "bridge.devtools.collector", "--port", "{port}", "--log-level", "warning",
+    argv = [sys.executable, "-m", "bridge.ops.cli", "collector", "--port", "{port}", "--log-level", "warning",
             "--write-key", KEY, "--write-key", OTHER_KEY]  # fmt: skip
     with ProcessServer(argv, ready_path="/healthz") as srv:
         yield srv

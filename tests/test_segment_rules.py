@@ -15,11 +15,11 @@ from bridge.domain.segment_rules import (
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_ID_CHARS,
     check_message,
-    validate_message,
     wire_size,
     wire_size_bound,
 )
 from bridge.domain.wire import dumps
+from bridge.stages.prepare import encode
 
 
 def track(**over: Any) -> dict[str, Any]:
@@ -81,7 +81,7 @@ BAD = [
 @pytest.mark.parametrize("msg", GOOD)
 def test_good_messages_pass(msg: dict[str, Any]) -> None:
     assert reason_for(msg) is None
-    assert validate_message(msg) == dumps(msg)
+    assert encode(msg) == dumps(msg)
 
 
 @pytest.mark.parametrize(("msg", "expected"), BAD)
@@ -90,7 +90,7 @@ def test_bad_messages_name_their_reason(msg: dict[str, Any], expected: str) -> N
     assert reason is not None
     assert expected in reason
     with pytest.raises(InvalidMessage) as err:
-        validate_message(msg)
+        encode(msg)
     assert err.value.reason == reason
     mid = msg.get("messageId")
     assert err.value.message_id == (mid if isinstance(mid, str) else None)
@@ -101,8 +101,8 @@ def test_not_an_object() -> None:
 
 
 def test_unserialisable_message_is_invalid_not_a_crash() -> None:
-    with pytest.raises(InvalidMessage, match="not JSON-serialisable"):
-        validate_message(track(properties={"when": object()}))
+    with pytest.raises(InvalidMessage, match="cannot be encoded as JSON"):
+        encode(track(properties={"when": object()}))
 
 
 def _padded(size_target: int, filler: str) -> dict[str, Any]:

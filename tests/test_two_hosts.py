@@ -110,7 +110,7 @@ def two_host_rig(host: Host, workdir: Path) -> Iterator[tuple[RedisServer, Proce
         pytest.skip("needs redis-server")
     record = workdir / "received.jsonl"
     collector = _OnAddress(
-        [sys.executable, "-m", "bridge.devtools.collector", "--host", host.host_addr, "--port", "{port}",
+        [sys.executable, "-m", "bridge.ops.cli", "collector", "--host", host.host_addr, "--port", "{port}",
          "--record", str(record), "--write-key", "wk-1738-prod"],
         host.host_addr,
         ready_path="/healthz",

@@ -35,11 +35,9 @@ receiver of a benchmark.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import os
@@ -660,47 +658,3 @@ def run(
         uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
     finally:
         app.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bridge.devtools.collector", description="Local Segment-compatible receiver."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument(
-        "--write-key", action="append", default=[], help="accepted write key (repeatable; none = any)"
-    )
-    parser.add_argument(
-        "--record", type=Path, default=None, help="append accepted messages to this JSONL file"
-    )
-    parser.add_argument("--faults", default=None, help="faults active at start, JSON, e.g. '{\"fail\": 2}'")
-    parser.add_argument("--no-memory", action="store_true", help="keep only counts in memory")
-    parser.add_argument(
-        "--keep-duplicates",
-        action="store_true",
-        help="record a repeated messageId again (default: kept once per write key, as Segment does)",
-    )
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    faults = None
-    if args.faults:
-        try:
-            faults = Faults.model_validate_json(args.faults)
-        except ValidationError as exc:
-            parser.error(f"--faults: {exc}")
-    with contextlib.suppress(KeyboardInterrupt):
-        run(
-            args.host,
-            args.port,
-            set(args.write_key),
-            args.record,
-            args.log_level,
-            faults=faults,
-            keep_messages=not args.no_memory,
-            dedup=not args.keep_duplicates,
-        )
-
-
-if __name__ == "__main__":
-    main()

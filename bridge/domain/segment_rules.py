@@ -23,9 +23,6 @@ from typing import Any, Final
 
 import orjson
 
-from bridge.domain.errors import InvalidMessage
-from bridge.domain.wire import dumps
-
 #: Segment's limit for one message (``400`` above it).
 MAX_MESSAGE_BYTES: Final = 32 * 1024
 #: Segment's limit for one ``/v1/batch`` request body (``400`` above it).
@@ -117,17 +114,3 @@ def check_message(msg: Mapping[str, Any], encoded: bytes) -> str | None:
     if size is not None:
         return f"message is {size} bytes on the wire, over Segment's {MAX_MESSAGE_BYTES}"
     return None
-
-
-def validate_message(msg: Mapping[str, Any]) -> bytes:
-    """Encode ``msg`` for the wire and check it; raise :class:`InvalidMessage` with the reason if bad."""
-    message_id = msg.get("messageId") if isinstance(msg, Mapping) else None
-    mid = message_id if isinstance(message_id, str) else None
-    try:
-        encoded = dumps(msg)
-    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-        raise InvalidMessage(mid, f"not JSON-serialisable: {exc}") from None
-    reason = check_message(msg, encoded)
-    if reason is not None:
-        raise InvalidMessage(mid, reason)
-    return encoded

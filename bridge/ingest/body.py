@@ -31,10 +31,6 @@ class ApiError(Exception):
         super().__init__(message)
 
 
-def _unavailable(message: str, retry_after: int = RETRY_AFTER_UNAVAILABLE_S) -> ApiError:
-    return ApiError(503, "unavailable", message, {"Retry-After": str(retry_after)})
-
-
 def unavailable(message: str, retry_after: int = RETRY_AFTER_UNAVAILABLE_S) -> ApiError:
     """503 with ``Retry-After``: Redis, the broker or the configuration is not there."""
     return ApiError(503, "unavailable", message, {"Retry-After": str(retry_after)})

@@ -139,10 +139,12 @@ def encode(message: Message) -> bytes:
     A POS Activity whose item list alone pushes it over 32 KB is sent without ``items``
     (``items_truncated: true``; counts and totals stay) rather than refused: the event
     matters more than its line detail. Anything else over a limit raises ``InvalidMessage``."""
+    message_id = message.get("messageId")
+    mid = message_id if isinstance(message_id, str) else None
     try:
         encoded = dumps(message)
     except TypeError as exc:  # e.g. a lone surrogate (\ud800) in a string: not valid UTF-8
-        raise InvalidMessage(message.get("messageId"), f"cannot be encoded as JSON: {exc}") from None
+        raise InvalidMessage(mid, f"cannot be encoded as JSON: {exc}") from None
     reason = check_message(message, encoded)
     if reason is not None and wire_size_bound(encoded) > MAX_MESSAGE_BYTES and "properties" in message:
         props = message["properties"]
@@ -154,7 +156,7 @@ def encode(message: Message) -> bytes:
             encoded = dumps(message)
             reason = check_message(message, encoded)
     if reason is not None:
-        raise InvalidMessage(message.get("messageId"), reason)
+        raise InvalidMessage(mid, reason)
     return encoded
 
 

@@ -4,7 +4,7 @@ Everything is a real process talking over real sockets:
 
 - ``redis-server`` (AOF on; ``appendfsync`` configurable), restarted with SIGKILL on the same
   port and directory;
-- the collector (``python -m bridge.devtools.collector --keep-duplicates --no-memory --record FILE``):
+- the collector (``python -m bridge.ops.cli collector --keep-duplicates --no-memory --record FILE``):
   every message it accepts, repeats included, is one line of FILE;
 - the ingest API (``python -m bridge.ops.cli serve``) with HMAC secrets and bearer tokens;
 - ``bridge worker`` processes, each in its own process group, SIGKILLed as a group;
@@ -295,7 +295,7 @@ class ChaosRig:
         self.config_path = cfg.workdir / "bridge.yaml"
         self.redis = RedisServer(appendonly=True, appendfsync=cfg.appendfsync)
         keys = [key for sources in MERCHANTS.values() for _, key in sources]
-        argv = [sys.executable, "-m", "bridge.devtools.collector", "--port", "{port}", "--record", str(self.record),
+        argv = [sys.executable, "-m", "bridge.ops.cli", "collector", "--port", "{port}", "--record", str(self.record),
                 "--keep-duplicates", "--no-memory", "--log-level", "warning"]  # fmt: skip
         for key in keys:
             argv += ["--write-key", key]
