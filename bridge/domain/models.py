@@ -61,17 +61,7 @@ def _too_long(value: LongNumber) -> ValueError:
 
 def parse_decimal(value: Any) -> Decimal:
     """An exact Decimal from a JSON number or string; NaN, Infinity and booleans are refused."""
-    if isinstance(value, bool):
-        raise ValueError("expected a decimal number, got a boolean")
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int):
-        result = Decimal(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("expected a finite decimal number")
-        result = Decimal(repr(value))
-    elif isinstance(value, str):
+    if isinstance(value, str):  # the usual case first, without a call
         text = value.strip()
         if not text:
             raise ValueError("expected a decimal number, got an empty string")
@@ -81,10 +71,12 @@ def parse_decimal(value: Any) -> Decimal:
             result = Decimal(text)
         except InvalidOperation:
             raise ValueError(f"not a decimal number: {value[:40]!r}") from None
-    elif isinstance(value, LongNumber):
-        raise _too_long(value)
+    elif isinstance(value, Decimal):
+        result = value
+    elif value.__class__ is int:  # a JSON integer, without a call (a bool is not of class int)
+        result = Decimal(value)
     else:
-        raise ValueError(f"expected a decimal number, got {type(value).__name__}")
+        result = _decimal_of_number(value)
     if not result.is_finite():
         raise ValueError("expected a finite decimal number")
     digits = len(result.as_tuple().digits)
@@ -93,6 +85,22 @@ def parse_decimal(value: Any) -> Decimal:
     if abs(result.adjusted()) > MAX_DECIMAL_ADJUSTED:
         raise ValueError("decimal out of range (more than 30 digits before or after the point)")
     return result
+
+
+def _decimal_of_number(value: Any) -> Decimal:
+    """``parse_decimal`` of what is neither a string nor a Decimal: an int or a float, exactly
+    (a float through its shortest repr); a boolean, NaN, Infinity or anything else is refused."""
+    if isinstance(value, bool):
+        raise ValueError("expected a decimal number, got a boolean")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("expected a finite decimal number")
+        return Decimal(repr(value))
+    if isinstance(value, LongNumber):
+        raise _too_long(value)
+    raise ValueError(f"expected a decimal number, got {type(value).__name__}")
 
 
 def _decimal_fast(value: Decimal) -> Decimal:
