@@ -268,6 +268,17 @@ def _check_host(host: str, where: str, problems: list[str]) -> None:
 
 
 def _merchant(m: MerchantConfig, where: str, default_host: str, base: Path, problems: list[str]) -> Merchant:
+    sources = _merchant_sources(m, where, default_host, problems)
+    stores = _merchant_stores(m.stores, where, base, problems)
+    _check_event_names(m.events, where, problems)
+    context = MappingContext(
+        stores=stores, rename=dict(m.events.rename), disabled=frozenset(m.events.disabled)
+    )
+    return Merchant(merchant_id=m.merchant_id, sources=tuple(sources), context=context)
+
+
+def _merchant_sources(m: MerchantConfig, where: str, default_host: str, problems: list[str]) -> list[Source]:
+    """A merchant's sources, each with its host (the default one unless it names its own)."""
     sources: list[Source] = []
     names: set[str] = set()
     for j, src in enumerate(m.sources):
@@ -281,34 +292,42 @@ def _merchant(m: MerchantConfig, where: str, default_host: str, base: Path, prob
         if src.host is not None:
             _check_host(host, f"{at}.host", problems)
         sources.append(Source(name=src.name, write_key=src.write_key, host=host.rstrip("/")))
+    return sources
+
+
+def _merchant_stores(
+    given: str | list[dict[str, Any]] | None, where: str, base: Path, problems: list[str]
+) -> dict[str, Store]:
+    """A merchant's stores: from a directory file (relative to ``base``) or listed inline."""
     stores: dict[str, Store] = {}
-    if isinstance(m.stores, str):
+    if isinstance(given, str):
         stores = read_store_directory(
-            (base / m.stores) if not Path(m.stores).is_absolute() else Path(m.stores), problems
+            (base / given) if not Path(given).is_absolute() else Path(given), problems
         )
-    elif isinstance(m.stores, list):
-        for k, row in enumerate(m.stores):
+    elif isinstance(given, list):
+        for k, row in enumerate(given):
             store = _store(row, f"{where}.stores[{k}]", problems)
             if store is not None:
                 stores[store.code] = store
+    return stores
+
+
+def _check_event_names(events: EventsConfig, where: str, problems: list[str]) -> None:
+    """Renamed and disabled events must be known ones; a new name must not be blank."""
     known = set(EVENT_NAMES)
-    for name in m.events.rename:
+    for name in events.rename:
         if name not in known:
             problems.append(
                 f"{where}.events.rename: unknown event {name!r} (known: {', '.join(EVENT_NAMES)})"
             )
-    for name, new in m.events.rename.items():
+    for name, new in events.rename.items():
         if not str(new).strip():
             problems.append(f"{where}.events.rename: empty new name for {name!r}")
-    for name in m.events.disabled:
+    for name in events.disabled:
         if name not in known and name != IDENTIFY:
             problems.append(
                 f"{where}.events.disabled: unknown event {name!r} (known: {', '.join(EVENT_NAMES)}, identify)"
             )
-    context = MappingContext(
-        stores=stores, rename=dict(m.events.rename), disabled=frozenset(m.events.disabled)
-    )
-    return Merchant(merchant_id=m.merchant_id, sources=tuple(sources), context=context)
 
 
 def parse_merchants(

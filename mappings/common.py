@@ -290,46 +290,65 @@ def wallet_properties(
 
     ``stored_value`` is (wallet code, label, balance) of a stored-value wallet (Recharge Value).
     ``with_changes=False`` leaves the changes out (a simulation changed nothing)."""
+    by_code = _wallets_by_code(wallets, stored_value, with_changes)
+    return _wallet_infos(by_code.values()) if by_code else {}
+
+
+def _wallet_entry(by_code: dict[int, _Wallet], code: int, label: str | None, kind: str | None) -> _Wallet:
+    """The wallet of ``code`` (added when new), given the label and kind it lacks so far."""
+    entry = by_code.setdefault(code, _Wallet(code=code))
+    entry.label = entry.label or label
+    entry.kind = entry.kind or kind
+    return entry
+
+
+def _wallets_by_code(
+    wallets: Wallets | WalletContentsMixin,
+    stored_value: tuple[int | None, str | None, Decimal | None] | None,
+    with_changes: bool,
+) -> dict[int, _Wallet]:
+    """Every wallet the lists name, by code, in order of first mention: balances, reward details,
+    the sum of its changes (when ``with_changes``), then the stored-value wallet."""
     by_code: dict[int, _Wallet] = {}
-
-    def wallet(code: int, label: str | None, kind: str | None) -> _Wallet:
-        entry = by_code.setdefault(code, _Wallet(code=code))
-        entry.label = entry.label or label
-        entry.kind = entry.kind or kind
-        return entry
-
     for point in wallets.point_balances:
-        wallet(point.wallet_code, point.point_name, "points").balance = point.balance
+        _wallet_entry(by_code, point.wallet_code, point.point_name, "points").balance = point.balance
     for reward in wallets.reward_balances:
-        entry = wallet(reward.wallet_code, reward.point_name, "reward")
+        entry = _wallet_entry(by_code, reward.wallet_code, reward.point_name, "reward")
         entry.balance = reward.balance
-        entry.extra = {
-            "discount_object_number": reward.discount_object_number,
-            "expirations": [
-                drop_unknown({"quantity": e.quantity, "date": e.date}) for e in reward.expiration_dates
-            ],
-            "additional_expiring_balance": reward.additional_expiring_balance,
-            "reward_type": reward.reward_type,
-            "reward_value_type": reward.reward_value_type,
-        }
+        entry.extra = _reward_details(reward)
     for change in wallets.changed_wallet_contents if with_changes else ():
-        entry = wallet(change.wallet_code, change.point_name, None)
+        entry = _wallet_entry(by_code, change.wallet_code, change.point_name, None)
         # EXACT.add: the same exact addition as under localcontext(EXACT), without switching contexts
         entry.quantity_changed = EXACT.add(entry.quantity_changed or Decimal(0), change.quantity)
     if stored_value is not None:
         code, label, balance = stored_value
         if code is not None:
-            entry = wallet(code, label, "stored_value")
+            entry = _wallet_entry(by_code, code, label, "stored_value")
             entry.kind = "stored_value"
             if balance is not None:
                 entry.balance = balance
-    if not by_code:
-        return {}
+    return by_code
 
+
+def _reward_details(reward: RewardPointInfo) -> dict[str, Any]:
+    """What a reward wallet tells beyond its balance (in all_wallets_info)."""
+    return {
+        "discount_object_number": reward.discount_object_number,
+        "expirations": [
+            drop_unknown({"quantity": e.quantity, "date": e.date}) for e in reward.expiration_dates
+        ],
+        "additional_expiring_balance": reward.additional_expiring_balance,
+        "reward_type": reward.reward_type,
+        "reward_value_type": reward.reward_value_type,
+    }
+
+
+def _wallet_infos(entries: Iterable[_Wallet]) -> Properties:
+    """The three wallet properties: balances by label, every wallet in full, and flat by code."""
     wallets_info: dict[str, Decimal] = {}
     all_info: list[dict[str, Any]] = []
     flat: dict[str, Any] = {}
-    for entry in by_code.values():
+    for entry in entries:
         label = known(entry.label)
         if entry.balance is not None and label is not None:  # by code in the other two
             key = label if label not in wallets_info else f"{label} ({entry.code})"

@@ -346,75 +346,122 @@ def deliver(
       3xx, 501, 505, bad host) likewise puts the rest under ``rejected`` unsent.
     - A pacer that fails (Redis unreachable) puts the rest under ``retry``.
     """
-    report = DeliveryReport()
-    kid = key_id if key_id is not None else make_key_id(write_key)
     sizes = [wire_size_bound(m) for m in encoded_messages]
-    work: deque[_Piece] = deque(_Piece(list(range(a, b))) for a, b in batch_bounds(sizes))
-    halt: DeliveryError | None = None
-    isolation_requests = 0
+    run = _Delivery(
+        write_key=write_key,
+        host=host,
+        encoded_messages=encoded_messages,
+        send=send,
+        pacer=pacer,
+        kid=key_id if key_id is not None else make_key_id(write_key),
+        timeout=timeout,
+        retry_count=retry_count,
+        max_isolation_requests=max_isolation_requests,
+        work=deque(_Piece(list(range(a, b))) for a, b in batch_bounds(sizes)),
+    )
+    while run.work:
+        run.step(run.work.popleft())
+    return run.report
 
-    while work:
-        piece = work.popleft()
-        if halt is not None:
-            _record(report, piece.indices, halt, unsent=True)
-            continue
-        if piece.known_bad and len(piece.indices) > 1 and isolation_requests < max_isolation_requests:
-            _split(work, piece)
-            continue
-        if pacer is not None:
-            try:
-                pacer.acquire(kid)
-            except Exception as exc:
-                reason = _one_line(redact(f"pacer unavailable: {type(exc).__name__}: {exc}", write_key), 300)
-                halt = RetryableDelivery(reason, None)
-                log.warning("pacing failed for key %s; deferring the rest: %s", kid, reason)
-                work.appendleft(piece)
-                continue
-        report.requests += 1
-        if piece.from_split:
-            isolation_requests += 1
-        batch = [encoded_messages[i] for i in piece.indices]
+
+@dataclass
+class _Delivery:
+    """One :func:`deliver` call under way: what is left to send and what happened so far."""
+
+    write_key: str
+    host: str
+    encoded_messages: Sequence[bytes]
+    send: Sender
+    pacer: Pacer | None
+    kid: str
+    timeout: float
+    retry_count: int
+    max_isolation_requests: int
+    work: deque[_Piece]
+    report: DeliveryReport = field(default_factory=DeliveryReport)
+    halt: DeliveryError | None = None  # set once the rest of the key's batches would fail too
+    isolation_requests: int = 0
+
+    def step(self, piece: _Piece) -> None:
+        """Settle one piece: record it unsent after a halt, split it, or pace and send it."""
+        if self.halt is not None:
+            _record(self.report, piece.indices, self.halt, unsent=True)
+        elif piece.known_bad and self.may_split(piece):
+            _split(self.work, piece)
+        elif self.paced(piece):
+            err = self.sent(piece)
+            if err is not None:
+                self.failed(piece, err)
+
+    def may_split(self, piece: _Piece) -> bool:
+        """Whether a piece holds more than one message and the isolation budget is not spent."""
+        return len(piece.indices) > 1 and self.isolation_requests < self.max_isolation_requests
+
+    def paced(self, piece: _Piece) -> bool:
+        """Wait for the pacer; if it fails, halt with a retryable error and put the piece back."""
+        if self.pacer is None:
+            return True
         try:
-            status = send(write_key, host, batch, timeout=timeout, retry_count=retry_count)
-        except DeliveryError as exc:
-            err: DeliveryError = exc
-        except Exception as exc:  # a custom sender's own failure: classify it like send_batch would
-            err = _from_exception(exc, write_key)
-        else:
-            report.statuses[status if isinstance(status, int) else 200] += 1
-            report.delivered.extend(piece.indices)
-            if piece.sibling is not None:
-                piece.sibling.known_bad = True
-            continue
+            self.pacer.acquire(self.kid)
+        except Exception as exc:
+            reason = _one_line(redact(f"pacer unavailable: {type(exc).__name__}: {exc}", self.write_key), 300)
+            self.halt = RetryableDelivery(reason, None)
+            log.warning("pacing failed for key %s; deferring the rest: %s", self.kid, reason)
+            self.work.appendleft(piece)
+            return False
+        return True
 
-        report.statuses[err.status] += 1
+    def sent(self, piece: _Piece) -> DeliveryError | None:
+        """Send one piece; record it delivered, or return why it was not."""
+        self.report.requests += 1
+        if piece.from_split:
+            self.isolation_requests += 1
+        batch = [self.encoded_messages[i] for i in piece.indices]
+        try:
+            status = self.send(
+                self.write_key, self.host, batch, timeout=self.timeout, retry_count=self.retry_count
+            )
+        except DeliveryError as exc:
+            return exc
+        except Exception as exc:  # a custom sender's own failure: classify it like send_batch would
+            return _from_exception(exc, self.write_key)
+        self.report.statuses[status if isinstance(status, int) else 200] += 1
+        self.report.delivered.extend(piece.indices)
+        if piece.sibling is not None:
+            piece.sibling.known_bad = True
+        return None
+
+    def failed(self, piece: _Piece, err: DeliveryError) -> None:
+        """A piece not delivered: isolate a refusal, else record it and halt if the key is at fault."""
+        self.report.statuses[err.status] += 1
         if isinstance(err, PermanentDelivery) and err.status in SPLIT_STATUSES:
-            if len(piece.indices) > 1 and isolation_requests < max_isolation_requests:
-                log.info(
-                    "segment refused a batch of %d for key %s (%s); splitting to isolate",
-                    len(piece.indices),
-                    kid,
-                    err.status,
-                )
-                _split(work, piece)
-            else:
-                if len(piece.indices) == 1:
-                    log.warning(
-                        "segment refused message #%d for key %s: %s", piece.indices[0], kid, err.reason
-                    )
-                else:
-                    log.warning(
-                        "isolation budget spent for key %s; rejecting a refused piece of %d",
-                        kid,
-                        len(piece.indices),
-                    )
-                _record(report, piece.indices, err, unsent=False)
-            continue
-        _record(report, piece.indices, err, unsent=False)
+            self.refused(piece, err)
+            return
+        _record(self.report, piece.indices, err, unsent=False)
         if _halts(err):
-            log.warning("delivery for key %s stopped: %s", kid, err.reason)
-            halt = err
-    return report
+            log.warning("delivery for key %s stopped: %s", self.kid, err.reason)
+            self.halt = err
+
+    def refused(self, piece: _Piece, err: DeliveryError) -> None:
+        """A 400/413: split the piece to isolate the culprit, or reject it when it cannot be split."""
+        if self.may_split(piece):
+            log.info(
+                "segment refused a batch of %d for key %s (%s); splitting to isolate",
+                len(piece.indices),
+                self.kid,
+                err.status,
+            )
+            _split(self.work, piece)
+            return
+        if len(piece.indices) == 1:
+            log.warning("segment refused message #%d for key %s: %s", piece.indices[0], self.kid, err.reason)
+        else:
+            log.warning(
+                "isolation budget spent for key %s; rejecting a refused piece of %d",
+                self.kid,
+                len(piece.indices),
+            )
+        _record(self.report, piece.indices, err, unsent=False)
 
 
 def _split(work: deque[_Piece], piece: _Piece) -> None:

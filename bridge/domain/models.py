@@ -61,17 +61,7 @@ def _too_long(value: LongNumber) -> ValueError:
 
 def parse_decimal(value: Any) -> Decimal:
     """An exact Decimal from a JSON number or string; NaN, Infinity and booleans are refused."""
-    if isinstance(value, bool):
-        raise ValueError("expected a decimal number, got a boolean")
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int):
-        result = Decimal(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("expected a finite decimal number")
-        result = Decimal(repr(value))
-    elif isinstance(value, str):
+    if isinstance(value, str):  # the usual case first, without a call
         text = value.strip()
         if not text:
             raise ValueError("expected a decimal number, got an empty string")
@@ -81,10 +71,12 @@ def parse_decimal(value: Any) -> Decimal:
             result = Decimal(text)
         except InvalidOperation:
             raise ValueError(f"not a decimal number: {value[:40]!r}") from None
-    elif isinstance(value, LongNumber):
-        raise _too_long(value)
+    elif isinstance(value, Decimal):
+        result = value
+    elif value.__class__ is int:  # a JSON integer, without a call (a bool is not of class int)
+        result = Decimal(value)
     else:
-        raise ValueError(f"expected a decimal number, got {type(value).__name__}")
+        result = _decimal_of_number(value)
     if not result.is_finite():
         raise ValueError("expected a finite decimal number")
     digits = len(result.as_tuple().digits)
@@ -93,6 +85,22 @@ def parse_decimal(value: Any) -> Decimal:
     if abs(result.adjusted()) > MAX_DECIMAL_ADJUSTED:
         raise ValueError("decimal out of range (more than 30 digits before or after the point)")
     return result
+
+
+def _decimal_of_number(value: Any) -> Decimal:
+    """``parse_decimal`` of what is neither a string nor a Decimal: an int or a float, exactly
+    (a float through its shortest repr); a boolean, NaN, Infinity or anything else is refused."""
+    if isinstance(value, bool):
+        raise ValueError("expected a decimal number, got a boolean")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("expected a finite decimal number")
+        return Decimal(repr(value))
+    if isinstance(value, LongNumber):
+        raise _too_long(value)
+    raise ValueError(f"expected a decimal number, got {type(value).__name__}")
 
 
 def _decimal_fast(value: Decimal) -> Decimal:
@@ -986,36 +994,57 @@ def kind_problems(raw: dict[str, Any]) -> list[FieldProblem]:
         return []
     problems: list[FieldProblem] = []
     request = raw.get("request")
-    if kind.startswith("check."):
-        if request is None:
-            problems.append(FieldProblem("request", "required for check.* kinds"))
-        if raw.get("response") is None:
-            problems.append(FieldProblem("response", "required for check.* kinds"))
-        if isinstance(request, dict):
-            inner, outer = _as_int(_field(request, "merchantId")), _as_int(_field(raw, "merchantId"))
-            if inner is not None and outer is not None and inner != outer:
-                problems.append(FieldProblem("request.merchantId", "differs from the outcome's merchantId"))
-            cards = request.get("cards")
-            if kind == "check.multiPostAndAccruePoints" and (cards is None or cards == []):
-                problems.append(FieldProblem("request.cards", "required for check.multiPostAndAccruePoints"))
-            check = request.get("check")
-            header = check.get("header") if isinstance(check, dict) else None
-            number = header.get("number") if isinstance(header, dict) else None
-            if isinstance(number, str) and not number.strip():
-                problems.append(
-                    FieldProblem("request.check.header.number", "required, and blank says nothing")
-                )
-    if kind.startswith("check.") or kind == "guest.checkIn":
+    is_check = kind.startswith("check.")
+    if is_check:
+        problems.extend(_check_problems(raw, kind, request))
+    if is_check or kind == "guest.checkIn":
         inner_store = _field(request, "storeCode") if isinstance(request, dict) else None
         if not _given(_field(raw, "storeCode")) and not _given(inner_store):
             problems.append(FieldProblem("storeCode", "required for check.* kinds and guest.checkIn"))
-    required = _KIND_DATA_REQUIRED.get(kind, ())
-    data = raw.get("data")
-    if required and (data is None or isinstance(data, dict)):
-        for name in required:
-            if not _given(_field(data or {}, name)):
-                problems.append(FieldProblem(f"data.{name}", f"required for {kind}"))
+    problems.extend(_data_problems(raw.get("data"), kind))
     return problems
+
+
+def _check_problems(raw: dict[str, Any], kind: str, request: Any) -> list[FieldProblem]:
+    """What a check.* kind requires: a request and a response, and a request that agrees with the
+    outcome, has its cards (multiPostAndAccruePoints) and no blank check number."""
+    problems: list[FieldProblem] = []
+    if request is None:
+        problems.append(FieldProblem("request", "required for check.* kinds"))
+    if raw.get("response") is None:
+        problems.append(FieldProblem("response", "required for check.* kinds"))
+    if not isinstance(request, dict):
+        return problems
+    inner, outer = _as_int(_field(request, "merchantId")), _as_int(_field(raw, "merchantId"))
+    if inner is not None and outer is not None and inner != outer:
+        problems.append(FieldProblem("request.merchantId", "differs from the outcome's merchantId"))
+    cards = request.get("cards")
+    if kind == "check.multiPostAndAccruePoints" and (cards is None or cards == []):
+        problems.append(FieldProblem("request.cards", "required for check.multiPostAndAccruePoints"))
+    number = _check_number(request)
+    if isinstance(number, str) and not number.strip():
+        problems.append(FieldProblem("request.check.header.number", "required, and blank says nothing"))
+    return problems
+
+
+def _check_number(request: dict[str, Any]) -> Any:
+    """A raw request's ``check.header.number`` (None where the path is missing or not objects)."""
+    check = request.get("check")
+    header = check.get("header") if isinstance(check, dict) else None
+    return header.get("number") if isinstance(header, dict) else None
+
+
+def _data_problems(data: Any, kind: str) -> list[FieldProblem]:
+    """The ``data`` fields a kind requires (``_KIND_DATA_REQUIRED``) that are missing or blank;
+    nothing when ``data`` is not an object (the type check says so)."""
+    required = _KIND_DATA_REQUIRED.get(kind, ())
+    if not required or not (data is None or isinstance(data, dict)):
+        return []
+    return [
+        FieldProblem(f"data.{name}", f"required for {kind}")
+        for name in required
+        if not _given(_field(data or {}, name))
+    ]
 
 
 def parse_outcome(raw: Any) -> Outcome:
