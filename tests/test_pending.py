@@ -8,17 +8,19 @@ from bridge.config import MerchantsConfig
 from bridge.stages.prepare import prepare
 from bridge.stores.keys import PENDING_DUE, worker_key
 from bridge.stores.liveness import Heartbeat
-from bridge.stores.pending import PendingBatches, decode_batch, decode_stored, encode_batch
+from bridge.stores.pending import PendingBatches
+from bridge.stores.records import PendingBatch, decode_pending, encode_pending
 from tests.harness import example_outcomes
 
 
 def test_round_trip_and_compression():
     texts = [json.dumps({**o, "outcomeId": f"p-{i}"}) for i, o in enumerate(example_outcomes() * 20)]
-    raw = encode_batch(texts, 123.5)
-    assert decode_batch(raw) == (texts, 123.5)
+    raw = encode_pending(PendingBatch(texts, 123.5))
+    assert decode_pending(raw) == PendingBatch(texts, 123.5)
     assert len(raw) < sum(len(t) for t in texts) / 4
-    # batches stored by an earlier version (plain JSON) still load
-    assert decode_batch(json.dumps({"texts": texts[:2], "enqueued_at": 1.0})) == (texts[:2], 1.0)
+    # batches stored by a release before 0.1.0 (plain JSON) still load
+    old = decode_pending(json.dumps({"texts": texts[:2], "enqueued_at": 1.0}))
+    assert (old.texts, old.enqueued_at, old.mapped, old.version) == (texts[:2], 1.0, None, 0)
 
 
 def test_mapped_messages_are_stored_byte_for_byte_beside_their_texts(redis_client):
@@ -26,10 +28,9 @@ def test_mapped_messages_are_stored_byte_for_byte_beside_their_texts(redis_clien
     texts = [json.dumps(o) for o in outcomes]
     mapped = [prepare(o, MerchantsConfig()).mapped() for o in outcomes]
     assert any(not m.messages for m in mapped) and any(len(m.messages) > 1 for m in mapped)
-    raw = encode_batch(texts, 7.25, mapped)
-    batch = decode_stored(raw)
+    raw = encode_pending(PendingBatch(texts, 7.25, mapped))
+    batch = decode_pending(raw)
     assert (batch.texts, batch.enqueued_at, batch.mapped) == (texts, 7.25, mapped)
-    assert decode_batch(raw) == (texts, 7.25)  # readers of texts only still work
 
     pending = PendingBatches(redis_client)
     pending.add("b", texts, 7.25, 60.0, mapped)

@@ -9,12 +9,11 @@ from typing import Any
 
 import redis
 
-from bridge.domain import wire
 from bridge.ops.metrics import QUEUE_KEY, UNACKED_KEY
 from bridge.stores.dlq import DeadLetterStore
 from bridge.stores.keys import PARKED_DUE, PARKED_PAYLOADS, PENDING_BATCHES, PENDING_DUE
 from bridge.stores.liveness import live_workers
-from bridge.stores.pending import decode_batch
+from bridge.stores.records import decode_parked, decode_pending
 from bridge.stores.stats import StatsStore
 
 #: Parked batches looked at (oldest due first) to find the oldest undelivered outcome.
@@ -59,15 +58,12 @@ def collect(client: redis.Redis, now: float | None = None) -> dict[str, Any]:
     if sample:  # a sample of stored batches not yet processed (kept in Redis until handed off)
         for data in client.hmget(PENDING_BATCHES, sample):
             if data is not None:
-                oldest.append(decode_batch(data)[1])
+                oldest.append(decode_pending(data).enqueued_at)
     if parked_ids:
         for data in client.hmget(PARKED_PAYLOADS, parked_ids):
             if data is None:
                 continue
-            payload = wire.loads(data)
-            for entry in payload.get("messages", []):
-                if len(entry) > 4:
-                    oldest.append(float(entry[4]))
+            oldest.extend(m.accepted_at for m in decode_parked(data).messages if m.accepted_at is not None)
             if len(oldest) > 10_000:
                 break
 

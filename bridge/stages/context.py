@@ -69,6 +69,7 @@ class Item:
     message_id: str
     encoded: bytes
     merchant_id: int
-    outcome_id: str
+    #: None only for a message replayed from a dead letter that named no outcome.
+    outcome_id: str | None
     event: str
     accepted_at: float

@@ -5,7 +5,7 @@ countdowns (which Redis redelivers again and again past the visibility timeout).
 periodic task ``claim_due``s what is due and tries again.
 
 Layout (``bridge.stores.keys``): sorted set ``PARKED_DUE`` (member batch id, score = unix time it
-is due) and hash ``PARKED_PAYLOADS`` (batch id -> JSON payload). Claiming moves the score
+is due) and hash ``PARKED_PAYLOADS`` (batch id -> ``bridge.stores.records.ParkedBatch``, encoded). Claiming moves the score
 to ``now + lease_s`` inside one Lua script: two workers never claim the same batch. A
 worker with a heartbeat (``bridge.stores.liveness``) records itself as the claimer in
 ``PARKED_OWNERS``; when its heartbeat is gone, any live worker's sweeper makes the batch due
@@ -22,8 +22,8 @@ from typing import Any
 
 import redis
 
-from bridge.domain import wire
 from bridge.stores.keys import PARKED_DUE, PARKED_OWNERS, PARKED_PAYLOADS, PARKING_LEASE_S, WORKER_PREFIX
+from bridge.stores.records import ParkedBatch, decode_parked, encode_parked
 
 # KEYS: due zset, payload hash, owners hash. ARGV: now, limit, lease_until, owner ("" = none).
 # Returns [id, payload, id, payload, ...]; a member without payload (should not happen) is
@@ -65,29 +65,29 @@ def _s(value: Any) -> str:
 
 
 class ParkingLot:
-    """Parked delivery batches on Redis. Payloads must be JSON-able (``bridge.domain.wire.dumps``)."""
+    """Parked delivery batches on Redis."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._claim = client.register_script(_CLAIM_LUA)
         self._take_over = client.register_script(_TAKE_OVER_LUA)
 
-    def park(self, batch_id: str, payload: dict[str, Any], due_at: float) -> None:
+    def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
         """Store (or replace) a batch, due at unix time ``due_at``."""
-        data = wire.dumps(payload)
+        data = encode_parked(batch)
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(PARKED_PAYLOADS, batch_id, data)
         pipe.zadd(PARKED_DUE, {batch_id: float(due_at)})
         pipe.hdel(PARKED_OWNERS, batch_id)
         pipe.execute()
 
-    def reschedule(self, batch_id: str, payload: dict[str, Any], due_at: float) -> None:
-        """Update a claimed batch after another failed attempt: new payload, new due time."""
-        self.park(batch_id, payload, due_at)
+    def reschedule(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
+        """Update a claimed batch after another failed attempt: new contents, new due time."""
+        self.park(batch_id, batch, due_at)
 
     def claim_due(
         self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> list[tuple[str, ParkedBatch]]:
         """Atomically lease up to ``limit`` batches due at ``now`` (oldest first).
 
         A claimed batch is due again at ``now + lease_s`` unless ``done()`` or
@@ -100,7 +100,7 @@ class ParkingLot:
             keys=[PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS],
             args=[repr(float(now)), int(limit), repr(float(now + lease_s)), owner],
         )
-        return [(_s(raw[i]), wire.loads(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return [(_s(raw[i]), decode_parked(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def done(self, batch_id: str) -> bool:
         """Forget a batch (delivered or dead-lettered); False if it was not parked."""
@@ -115,15 +115,15 @@ class ParkingLot:
         """Make the batches claimed by dead workers (no heartbeat) due at ``now``; how many."""
         return int(self._take_over(keys=[PARKED_OWNERS, PARKED_DUE], args=[WORKER_PREFIX, repr(float(now))]))
 
-    def get(self, batch_id: str) -> tuple[float, dict[str, Any]] | None:
-        """``(due_at, payload)`` of a parked batch, or None."""
+    def get(self, batch_id: str) -> tuple[float, ParkedBatch] | None:
+        """``(due_at, batch)`` of a parked batch, or None."""
         pipe = self._client.pipeline(transaction=True)
         pipe.zscore(PARKED_DUE, batch_id)
         pipe.hget(PARKED_PAYLOADS, batch_id)
         score, data = pipe.execute()
         if score is None or data is None:
             return None
-        return float(score), wire.loads(data)
+        return float(score), decode_parked(data)
 
     def size(self) -> int:
         """Number of parked batches (claimed ones included)."""

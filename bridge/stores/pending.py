@@ -25,12 +25,8 @@ Who holds a batch is decided by worker liveness (``bridge.stores.liveness``), no
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-import orjson
 import redis
 
 from bridge.stages.prepare import Mapped
@@ -43,6 +39,7 @@ from bridge.stores.keys import (
     PENDING_OWNERS,
     WORKER_PREFIX,
 )
+from bridge.stores.records import PendingBatch, decode_pending, encode_pending
 
 # KEYS: owners hash, unacked hash, unacked index zset, due zset, batches hash.
 # ARGV: heartbeat key prefix, new due (for batches handed back), settled (a receipt time: a
@@ -152,64 +149,6 @@ _QUEUE_PAGE = 1000
 _CLAIM_CHUNK = 1000
 
 
-#: Marks the stored form of raw texts only: zlib (level 1) of orjson ``{"t": enqueued_at, "x": [texts]}``.
-#: Outcome texts compress about 7:1, which is what keeps a large backlog in little memory.
-_COMPRESSED = b"Z"
-#: Marks texts with their mapped messages (from the ingest API): zlib (level 1) of orjson
-#: ``{"t", "x", "m": [[merchant id, outcome id, [[messageId, label], ...]], ...]}``, a newline,
-#: then every message's wire bytes joined by newlines (compact JSON never holds a raw one),
-#: so messages are stored as they will be sent, without JSON-in-JSON escaping.
-_MAPPED = b"M"
-
-
-@dataclass(frozen=True)
-class StoredBatch:
-    texts: list[str]
-    enqueued_at: float
-    #: Aligned with ``texts`` when the ingest API already validated and mapped them.
-    mapped: list[Mapped] | None = None
-
-
-def encode_batch(texts: list[str], enqueued_at: float, mapped: Sequence[Mapped] | None = None) -> bytes:
-    if mapped is None:
-        return _COMPRESSED + zlib.compress(orjson.dumps({"t": enqueued_at, "x": texts}), 1)
-    if len(mapped) != len(texts):
-        raise ValueError(f"{len(mapped)} mapped outcomes for {len(texts)} texts")
-    header = {
-        "t": enqueued_at,
-        "x": texts,
-        "m": [[m.merchant_id, m.outcome_id, [[mid, label] for mid, label, _ in m.messages]] for m in mapped],
-    }
-    blob = b"\n".join(encoded for m in mapped for _, _, encoded in m.messages)
-    return _MAPPED + zlib.compress(orjson.dumps(header) + b"\n" + blob, 1)
-
-
-def decode_stored(raw: bytes | str) -> StoredBatch:
-    """A stored batch in any of its forms (also the uncompressed JSON of earlier versions)."""
-    data = raw.encode() if isinstance(raw, str) else raw
-    if data[:1] == _MAPPED:
-        plain = zlib.decompress(data[1:])
-        cut = plain.index(b"\n")
-        header: dict[str, Any] = orjson.loads(plain[:cut])
-        encoded = iter(plain[cut + 1 :].split(b"\n"))
-        mapped = [
-            Mapped(int(merchant_id), str(outcome_id), [(mid, label, next(encoded)) for mid, label in ids])
-            for merchant_id, outcome_id, ids in header["m"]
-        ]
-        return StoredBatch(list(header["x"]), float(header["t"]), mapped)
-    if data[:1] == _COMPRESSED:
-        value: dict[str, Any] = orjson.loads(zlib.decompress(data[1:]))
-        return StoredBatch(list(value["x"]), float(value["t"]))
-    value = json.loads(data)
-    return StoredBatch(list(value["texts"]), float(value["enqueued_at"]))
-
-
-def decode_batch(raw: bytes | str) -> tuple[list[str], float]:
-    """(texts, enqueued_at) of a stored batch."""
-    batch = decode_stored(raw)
-    return batch.texts, batch.enqueued_at
-
-
 class PendingBatches:
     def __init__(
         self,
@@ -236,7 +175,8 @@ class PendingBatches:
     ) -> None:
         """Store a batch before its task is sent (with its mapped messages when known)."""
         pipe = self._client.pipeline(transaction=True)
-        pipe.hset(PENDING_BATCHES, batch_id, encode_batch(texts, enqueued_at, mapped))
+        record = PendingBatch(list(texts), enqueued_at, None if mapped is None else list(mapped))
+        pipe.hset(PENDING_BATCHES, batch_id, encode_pending(record))
         pipe.zadd(PENDING_DUE, {batch_id: due_at})
         pipe.execute()
 
@@ -245,10 +185,10 @@ class PendingBatches:
         batch = self.load_batch(batch_id)
         return None if batch is None else (batch.texts, batch.enqueued_at)
 
-    def load_batch(self, batch_id: str) -> StoredBatch | None:
+    def load_batch(self, batch_id: str) -> PendingBatch | None:
         """The stored batch (texts, enqueue time, mapped messages if stored); None once it is done."""
         raw = self._client.hget(PENDING_BATCHES, batch_id)
-        return None if raw is None else decode_stored(raw)
+        return None if raw is None else decode_pending(raw)
 
     def received(self, batch_id: str, worker_id: str, delivery_tag: str) -> None:
         """A Celery worker (``worker_id``, with a heartbeat) fetched the batch's task message
