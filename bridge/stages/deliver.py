@@ -11,7 +11,6 @@ from bridge.config import Source
 from bridge.delivery.policy import retry_delay
 from bridge.delivery.sender import DeliveryReport, deliver
 from bridge.stages.context import Item, Report, Stores
-from bridge.stores.dedup import Reservation
 from bridge.stores.dlq import (
     REASON_RETENTION_EXPIRED,
     REASON_SEGMENT_REJECTED,
@@ -19,6 +18,7 @@ from bridge.stores.dlq import (
     NewDeadLetter,
 )
 from bridge.stores.keys import key_id
+from bridge.stores.protocols import Reservation
 from bridge.stores.records import ParkedBatch, ParkedMessage
 
 log = logging.getLogger("bridge.processing")

@@ -25,12 +25,12 @@ from bridge.domain.errors import InvalidOutcome
 from bridge.stages.context import Item, Report, Stores
 from bridge.stages.deliver import deliver_items, park
 from bridge.stages.prepare import JSONDecodeProblem, Mapped, decode_json, prepare
-from bridge.stores.dedup import Reservation
 from bridge.stores.dlq import (
     REASON_UNCONFIGURED_MERCHANT,
     NewDeadLetter,
     invalid_outcome_letter,
 )
+from bridge.stores.protocols import Reservation
 
 log = logging.getLogger("bridge.processing")
 

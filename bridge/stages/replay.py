@@ -12,14 +12,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from bridge.stores.dlq import DeadLetter, DeadLetterStore
-from bridge.stores.parking import ParkingLot
-from bridge.stores.records import ParkedBatch, ParkedMessage
+from bridge.stores.protocols import DeadLetters, Parking
+from bridge.stores.records import DeadLetter, ParkedBatch, ParkedMessage
 
 
 def replay(
-    dlq: DeadLetterStore,
-    parking: ParkingLot,
+    dlq: DeadLetters,
+    parking: Parking,
     publish_texts: Callable[[Sequence[str]], object],
     *,
     ids: Sequence[str] | None = None,

@@ -21,12 +21,11 @@ Every call is one round trip whatever the batch size (the batch is split into sc
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
@@ -45,6 +44,7 @@ from bridge.stores.keys import (
     outcome_key,
     ttl_ms,
 )
+from bridge.stores.protocols import DedupStore, Reservation
 
 __all__ = [
     "DedupStore",
@@ -58,75 +58,7 @@ __all__ = [
 _CHUNK = 1000
 
 
-class Reservation(enum.Enum):
-    """State of an item as seen by ``reserve_outcomes``; truthy only for ``NEW``."""
-
-    NEW = "new"  # reserved now by this caller: process it, then confirm or release
-    DONE = "done"  # processed within the dedup window: skip
-    LEASED = "leased"  # another worker holds a live lease: skip for now (in flight)
-    ACCEPTED = "accepted"  # outcome stored by the ingest, not yet processed (read by outcome_states)
-
-    def __bool__(self) -> bool:
-        return self is Reservation.NEW
-
-
 _CODES = {1: Reservation.NEW, 0: Reservation.DONE, 2: Reservation.LEASED}
-
-
-class DedupStore(Protocol):
-    """What the pipeline needs from a dedup store (``RedisDedup`` in production)."""
-
-    def reserve_outcomes(
-        self, items: Sequence[tuple[int, str]], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[Reservation]:
-        """Reserve each ``(merchant_id, outcome_id)``; one state per item, in order."""
-        ...
-
-    def confirm_outcomes(
-        self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
-    ) -> None:
-        """Mark outcomes processed for ``window_s`` seconds."""
-        ...
-
-    def release_outcomes(self, items: Sequence[tuple[int, str]]) -> int:
-        """Drop this owner's leases on the outcomes; returns how many were dropped."""
-        ...
-
-    def outcome_states(self, items: Sequence[tuple[int, str]]) -> list[Reservation]:
-        """Read-only look: ``NEW`` means free (nothing is reserved)."""
-        ...
-
-    def mark_outcomes_accepted(
-        self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
-    ) -> None:
-        """Note outcomes the ingest has stored (where no marker exists yet), so a repeat is a duplicate."""
-        ...
-
-    def reserve_messages(
-        self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[bool]:
-        """Reserve messageIds for one write key; True = this caller may send it."""
-        ...
-
-    def reserve_message_states(
-        self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[Reservation]:
-        """Like ``reserve_messages`` but says why an id was refused (DONE or LEASED)."""
-        ...
-
-    def message_states(self, write_key_id: str, message_ids: Sequence[str]) -> list[Reservation]:
-        """Read-only look at messageIds: ``NEW`` means free (nothing is reserved)."""
-        ...
-
-    def confirm_messages(
-        self, write_key_id: str, message_ids: Sequence[str], window_s: float = MESSAGE_DEDUP_WINDOW_S
-    ) -> None:
-        """Mark messageIds delivered to the write key for ``window_s`` seconds."""
-        ...
-
-    def release_messages(self, write_key_id: str, message_ids: Sequence[str]) -> int:
-        """Drop this owner's leases on the messageIds; returns how many were dropped."""
-        ...
 
 
 # KEYS: item keys. ARGV: lease value, lease ms, done value, heartbeat key prefix, prefix of a

@@ -23,16 +23,15 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final
 
 import redis
 
-#: Redis key prefix of the pacing state: ``bridge:pace:<key id>`` holds the
-#: theoretical arrival time (float seconds, the pacer's clock) of the next request.
-#: TTL: until that time has passed plus ``PACE_TTL_MARGIN_S`` (then it no longer matters).
-PACE_KEY_PREFIX: Final = "bridge:pace:"
-#: Extra lifetime of a pacing key beyond the moment its value stops mattering.
-PACE_TTL_MARGIN_S: Final = 1.0
+from bridge.stores.keys import PACE_KEY_PREFIX, PACE_TTL_MARGIN_S
+from bridge.stores.protocols import Pacer
+
+__all__ = ["DEFAULT_RATE_PER_S", "PACE_KEY_PREFIX", "PACE_TTL_MARGIN_S", "LocalPacer", "Pacer", "RedisPacer"]
+
 #: Segment's guidance for cloud sources: under 50 requests per second per source.
 DEFAULT_RATE_PER_S: Final = 50.0
 
@@ -44,13 +43,6 @@ def _check_key_id(kid: str) -> None:
     # from ever being passed here by mistake and landing in Redis.
     if not _KEY_ID.fullmatch(kid):
         raise ValueError("pacing needs a key id (bridge.stores.keys.key_id(write_key)), not a raw write key")
-
-
-class Pacer(Protocol):
-    """Paces requests per write key."""
-
-    def acquire(self, key_id: str) -> None:
-        """Block until one request for ``key_id`` may be sent."""
 
 
 def _params(rate_per_s: float, burst: int) -> tuple[float, float]:

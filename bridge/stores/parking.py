@@ -65,7 +65,7 @@ def _s(value: Any) -> str:
 
 
 class ParkingLot:
-    """Parked delivery batches on Redis."""
+    """``Parking`` on Redis."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
@@ -124,6 +124,13 @@ class ParkingLot:
         if score is None or data is None:
             return None
         return float(score), decode_parked(data)
+
+    def first_due(self, limit: int) -> list[ParkedBatch]:
+        """Up to ``limit`` parked batches, earliest due (or lease end) first."""
+        ids: list[Any] = self._client.zrange(PARKED_DUE, 0, limit - 1) if limit > 0 else []
+        if not ids:
+            return []
+        return [decode_parked(data) for data in self._client.hmget(PARKED_PAYLOADS, ids) if data is not None]
 
     def size(self) -> int:
         """Number of parked batches (claimed ones included)."""

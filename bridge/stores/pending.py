@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 
@@ -150,6 +151,8 @@ _CLAIM_CHUNK = 1000
 
 
 class PendingBatches:
+    """``Pending`` on Redis, beside kombu's own keys (``KOMBU_QUEUE``, ``KOMBU_UNACKED``)."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -296,3 +299,23 @@ class PendingBatches:
 
     def size(self) -> int:
         return int(self._client.zcard(PENDING_DUE))
+
+    def sample(self, count: int) -> list[PendingBatch]:
+        ids: list[Any] = self._client.hrandfield(PENDING_BATCHES, count) if count > 0 else []  # type: ignore[assignment]
+        if not ids:
+            return []
+        return [decode_pending(data) for data in self._client.hmget(PENDING_BATCHES, ids) if data is not None]
+
+    def queue_depth(self) -> int:
+        return int(self._client.llen(self._queue_key))
+
+    def in_flight(self) -> int:
+        return int(self._client.hlen(self._unacked_key))
+
+    def oldest_tasks(self, limit: int) -> list[bytes]:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.lindex(self._queue_key, -1)  # kombu LPUSHes and BRPOPs: the oldest task is at the right end
+        pipe.hvals(self._unacked_key)
+        oldest, unacked = pipe.execute()
+        found = [oldest] if oldest is not None else []
+        return [bytes(m) if isinstance(m, bytes) else str(m).encode() for m in [*found, *unacked[:limit]]]
