@@ -13,8 +13,9 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.stores.dedup import MemoryDedup, RedisDedup, Reservation, key_id
+from bridge.stores.dedup import RedisDedup, Reservation, key_id
 from bridge.stores.keys import KEY_PREFIX, MESSAGE_PREFIX, OUTCOME_PREFIX, check_key_id
+from bridge.stores.memory import MemoryDedup
 from tests.redis_server import RedisServer
 
 NEW, DONE, LEASED = Reservation.NEW, Reservation.DONE, Reservation.LEASED

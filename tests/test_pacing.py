@@ -1,4 +1,4 @@
-"""Per-write-key pacing: the same tests against RedisPacer (a real redis-server) and LocalPacer."""
+"""Per-write-key pacing: the same tests against RedisPacer (a real redis-server) and MemoryPacer."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bridge.stores.keys import key_id
-from bridge.stores.pacing import PACE_KEY_PREFIX, PACE_TTL_MARGIN_S, LocalPacer, RedisPacer
+from bridge.stores.keys import PACE_KEY_PREFIX, PACE_TTL_MARGIN_S, key_id
+from bridge.stores.memory import MemoryPacer
+from bridge.stores.pacing import RedisPacer
 
 WRITE_KEY = "wk_Test4bC9dEfGhIjKlMnOpQrStUvWxYz0"
 KID = key_id(WRITE_KEY)
@@ -81,7 +82,7 @@ class FakeClock:
         self.now += seconds
 
 
-PacerFactory = Callable[..., RedisPacer | LocalPacer]
+PacerFactory = Callable[..., RedisPacer | MemoryPacer]
 
 
 @pytest.fixture(params=["redis", "local"])
@@ -100,10 +101,10 @@ def make_pacer(request: pytest.FixtureRequest) -> PacerFactory:
             )
 
         return make_redis
-    shared: dict[str, LocalPacer] = {}
+    shared: dict[str, MemoryPacer] = {}
 
-    def make_local(clock: FakeClock, rate_per_s: float = 50, burst: int = 1) -> LocalPacer:
-        return shared.setdefault("p", LocalPacer(rate_per_s, burst=burst, clock=clock, sleep=clock.sleep))
+    def make_local(clock: FakeClock, rate_per_s: float = 50, burst: int = 1) -> MemoryPacer:
+        return shared.setdefault("p", MemoryPacer(rate_per_s, burst=burst, clock=clock, sleep=clock.sleep))
 
     return make_local
 
@@ -167,7 +168,7 @@ def test_raw_write_key_is_refused(make_pacer: PacerFactory) -> None:
             pacer.acquire(bad)
 
 
-@pytest.mark.parametrize("kind", [RedisPacer, LocalPacer])
+@pytest.mark.parametrize("kind", [RedisPacer, MemoryPacer])
 def test_bad_parameters(kind: type, r: redis.Redis) -> None:
     args = (r,) if kind is RedisPacer else ()
     with pytest.raises(ValueError):

@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 
+from bridge.stores import lua
 from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED
 from bridge.stores.records import (
     MAX_ERROR_CHARS,
@@ -72,53 +73,6 @@ DEFAULT_INVALID_MAX = 100_000
 
 _STREAM_ID = re.compile(r"^\d+-\d+$")
 _PAGE = 500  # entries read per XRANGE when filtering by reason
-
-# KEYS: stream, counts. ARGV: want_entries ('1'/'0'), filter ('1'/'0'), reason, ids...
-# Deletes each id that exists (and matches the reason filter), decrements its reason's
-# counter, returns the deleted entries ([id, [field, value, ...]]) or their count.
-_TAKE_LUA = """
-local out = {}
-local n = 0
-for i = 4, #ARGV do
-  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
-  if #e > 0 then
-    local f = e[1][2]
-    local reason = ''
-    for j = 1, #f, 2 do
-      if f[j] == 'reason' then reason = f[j + 1] end
-    end
-    if ARGV[2] == '0' or reason == ARGV[3] then
-      redis.call('XDEL', KEYS[1], ARGV[i])
-      if redis.call('HINCRBY', KEYS[2], reason, -1) <= 0 then
-        redis.call('HDEL', KEYS[2], reason)
-      end
-      n = n + 1
-      if ARGV[1] == '1' then out[#out + 1] = e[1] end
-    end
-  end
-end
-if ARGV[1] == '1' then return out end
-return n
-"""
-
-
-# KEYS: stream, counts, invalid ids list, trimmed counter. ARGV: reason, most kept.
-# Deletes the oldest letters of the reason while more than ``most kept`` exist; ids whose
-# entry is already gone (replayed or dropped) are skipped. Returns how many were deleted.
-_TRIM_LUA = """
-local keep = tonumber(ARGV[2])
-local n = 0
-while tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > keep do
-  local id = redis.call('LPOP', KEYS[3])
-  if not id then break end
-  if redis.call('XDEL', KEYS[1], id) == 1 then
-    redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
-    n = n + 1
-  end
-end
-if n > 0 then redis.call('INCRBY', KEYS[4], n) end
-return n
-"""
 
 
 def _s(value: Any) -> str:
@@ -165,8 +119,8 @@ class DeadLetterStore:
     def __init__(self, client: redis.Redis, *, invalid_max: int = DEFAULT_INVALID_MAX) -> None:
         self._client = client
         self.invalid_max = invalid_max
-        self._take = client.register_script(_TAKE_LUA)
-        self._trim = client.register_script(_TRIM_LUA)
+        self._take = client.register_script(lua.load("dlq_take"))
+        self._trim = client.register_script(lua.load("dlq_trim"))
 
     # -- adding ---------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 # -- prefixes ------------------------------------------------------------------------------
 
@@ -189,6 +190,17 @@ def outcome_key(merchant_id: int, outcome_id: str) -> str:
 def message_key(write_key_id: str, message_id: str) -> str:
     """Dedup key of one messageId for one write key (``write_key_id`` from ``key_id``)."""
     return f"{MESSAGE_PREFIX}{write_key_id}:{message_id}"
+
+
+def outcome_keys(items: Sequence[tuple[int, str]]) -> list[str]:
+    """Dedup keys of ``(merchant_id, outcome_id)`` items, in order."""
+    return [outcome_key(m, o) for m, o in items]
+
+
+def message_keys(write_key_id: str, message_ids: Sequence[str]) -> list[str]:
+    """Dedup keys of messageIds for one write key id (a raw write key is refused)."""
+    check_key_id(write_key_id)
+    return [message_key(write_key_id, m) for m in message_ids]
 
 
 def worker_key(worker_id: str) -> str:

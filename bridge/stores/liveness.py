@@ -25,6 +25,7 @@ import uuid
 
 import redis
 
+from bridge.stores import lua
 from bridge.stores.keys import LIVE_OWNER_PREFIX, WORKER_PREFIX, WORKERS, ttl_ms, worker_key
 
 log = logging.getLogger("bridge.liveness")
@@ -36,27 +37,13 @@ def new_worker_id() -> str:
     return f"{LIVE_OWNER_PREFIX}{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
-# KEYS: workers zset. ARGV: heartbeat key prefix. Removes and returns the workers found dead.
-_DEAD_LUA = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local out = {}
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[1] .. id) == 0 then
-    redis.call('ZREM', KEYS[1], id)
-    out[#out + 1] = id
-  end
-end
-return out
-"""
-
-
 class RedisLiveness:
     """``Liveness`` on Redis: ``bridge:worker:{id}`` with a TTL per live worker, and the
     ``WORKERS`` sorted set of every worker that beat and has not yet been found dead."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._dead = client.register_script(_DEAD_LUA)
+        self._dead = client.register_script(lua.load("liveness_found_dead"))
 
     def beat(self, worker_id: str, ttl_s: float) -> None:
         pipe = self._client.pipeline(transaction=True)

@@ -22,42 +22,9 @@ from typing import Any
 
 import redis
 
+from bridge.stores import lua
 from bridge.stores.keys import PARKED_DUE, PARKED_OWNERS, PARKED_PAYLOADS, PARKING_LEASE_S, WORKER_PREFIX
 from bridge.stores.records import ParkedBatch, decode_parked, encode_parked
-
-# KEYS: due zset, payload hash, owners hash. ARGV: now, limit, lease_until, owner ("" = none).
-# Returns [id, payload, id, payload, ...]; a member without payload (should not happen) is
-# removed from the zset so it cannot be claimed forever.
-_CLAIM_LUA = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, id in ipairs(ids) do
-  local payload = redis.call('HGET', KEYS[2], id)
-  if payload then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[3], id)
-    if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], id, ARGV[4]) end
-    out[#out + 1] = id
-    out[#out + 1] = payload
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
-
-# KEYS: owners hash, due zset. ARGV: heartbeat key prefix, now. Claims of dead workers are due
-# now; returns how many.
-_TAKE_OVER_LUA = """
-local owners = redis.call('HGETALL', KEYS[1])
-local n = 0
-for i = 1, #owners, 2 do
-  if redis.call('EXISTS', ARGV[1] .. owners[i + 1]) == 0 then
-    redis.call('HDEL', KEYS[1], owners[i])
-    if redis.call('ZADD', KEYS[2], 'XX', 'CH', ARGV[2], owners[i]) == 1 then n = n + 1 end
-  end
-end
-return n
-"""
 
 
 def _s(value: Any) -> str:
@@ -69,8 +36,8 @@ class ParkingLot:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._claim = client.register_script(_CLAIM_LUA)
-        self._take_over = client.register_script(_TAKE_OVER_LUA)
+        self._claim = client.register_script(lua.load("parking_claim"))
+        self._take_over = client.register_script(lua.load("parking_take_over"))
 
     def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
         """Store (or replace) a batch, due at unix time ``due_at``."""

@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from bridge.stages.prepare import Mapped
+from bridge.stores import lua
 from bridge.stores.keys import (
     KOMBU_QUEUE,
     KOMBU_UNACKED,
@@ -41,107 +42,6 @@ from bridge.stores.keys import (
     WORKER_PREFIX,
 )
 from bridge.stores.records import PendingBatch, decode_pending, encode_pending
-
-# KEYS: owners hash, unacked hash, unacked index zset, due zset, batches hash.
-# ARGV: heartbeat key prefix, new due (for batches handed back), settled (a receipt time: a
-# live worker's finished task received before it loses its unacked entry).
-# Returns [id, task message, ...] for still-stored batches whose owner is dead (the message is
-# the dead owner's unacked entry, "" when kombu has none); drops their owner entries and the
-# dead owner's unacked entries. Drops stale entries (task no longer unacked) of anyone.
-_TAKE_OVER_LUA = """
-local owners = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #owners, 2 do
-  local id = owners[i]
-  local owner, tag = string.match(owners[i + 1], '^(%S+) (%S+)$')
-  if not owner then
-    redis.call('HDEL', KEYS[1], id)
-  elseif redis.call('EXISTS', ARGV[1] .. owner) == 0 then
-    local message = redis.call('HGET', KEYS[2], tag)
-    redis.call('HDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], tag)
-    redis.call('ZREM', KEYS[3], tag)
-    if redis.call('HEXISTS', KEYS[5], id) == 1 then
-      redis.call('ZADD', KEYS[4], ARGV[2], id)
-      out[#out + 1] = id
-      out[#out + 1] = message or ''
-    end
-  elseif redis.call('HEXISTS', KEYS[2], tag) == 0 then
-    redis.call('HDEL', KEYS[1], id)
-  elseif string.sub(id, 1, 2) == 't:' or redis.call('HEXISTS', KEYS[5], id) == 0 then
-    -- A live worker's task with nothing left to hand back: a batch already processed (its
-    -- ack lost with a connection Redis dropped, or on its way), or another task, which the
-    -- sweeper sends again when needed. Its unacked entry would only sit there for the
-    -- visibility timeout and come back as a task with nothing to do.
-    local since = redis.call('ZSCORE', KEYS[3], tag)
-    if not since or tonumber(since) < tonumber(ARGV[3]) then
-      redis.call('HDEL', KEYS[1], id)
-      redis.call('HDEL', KEYS[2], tag)
-      redis.call('ZREM', KEYS[3], tag)
-    end
-  end
-end
-return out
-"""
-
-# KEYS: due zset, celery queue list, unacked hash, unacked index zset, owners hash.
-# ARGV: now, new due, limit, grace, heartbeat key prefix, settled (a due time), ids...
-# Returns ids of batches that no task will run, and pushes their due time forward (so one
-# sweeper claims each). A batch is held while a live worker is recorded as its owner, or, for
-# ``grace`` seconds after kombu recorded it as unacked, before the worker recorded itself.
-# Without ids: the overdue batches, and none while a task waits in the queue (it may be the
-# one). With ids (batches the caller found missing from the queue after a worker died): each
-# one still stored with a due time at most ``settled`` (untouched for a moment).
-_CLAIM_LOST_LUA = """
-local ids
-if #ARGV > 6 then
-  ids = {}
-  for i = 7, #ARGV do
-    local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
-    if due and tonumber(due) <= tonumber(ARGV[6]) then ids[#ids + 1] = ARGV[i] end
-  end
-else
-  if redis.call('LLEN', KEYS[2]) > 0 then return {} end
-  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-end
-if #ids == 0 then return {} end
-local held = redis.call('HGETALL', KEYS[3])
-local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[4])
-local out = {}
-for _, id in ipairs(ids) do
-  local found = false
-  local entry = redis.call('HGET', KEYS[5], id)
-  if entry then
-    local owner = string.match(entry, '^(%S+) ')
-    if owner and redis.call('EXISTS', ARGV[5] .. owner) == 1 then found = true end
-  end
-  if not found then
-    for i = 1, #held, 2 do
-      if string.find(held[i + 1], id, 1, true) then
-        local since = redis.call('ZSCORE', KEYS[4], held[i])
-        if since and tonumber(since) >= cutoff then found = true; break end
-      end
-    end
-  end
-  if not found then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
-    out[#out + 1] = id
-  end
-end
-return out
-"""
-
-# KEYS: celery queue list. ARGV: start, stop (LRANGE indexes). Returns {messages read, batch
-# ids named by them...}: the batch id is in the task's ``argsrepr`` header, ``['<id>']``.
-_QUEUED_IDS_LUA = """
-local page = redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-local out = {#page}
-for _, m in ipairs(page) do
-  local id = string.match(m, [=["argsrepr": "%['(%w+)'%]"]=])
-  if id then out[#out + 1] = id end
-end
-return out
-"""
 
 #: Task messages read from the queue per script call when looking for lost batches (about a
 #: millisecond of Redis time each).
@@ -164,9 +64,9 @@ class PendingBatches:
         self._queue_key = queue_key
         self._unacked_key = unacked_key
         self._unacked_index_key = unacked_index_key
-        self._claim_lost = client.register_script(_CLAIM_LOST_LUA)
-        self._take_over = client.register_script(_TAKE_OVER_LUA)
-        self._queued_ids = client.register_script(_QUEUED_IDS_LUA)
+        self._claim_lost = client.register_script(lua.load("pending_claim_lost"))
+        self._take_over = client.register_script(lua.load("pending_take_over"))
+        self._queued_ids = client.register_script(lua.load("pending_queued_ids"))
 
     def add(
         self,
