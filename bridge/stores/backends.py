@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import redis
 
 from bridge.stores.dedup import RedisDedup
@@ -20,15 +23,17 @@ def redis_stores(
     owner: str | None = None,
     invalid_max: int = DEFAULT_INVALID_MAX,
     rate_per_s: float = DEFAULT_RATE_PER_S,
+    clock: Callable[[], float] = time.time,
 ) -> StoreSet:
     """Every store on the Redis of ``client``; ``owner`` (a worker id with a heartbeat, or None
-    for a random one) owns the dedup leases taken through it."""
+    for a random one) owns the dedup leases taken through it. ``clock`` dates the delivery
+    counters; TTLs, dead-letter ids and pacing run on the Redis server's time."""
     return StoreSet(
         dedup=RedisDedup(client, owner=owner),
         dlq=DeadLetterStore(client, invalid_max=invalid_max),
         parking=ParkingLot(client),
         pending=PendingBatches(client),
         pacer=RedisPacer(client, rate_per_s=rate_per_s),
-        stats=StatsStore(client),
+        stats=StatsStore(client, clock=clock),
         liveness=RedisLiveness(client),
     )

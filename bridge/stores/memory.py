@@ -90,6 +90,12 @@ class MemoryLiveness:
             self._expires.pop(worker_id, None)
             self._workers.pop(worker_id, None)
 
+    def expire(self, worker_id: str) -> None:
+        """The heartbeat is gone as if its TTL had run out (the worker stays among those that
+        beat, for ``found_dead``): what a test does to a Redis heartbeat key by deleting it."""
+        with self._lock:
+            self._expires.pop(worker_id, None)
+
     def _alive(self, worker_id: str, now: float) -> bool:
         return self._expires.get(worker_id, now) > now
 
