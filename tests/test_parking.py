@@ -1,4 +1,4 @@
-"""Parking lot: claim, lease expiry, reschedule, concurrent claimers, dead claimers. Times are
+"""Parking lot: claim, lease expiry, parking again, concurrent claimers, dead claimers. Times are
 injected. Behaviour runs on every backend (in-memory twin, redis-server, fakeredis); key layout
 and persistence on Redis only."""
 
@@ -90,10 +90,10 @@ def test_done_removes(lot: Parking) -> None:
     assert lot.take_over_dead(T0 + 10_000) == 0  # no claim left behind either
 
 
-def test_reschedule_updates_batch_and_due(lot: Parking) -> None:
+def test_parking_a_claimed_batch_again_updates_it_and_its_due_time(lot: Parking) -> None:
     lot.park("x", _batch(attempts=1), T0)
     [(batch_id, batch)] = lot.claim_due(T0, lease_s=300)
-    lot.reschedule(batch_id, replace(batch, attempts=batch.attempts + 1), T0 + 20)
+    lot.park(batch_id, replace(batch, attempts=batch.attempts + 1), T0 + 20)
     assert lot.get("x") == (T0 + 20, _batch(attempts=2))
     assert lot.claim_due(T0 + 19) == []
     assert lot.claim_due(T0 + 20) == [("x", _batch(attempts=2))]

@@ -73,13 +73,8 @@ class RedisLiveness:
 
 
 def found_dead(client: redis.Redis) -> list[str]:
-    """``RedisLiveness(client).found_dead()``."""
+    """``RedisLiveness(client).found_dead()`` (for the sweeper in ``workers.tasks``)."""
     return RedisLiveness(client).found_dead()
-
-
-def live_workers(client: redis.Redis) -> list[str]:
-    """``RedisLiveness(client).live_workers()``."""
-    return RedisLiveness(client).live_workers()
 
 
 class Heartbeat:

@@ -432,9 +432,6 @@ class MemoryParking:
             self._due[batch_id] = float(due_at)
             self._owners.pop(batch_id, None)
 
-    def reschedule(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
-        self.park(batch_id, batch, due_at)
-
     def claim_due(
         self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""
     ) -> list[tuple[str, ParkedBatch]]:

@@ -2,7 +2,8 @@
 
 A failed batch is parked here until ``due_at`` instead of looping through Celery
 countdowns (which Redis redelivers again and again past the visibility timeout). A
-periodic task ``claim_due``s what is due and tries again.
+periodic task ``claim_due``s what is due and tries again; a batch that fails again is parked
+again under its id.
 
 Layout (``bridge.stores.keys``): sorted set ``PARKED_DUE`` (member batch id, score = unix time it
 is due) and hash ``PARKED_PAYLOADS`` (batch id -> ``bridge.stores.records.ParkedBatch``, encoded). Claiming moves the score
@@ -48,17 +49,13 @@ class ParkingLot:
         pipe.hdel(PARKED_OWNERS, batch_id)
         pipe.execute()
 
-    def reschedule(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
-        """Update a claimed batch after another failed attempt: new contents, new due time."""
-        self.park(batch_id, batch, due_at)
-
     def claim_due(
         self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""
     ) -> list[tuple[str, ParkedBatch]]:
         """Atomically lease up to ``limit`` batches due at ``now`` (oldest first).
 
         A claimed batch is due again at ``now + lease_s`` unless ``done()`` or
-        ``reschedule()`` is called first, or, when ``owner`` is a worker id with a heartbeat,
+        ``park()`` (again) is called first, or, when ``owner`` is a worker id with a heartbeat,
         as soon as that heartbeat is gone (``take_over_dead``).
         """
         if limit <= 0:

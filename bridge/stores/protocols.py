@@ -181,11 +181,8 @@ class Parking(Protocol):
     """Delivery batches waiting for a later attempt, claimed with a lease."""
 
     def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
-        """Store (or replace) a batch, due at ``due_at``."""
-        ...
-
-    def reschedule(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
-        """Update a claimed batch after another failed attempt."""
+        """Store (or replace: a claimed batch after another failed attempt) a batch, due at ``due_at``;
+        a claim on it ends."""
         ...
 
     def claim_due(
