@@ -11,9 +11,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import fakeredis
 import pytest
 import redis
 
+from tests.backends import Backend, make_backend
 from tests.redis_server import MISSING_MESSAGE, REDIS_SERVER_BIN, RedisServer
 
 
@@ -54,6 +56,32 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+# --------------------------------------------------------------------------- one suite, two backends
+
+
+def _backend(kind: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if kind == "memory":
+        yield make_backend("memory")
+    elif kind == "fakeredis":
+        client = fakeredis.FakeRedis()
+        yield make_backend("fakeredis", client)
+        client.close()
+    else:
+        yield make_backend("redis", request.getfixturevalue("redis_client"))
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Every store on one backend: the in-memory twins, or the real redis-server (flushed)."""
+    yield from _backend(request.param, request)
+
+
+@pytest.fixture(params=["memory", "redis", "fakeredis"])
+def store_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """As ``backend``, and fakeredis too: its Lua runs the embedded demo's stores."""
+    yield from _backend(request.param, request)
 
 
 # --------------------------------------------------------------------------- no process left behind

@@ -1,4 +1,4 @@
-"""Dedup semantics, run against a real redis-server, fakeredis and the in-memory fake."""
+"""Dedup semantics, run against a real redis-server, fakeredis and the in-memory twin."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.stores.dedup import MemoryDedup, RedisDedup, Reservation, key_id
+from bridge.stores.dedup import RedisDedup, Reservation, key_id
 from bridge.stores.keys import KEY_PREFIX, MESSAGE_PREFIX, OUTCOME_PREFIX, check_key_id
+from bridge.stores.memory import MemoryDedup
+from tests.backends import Backend
 from tests.redis_server import RedisServer
 
 NEW, DONE, LEASED = Reservation.NEW, Reservation.DONE, Reservation.LEASED
@@ -351,27 +353,11 @@ def test_redis_matches_memory_model(redis_client: redis.Redis, ops: list[tuple[s
             assert real[owner].outcome_states(items) == model[owner].outcome_states(items)
 
 
-@pytest.mark.parametrize("kind", ["redis", "memory"])
-def test_a_dead_workers_lease_is_free_at_once_a_live_ones_holds(
-    kind: str, request: pytest.FixtureRequest
-) -> None:
+def test_a_dead_workers_lease_is_free_at_once_a_live_ones_holds(backend: Backend) -> None:
     """Leases of a worker with a heartbeat (ids ``w.…``) live as long as the heartbeat, not
     their TTL: a batch taken over from a dead worker is sent at once, never after the lease."""
-    from bridge.stores.keys import worker_key
-
-    alive: set[str] = set()
-    if kind == "redis":
-        client = request.getfixturevalue("redis_client")
-        base: RedisDedup | MemoryDedup = RedisDedup(client)
-
-        def beat(worker_id: str) -> None:
-            client.set(worker_key(worker_id), "host 1", px=60_000)
-
-        def die(worker_id: str) -> None:
-            client.delete(worker_key(worker_id))
-    else:
-        base = MemoryDedup(clock=FakeClock(), alive=lambda worker_id: worker_id in alive)
-        beat, die = alive.add, alive.discard
+    base = backend.stores.dedup
+    beat, die = backend.beat, backend.kill
     slow, dead, other = base.for_owner("w.slow"), base.for_owner("w.dead"), base.for_owner("w.other")
     beat("w.slow")
     beat("w.dead")

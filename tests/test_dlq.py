@@ -1,12 +1,12 @@
-"""Dead-letter store: against a real redis-server (and fakeredis, to keep it usable in unit tests)."""
+"""Dead-letter store: behaviour on every backend (in-memory twin, redis-server, fakeredis); its keys
+and persistence on Redis only."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
-import fakeredis
 import pytest
 import redis
 
@@ -19,23 +19,16 @@ from bridge.stores.dlq import (
     DeadLetterStore,
     NewDeadLetter,
 )
-from bridge.stores.keys import DLQ_COUNTS, DLQ_STREAM, key_id
+from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED, key_id
+from bridge.stores.memory import MemoryDeadLetters
+from bridge.stores.protocols import DeadLetters
+from tests.backends import Backend
 from tests.redis_server import RedisServer
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "redis":
-        yield request.getfixturevalue("redis_client")
-    else:
-        fake = fakeredis.FakeRedis()
-        yield fake
-        fake.close()
-
-
 @pytest.fixture
-def dlq(client: redis.Redis) -> DeadLetterStore:
-    return DeadLetterStore(client)
+def dlq(store_backend: Backend) -> DeadLetters:
+    return store_backend.stores.dlq
 
 
 def _letter(reason: str = REASON_INVALID, n: int = 0) -> NewDeadLetter:
@@ -53,7 +46,7 @@ def _letter(reason: str = REASON_INVALID, n: int = 0) -> NewDeadLetter:
     )
 
 
-def test_add_and_get_round_trip(dlq: DeadLetterStore) -> None:
+def test_add_and_get_round_trip(dlq: DeadLetters) -> None:
     wk = key_id("secret write key")
     entry_id = dlq.add(
         REASON_SEGMENT_REJECTED,
@@ -86,19 +79,19 @@ def test_add_and_get_round_trip(dlq: DeadLetterStore) -> None:
     assert got.added_at > 1_600_000_000
 
 
-def test_optional_fields_stay_none(dlq: DeadLetterStore) -> None:
+def test_optional_fields_stay_none(dlq: DeadLetters) -> None:
     entry_id = dlq.add(REASON_INVALID, {"raw": "not json"}, kind="outcome")
     [got] = dlq.get([entry_id])
     assert (got.merchant_id, got.outcome_id, got.write_key_id, got.attempts) == (None, None, None, 0)
 
 
-def test_long_errors_are_cut(dlq: DeadLetterStore) -> None:
+def test_long_errors_are_cut(dlq: DeadLetters) -> None:
     entry_id = dlq.add(REASON_SEGMENT_REJECTED, {}, kind="message", last_error="x" * 100_000)
     [got] = dlq.get([entry_id])
     assert len(got.last_error) == MAX_ERROR_CHARS
 
 
-def test_list_order_limit_after_and_reason(dlq: DeadLetterStore) -> None:
+def test_list_order_limit_after_and_reason(dlq: DeadLetters) -> None:
     reasons = [REASON_INVALID, REASON_UNCONFIGURED_MERCHANT] * 600
     ids = dlq.add_many([_letter(r, n) for n, r in enumerate(reasons)])
     assert dlq.size() == 1200
@@ -112,7 +105,7 @@ def test_list_order_limit_after_and_reason(dlq: DeadLetterStore) -> None:
     assert dlq.list(after=ids[-1]) == []
 
 
-def test_counts_follow_add_drop_and_take(dlq: DeadLetterStore) -> None:
+def test_counts_follow_add_drop_and_take(dlq: DeadLetters) -> None:
     ids = dlq.add_many([_letter(REASON_INVALID, n) for n in range(3)] + [_letter(REASON_SEGMENT_REJECTED, 9)])
     assert dlq.counts_by_reason() == {REASON_INVALID: 3, REASON_SEGMENT_REJECTED: 1}
     assert dlq.drop([ids[0], ids[0], "0-1"]) == 1  # duplicates and unknown ids are not counted
@@ -124,17 +117,40 @@ def test_counts_follow_add_drop_and_take(dlq: DeadLetterStore) -> None:
     assert dlq.size() == 2
 
 
-def test_drop_all(dlq: DeadLetterStore, client: redis.Redis) -> None:
+def test_drop_all(dlq: DeadLetters) -> None:
     dlq.add_many([_letter(REASON_INVALID, n) for n in range(700)] + [_letter(REASON_SEGMENT_REJECTED)])
     assert dlq.drop_all(REASON_INVALID) == 700
     assert dlq.counts_by_reason() == {REASON_SEGMENT_REJECTED: 1}
     assert dlq.drop_all() == 1
     assert dlq.counts_by_reason() == {}
     assert dlq.size() == 0
-    assert client.exists(DLQ_STREAM, DLQ_COUNTS) == 0
+    assert dlq.list() == []
 
 
-def test_bad_ids_are_refused_before_touching_redis(dlq: DeadLetterStore) -> None:
+def test_ids_increase_and_date_the_letter(dlq: DeadLetters, store_backend: Backend) -> None:
+    first = dlq.add_many([_letter(n=n) for n in range(3)])
+    store_backend.clock.advance(2)
+    later = dlq.add(REASON_INVALID, {}, kind="outcome")
+    ids = [tuple(int(p) for p in i.split("-")) for i in [*first, later]]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    [letter] = dlq.get([later])
+    assert letter.added_at > 1_600_000_000
+
+
+# -- Redis only: its keys ------------------------------------------------------------------------
+
+
+def test_keys_layout(redis_client: redis.Redis) -> None:
+    dlq = DeadLetterStore(redis_client, invalid_max=1)
+    dlq.add_many([_letter(REASON_INVALID, n) for n in range(2)] + [_letter(REASON_SEGMENT_REJECTED)])
+    assert redis_client.xlen(DLQ_STREAM) == 2
+    assert redis_client.hgetall(DLQ_COUNTS) == {b"invalid": b"1", b"segment_rejected": b"1"}
+    assert redis_client.llen(DLQ_INVALID_IDS) == 1 and redis_client.get(DLQ_TRIMMED) == b"1"
+    assert dlq.drop_all() == 2
+    assert redis_client.exists(DLQ_STREAM, DLQ_COUNTS, DLQ_INVALID_IDS) == 0
+
+
+def test_bad_ids_are_refused_before_touching_redis(dlq: DeadLetters) -> None:
     good = dlq.add(REASON_INVALID, {}, kind="outcome")
     with pytest.raises(ValueError, match="not a dead-letter id"):
         dlq.drop([good, "nope"])
@@ -143,7 +159,7 @@ def test_bad_ids_are_refused_before_touching_redis(dlq: DeadLetterStore) -> None
         dlq.get(["1-2-3"])
 
 
-def test_add_many_is_all_or_nothing(dlq: DeadLetterStore) -> None:
+def test_add_many_is_all_or_nothing(dlq: DeadLetters) -> None:
     bad = NewDeadLetter(reason=REASON_INVALID, payload={"x": object()}, kind="outcome")
     with pytest.raises(TypeError):
         dlq.add_many([_letter(), bad])
@@ -151,7 +167,7 @@ def test_add_many_is_all_or_nothing(dlq: DeadLetterStore) -> None:
     assert dlq.counts_by_reason() == {}
 
 
-def test_take_for_replay_by_reason_and_limit(dlq: DeadLetterStore) -> None:
+def test_take_for_replay_by_reason_and_limit(dlq: DeadLetters) -> None:
     ids = dlq.add_many(
         [_letter(REASON_INVALID if n % 3 else REASON_UNCONFIGURED_MERCHANT, n) for n in range(30)]
     )
@@ -170,7 +186,7 @@ def test_take_for_replay_by_reason_and_limit(dlq: DeadLetterStore) -> None:
     assert dlq.take_for_replay(limit=10) == []
 
 
-def test_restore_puts_back_a_failed_replay(dlq: DeadLetterStore) -> None:
+def test_restore_puts_back_a_failed_replay(dlq: DeadLetters) -> None:
     dlq.add_many([_letter(REASON_UNCONFIGURED_MERCHANT, n) for n in range(3)])
     taken = dlq.take_for_replay(reason=REASON_UNCONFIGURED_MERCHANT)
     assert dlq.size() == 0
@@ -179,16 +195,34 @@ def test_restore_puts_back_a_failed_replay(dlq: DeadLetterStore) -> None:
     assert [d.payload for d in dlq.get(new_ids)] == [t.payload for t in taken]
 
 
-def test_concurrent_replays_never_take_the_same_entry(redis_url: str) -> None:
-    setup = redis.Redis.from_url(redis_url)
-    ids = DeadLetterStore(setup).add_many([_letter(REASON_UNCONFIGURED_MERCHANT, n) for n in range(2000)])
+@pytest.fixture(params=["memory", "redis"])
+def new_dlq(request: pytest.FixtureRequest) -> Iterator[Callable[[], DeadLetters]]:
+    """Dead-letter stores sharing one store, as separate processes do (own Redis connections)."""
+    if request.param == "memory":
+        shared = MemoryDeadLetters()
+        yield lambda: shared
+        return
+    url = request.getfixturevalue("redis_url")
+    clients: list[redis.Redis] = []
+
+    def make() -> DeadLetters:
+        clients.append(redis.Redis.from_url(url))
+        return DeadLetterStore(clients[-1])
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def test_concurrent_replays_never_take_the_same_entry(new_dlq: Callable[[], DeadLetters]) -> None:
+    setup = new_dlq()
+    ids = setup.add_many([_letter(REASON_UNCONFIGURED_MERCHANT, n) for n in range(2000)])
     n_threads = 8
     barrier = threading.Barrier(n_threads)
     taken: list[list[str]] = [[] for _ in range(n_threads)]
 
     def replayer(n: int) -> None:
-        client = redis.Redis.from_url(redis_url)
-        store = DeadLetterStore(client)
+        store = new_dlq()
         barrier.wait()
         for _ in range(2000):  # bounded: a broken take must fail the test, not hang it
             # Everyone races for the same oldest entries, by reason and by explicit ids.
@@ -200,7 +234,6 @@ def test_concurrent_replays_never_take_the_same_entry(redis_url: str) -> None:
             if not got and store.size() == 0:
                 break
             taken[n].extend(d.id for d in got)
-        client.close()
 
     threads = [threading.Thread(target=replayer, args=(n,)) for n in range(n_threads)]
     for t in threads:
@@ -210,8 +243,7 @@ def test_concurrent_replays_never_take_the_same_entry(redis_url: str) -> None:
     flat = [i for per_thread in taken for i in per_thread]
     assert len(flat) == len(set(flat)) == 2000
     assert sorted(flat) == sorted(ids)
-    assert DeadLetterStore(setup).counts_by_reason() == {}
-    setup.close()
+    assert setup.counts_by_reason() == {}
 
 
 def test_dead_letters_survive_redis_kill(redis_server: RedisServer) -> None:
@@ -228,10 +260,10 @@ def _bad(reason: str, n: int) -> NewDeadLetter:
     return NewDeadLetter(reason=reason, payload={"raw": f"bad-{n}"}, kind="outcome", outcome_id=f"o-{n}")
 
 
-def test_invalid_letters_are_capped_oldest_first_and_counted(client: redis.Redis) -> None:
+def test_invalid_letters_are_capped_oldest_first_and_counted(dlq: DeadLetters) -> None:
     """A client posting bad outcomes forever must not grow Redis forever: beyond the cap the
     oldest ``invalid`` letters go, and the count of those trimmed is kept."""
-    dlq = DeadLetterStore(client, invalid_max=5)
+    dlq.invalid_max = 5  # both implementations have it
     for n in range(4):
         dlq.add_many([_bad(REASON_INVALID, n)])
     dlq.add_many([_bad(REASON_INVALID, n) for n in range(4, 9)])
@@ -241,8 +273,8 @@ def test_invalid_letters_are_capped_oldest_first_and_counted(client: redis.Redis
     assert dlq.size() == 5
 
 
-def test_the_cap_never_trims_letters_that_hold_deliverable_outcomes(client: redis.Redis) -> None:
-    dlq = DeadLetterStore(client, invalid_max=2)
+def test_the_cap_never_trims_letters_that_hold_deliverable_outcomes(dlq: DeadLetters) -> None:
+    dlq.invalid_max = 2
     keep = [REASON_UNCONFIGURED_MERCHANT, REASON_SEGMENT_REJECTED, "retention_expired"]
     dlq.add_many([_bad(reason, n) for n, reason in enumerate(keep * 3)])
     for n in range(10):

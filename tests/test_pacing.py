@@ -1,21 +1,20 @@
-"""Per-write-key pacing: the same tests against RedisPacer (a real redis-server) and LocalPacer."""
+"""Per-write-key pacing: the same tests against RedisPacer (a real redis-server) and MemoryPacer."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bridge.stores.keys import key_id
-from bridge.stores.pacing import PACE_KEY_PREFIX, PACE_TTL_MARGIN_S, LocalPacer, RedisPacer
+from bridge.stores.keys import PACE_KEY_PREFIX, PACE_TTL_MARGIN_S, key_id
+from bridge.stores.memory import MemoryPacer
+from bridge.stores.pacing import RedisPacer
 
 WRITE_KEY = "wk_Test4bC9dEfGhIjKlMnOpQrStUvWxYz0"
 KID = key_id(WRITE_KEY)
@@ -29,41 +28,10 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A throwaway redis-server on a free port (own fixture until shared ones exist)."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.02)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushall()
-    yield client
-    client.close()
+def r(redis_client: redis.Redis) -> redis.Redis:
+    """The session's redis-server, flushed (tests/conftest.py)."""
+    return redis_client
 
 
 class FakeClock:
@@ -81,7 +49,7 @@ class FakeClock:
         self.now += seconds
 
 
-PacerFactory = Callable[..., RedisPacer | LocalPacer]
+PacerFactory = Callable[..., RedisPacer | MemoryPacer]
 
 
 @pytest.fixture(params=["redis", "local"])
@@ -100,10 +68,10 @@ def make_pacer(request: pytest.FixtureRequest) -> PacerFactory:
             )
 
         return make_redis
-    shared: dict[str, LocalPacer] = {}
+    shared: dict[str, MemoryPacer] = {}
 
-    def make_local(clock: FakeClock, rate_per_s: float = 50, burst: int = 1) -> LocalPacer:
-        return shared.setdefault("p", LocalPacer(rate_per_s, burst=burst, clock=clock, sleep=clock.sleep))
+    def make_local(clock: FakeClock, rate_per_s: float = 50, burst: int = 1) -> MemoryPacer:
+        return shared.setdefault("p", MemoryPacer(rate_per_s, burst=burst, clock=clock, sleep=clock.sleep))
 
     return make_local
 
@@ -167,7 +135,7 @@ def test_raw_write_key_is_refused(make_pacer: PacerFactory) -> None:
             pacer.acquire(bad)
 
 
-@pytest.mark.parametrize("kind", [RedisPacer, LocalPacer])
+@pytest.mark.parametrize("kind", [RedisPacer, MemoryPacer])
 def test_bad_parameters(kind: type, r: redis.Redis) -> None:
     args = (r,) if kind is RedisPacer else ()
     with pytest.raises(ValueError):

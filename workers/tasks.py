@@ -36,6 +36,7 @@ from bridge.stages.process import process_outcomes
 from bridge.stores.dlq import REASON_PROCESSING_ERROR, NewDeadLetter
 from bridge.stores.liveness import Heartbeat, found_dead, new_worker_id
 from bridge.stores.pending import PendingBatches
+from bridge.stores.protocols import Pending
 from workers.celery_app import PROCESS_TASK, RESUME_TASK
 
 log = logging.getLogger("bridge.worker")
@@ -101,7 +102,7 @@ def stores() -> Stores:
     return _runtime(os.getpid()).current_stores()
 
 
-def _pending() -> PendingBatches:
+def _pending() -> Pending:
     pending = stores().pending
     assert pending is not None  # build_stores always sets it
     return pending

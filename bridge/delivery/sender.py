@@ -40,7 +40,7 @@ from bridge.delivery.policy import (
 from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
 from bridge.stores.keys import key_id as make_key_id
-from bridge.stores.pacing import Pacer
+from bridge.stores.protocols import Pacer
 
 log = logging.getLogger("bridge.delivery")
 

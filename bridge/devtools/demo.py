@@ -113,13 +113,11 @@ def _preload_scripts(url: str) -> None:
     a NOSCRIPT error instead of answering it, so redis-py's EVALSHA-then-load would never work."""
     import redis
 
-    from bridge.stores import dedup, dlq, pacing, parking, pending
+    from bridge.stores import lua
 
     client = redis.Redis.from_url(url)
-    for module in (dedup, dlq, pacing, parking, pending):
-        for name, value in vars(module).items():
-            if name.endswith("_LUA") and isinstance(value, str):
-                client.script_load(value)
+    for script in lua.all_scripts().values():
+        client.script_load(script)
     client.close()
 
 

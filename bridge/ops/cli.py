@@ -326,10 +326,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
 
     from bridge.ops.status import collect
     from bridge.runtime import redis_client
+    from bridge.stores.backends import redis_stores
 
     settings = Settings()
     try:
-        facts = collect(redis_client(settings))
+        facts = collect(redis_stores(redis_client(settings)))
     except Exception as exc:
         typer.echo(
             f"error: cannot read Redis at the configured BRIDGE_REDIS_URL: {type(exc).__name__}", err=True

@@ -1,4 +1,4 @@
-"""``bridge status``: what an operator reads at a glance, gathered from Redis."""
+"""``bridge status``: what an operator reads at a glance, gathered from the stores."""
 
 from __future__ import annotations
 
@@ -7,18 +7,16 @@ import json
 import time
 from typing import Any
 
-import redis
-
-from bridge.domain import wire
-from bridge.ops.metrics import QUEUE_KEY, UNACKED_KEY
-from bridge.stores.dlq import DeadLetterStore
-from bridge.stores.keys import PARKED_DUE, PARKED_PAYLOADS, PENDING_BATCHES, PENDING_DUE
-from bridge.stores.liveness import live_workers
-from bridge.stores.pending import decode_batch
-from bridge.stores.stats import StatsStore
+from bridge.stores.protocols import StoreSet
 
 #: Parked batches looked at (oldest due first) to find the oldest undelivered outcome.
 PARKED_SAMPLE = 200
+#: Stored batches looked at (picked at random) to find the oldest undelivered outcome.
+PENDING_SAMPLE = 200
+#: Unacknowledged task messages looked at to find the oldest undelivered outcome.
+UNACKED_SAMPLE = 1000
+#: Enqueue times gathered before the parked batches stop being read.
+OLDEST_ENOUGH = 10_000
 
 
 def _enqueued_at(raw: bytes | str | None) -> float | None:
@@ -37,54 +35,37 @@ def _enqueued_at(raw: bytes | str | None) -> float | None:
         return None
 
 
-def collect(client: redis.Redis, now: float | None = None) -> dict[str, Any]:
-    now = time.time() if now is None else now
-    pipe = client.pipeline(transaction=False)
-    pipe.llen(QUEUE_KEY)
-    pipe.hlen(UNACKED_KEY)
-    pipe.zcard(PARKED_DUE)
-    pipe.zcount(PARKED_DUE, "-inf", now)
-    pipe.lindex(QUEUE_KEY, -1)  # kombu LPUSHes and BRPOPs: the oldest task is at the right end
-    pipe.hvals(UNACKED_KEY)
-    pipe.zrange(PARKED_DUE, 0, PARKED_SAMPLE - 1)
-    pipe.zcard(PENDING_DUE)
-    pipe.hrandfield(PENDING_BATCHES, 200)
-    queued, in_flight, parked, parked_due, oldest_task, unacked, parked_ids, pending, sample = pipe.execute()
-
+def _oldest_accepted(stores: StoreSet) -> list[float]:
+    """Acceptance times of a sample of what is not yet delivered: queued and in-flight tasks,
+    stored batches, parked messages."""
     oldest: list[float] = []
-    for raw in [oldest_task, *unacked[:1000]]:
+    for raw in stores.pending.oldest_tasks(UNACKED_SAMPLE):
         at = _enqueued_at(raw)
         if at is not None:
             oldest.append(at)
-    if sample:  # a sample of stored batches not yet processed (kept in Redis until handed off)
-        for data in client.hmget(PENDING_BATCHES, sample):
-            if data is not None:
-                oldest.append(decode_batch(data)[1])
-    if parked_ids:
-        for data in client.hmget(PARKED_PAYLOADS, parked_ids):
-            if data is None:
-                continue
-            payload = wire.loads(data)
-            for entry in payload.get("messages", []):
-                if len(entry) > 4:
-                    oldest.append(float(entry[4]))
-            if len(oldest) > 10_000:
-                break
+    oldest.extend(batch.enqueued_at for batch in stores.pending.sample(PENDING_SAMPLE))
+    for parked in stores.parking.first_due(PARKED_SAMPLE):
+        oldest.extend(m.accepted_at for m in parked.messages if m.accepted_at is not None)
+        if len(oldest) > OLDEST_ENOUGH:
+            break
+    return oldest
 
-    stats = StatsStore(client)
-    dlq = DeadLetterStore(client)
+
+def collect(stores: StoreSet, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    oldest = _oldest_accepted(stores)
     return {
-        "workers_alive": len(live_workers(client)),
-        "queue_depth_tasks": int(queued),
-        "in_flight_tasks": int(in_flight),
-        "pending_batches": int(pending),
-        "parked_batches": int(parked),
-        "parked_due_now": int(parked_due),
-        "dlq_size": dlq.size(),
-        "dlq_by_reason": dlq.counts_by_reason(),
-        "dlq_invalid_trimmed": dlq.trimmed(),
-        "delivered_last_minute": stats.delivered_since(60),
-        "delivered_last_hour": stats.delivered_since(3600),
+        "workers_alive": len(stores.liveness.live_workers()),
+        "queue_depth_tasks": stores.pending.queue_depth(),
+        "in_flight_tasks": stores.pending.in_flight(),
+        "pending_batches": stores.pending.size(),
+        "parked_batches": stores.parking.size(),
+        "parked_due_now": stores.parking.count_due(now),
+        "dlq_size": stores.dlq.size(),
+        "dlq_by_reason": stores.dlq.counts_by_reason(),
+        "dlq_invalid_trimmed": stores.dlq.trimmed(),
+        "delivered_last_minute": stores.stats.delivered_since(60),
+        "delivered_last_hour": stores.stats.delivered_since(3600),
         "oldest_undelivered_age_s": round(now - min(oldest), 1) if oldest else None,
         "sources": [
             {
@@ -98,6 +79,6 @@ def collect(client: redis.Redis, now: float | None = None) -> dict[str, Any]:
                 "last_error_age_s": round(now - h.last_error_at, 1) if h.last_error_at else None,
                 "last_error": h.last_error,
             }
-            for h in stats.health()
+            for h in stores.stats.health()
         ],
     }

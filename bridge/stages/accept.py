@@ -25,9 +25,10 @@ from bridge.domain.errors import FieldProblem, InvalidOutcome
 from bridge.domain.mapped import Mapped
 from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
 from bridge.stages.prepare import JSONDecodeProblem, prepare
-from bridge.stores.dedup import DedupStore, unseen_outcomes
-from bridge.stores.dlq import DeadLetterStore, NewDeadLetter, invalid_outcome_letter
+from bridge.stores.dedup import unseen_outcomes
+from bridge.stores.dlq import NewDeadLetter, invalid_outcome_letter
 from bridge.stores.pending import PendingBatches
+from bridge.stores.protocols import DeadLetters, DedupStore
 
 
 class TaskQueue(Protocol):
@@ -158,7 +159,7 @@ def mark_accepted(checked: Checked, dedup: DedupStore, window_s: float) -> None:
         dedup.mark_outcomes_accepted(checked.keys, window_s)
 
 
-def dead_letter(checked: Checked, dlq: DeadLetterStore) -> None:
+def dead_letter(checked: Checked, dlq: DeadLetters) -> None:
     """Keep every invalid item, with its errors, as a dead letter (reason ``invalid``)."""
     if checked.letters:
         dlq.add_many(checked.letters)
@@ -169,7 +170,7 @@ def accept(
     *,
     merchants: MerchantsConfig,
     dedup: DedupStore,
-    dlq: DeadLetterStore,
+    dlq: DeadLetters,
     publish: PublishTexts,
     window_s: float,
     now: float,

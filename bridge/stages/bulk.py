@@ -22,9 +22,8 @@ from bridge.config import MerchantsConfig
 from bridge.domain.mapped import Mapped
 from bridge.stages.accept import Undecodable, accept
 from bridge.stages.prepare import JSONDecodeProblem, decode_json
-from bridge.stores.dedup import DedupStore
-from bridge.stores.dlq import DeadLetterStore
 from bridge.stores.keys import OUTCOME_DEDUP_WINDOW_S
+from bridge.stores.protocols import DeadLetters, DedupStore
 
 #: Outcomes validated and enqueued per step (and per checkpoint).
 CHUNK_LINES = 1000
@@ -78,7 +77,7 @@ def ingest_file(
     *,
     merchants: MerchantsConfig,
     dedup: DedupStore,
-    dlq: DeadLetterStore,
+    dlq: DeadLetters,
     publish_texts: Callable[[Sequence[str], Sequence[Mapped]], object],
     progress: Callable[[int, BulkCounts], None] | None = None,
     on_invalid: Callable[[int, str], None] | None = None,
@@ -118,7 +117,7 @@ def _ingest_chunk(
     counts: BulkCounts,
     merchants: MerchantsConfig,
     dedup: DedupStore,
-    dlq: DeadLetterStore,
+    dlq: DeadLetters,
     publish_texts: Callable[[Sequence[str], Sequence[Mapped]], object],
     on_invalid: Callable[[int, str], None] | None,
     window_s: float,

@@ -9,30 +9,24 @@ from dataclasses import dataclass, field
 
 from bridge.config import MerchantsConfig, Settings
 from bridge.delivery.sender import Sender, send_batch
-from bridge.stores.dedup import DedupStore
-from bridge.stores.dlq import (
-    DeadLetterStore,
-)
-from bridge.stores.pacing import Pacer
-from bridge.stores.parking import ParkingLot
-from bridge.stores.pending import PendingBatches
-from bridge.stores.stats import StatsStore
+from bridge.stores.protocols import DeadLetters, DedupStore, Pacer, Parking, Pending, Stats
 
 
 @dataclass
 class Stores:
-    """Everything processing touches outside itself; real ones in production, fakes in unit tests."""
+    """Everything processing touches outside itself: the stores (``bridge.stores.protocols``, on
+    Redis in production, the in-memory twins in tests), the sender and the clock."""
 
     settings: Settings
     merchants: MerchantsConfig
     dedup: DedupStore
-    dlq: DeadLetterStore
-    parking: ParkingLot
+    dlq: DeadLetters
+    parking: Parking
     pacer: Pacer | None = None
     send: Sender = send_batch
     clock: Callable[[], float] = time.time
-    stats: StatsStore | None = None
-    pending: PendingBatches | None = None
+    stats: Stats | None = None
+    pending: Pending | None = None
     #: This process's worker id (``bridge.stores.liveness``): recorded on the parked batches it
     #: claims, so they are taken over if it dies. Empty: no heartbeat, claims end with their lease.
     worker_id: str = ""
@@ -69,6 +63,7 @@ class Item:
     message_id: str
     encoded: bytes
     merchant_id: int
-    outcome_id: str
+    #: None only for a message replayed from a dead letter that named no outcome.
+    outcome_id: str | None
     event: str
     accepted_at: float

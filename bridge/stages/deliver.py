@@ -6,13 +6,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from bridge.config import Source
 from bridge.delivery.policy import retry_delay
 from bridge.delivery.sender import DeliveryReport, deliver
 from bridge.stages.context import Item, Report, Stores
-from bridge.stores.dedup import Reservation
 from bridge.stores.dlq import (
     REASON_RETENTION_EXPIRED,
     REASON_SEGMENT_REJECTED,
@@ -20,6 +18,8 @@ from bridge.stores.dlq import (
     NewDeadLetter,
 )
 from bridge.stores.keys import key_id
+from bridge.stores.protocols import Reservation
+from bridge.stores.records import ParkedBatch, ParkedMessage
 
 log = logging.getLogger("bridge.processing")
 
@@ -132,17 +132,24 @@ def park(
     """Keep messages in Redis until their next attempt is due (no Celery countdown involved)."""
     settings = stores.settings
     delay = retry_delay(attempts, retry_after, base=settings.retry_base_s, cap=settings.retry_cap_s)
-    payload: dict[str, Any] = {
-        "merchant_id": merchant_id,
-        "source": source_name,
-        "attempts": attempts,
-        "first_failed_at": first_failed_at,
-        "last_error": error[:2000],
-        "messages": [
-            [i.message_id, i.outcome_id, i.encoded.decode("utf-8"), i.event, i.accepted_at] for i in items
-        ],
-    }
-    stores.parking.park(batch_id or uuid.uuid4().hex, payload, stores.clock() + delay)
+    batch = ParkedBatch(
+        merchant_id=merchant_id,
+        source=source_name,
+        attempts=attempts,
+        first_failed_at=first_failed_at,
+        last_error=error[:2000],
+        messages=tuple(
+            ParkedMessage(
+                message_id=i.message_id,
+                outcome_id=i.outcome_id,
+                message=i.encoded.decode("utf-8"),
+                event=i.event,
+                accepted_at=i.accepted_at,
+            )
+            for i in items
+        ),
+    )
+    stores.parking.park(batch_id or uuid.uuid4().hex, batch, stores.clock() + delay)
     log.info(
         "parked %d message(s) for merchant %s source %s, attempt %d, retry in %.1fs: %s",
         len(items),
@@ -154,33 +161,33 @@ def park(
     )
 
 
-def _items_of(payload: dict[str, Any]) -> list[Item]:
-    merchant_id = int(payload["merchant_id"])
-    first_failed_at = float(payload["first_failed_at"])
-    items = []
-    for entry in payload["messages"]:
-        mid, oid, text = entry[:3]
-        event = str(entry[3]) if len(entry) > 3 else "unknown"
-        accepted_at = float(entry[4]) if len(entry) > 4 else first_failed_at
-        items.append(Item(mid, text.encode("utf-8"), merchant_id, oid, event, accepted_at))
-    return items
+def _items_of(batch: ParkedBatch) -> list[Item]:
+    return [
+        Item(
+            m.message_id,
+            m.message.encode("utf-8"),
+            batch.merchant_id,
+            m.outcome_id,
+            m.event if m.event is not None else "unknown",
+            m.accepted_at if m.accepted_at is not None else batch.first_failed_at,
+        )
+        for m in batch.messages
+    ]
 
 
-def _dead_letter_parked(
-    stores: Stores, payload: dict[str, Any], reason: str, why: str, now: float
-) -> list[Item]:
-    items = _items_of(payload)
+def _dead_letter_parked(stores: Stores, batch: ParkedBatch, reason: str, why: str, now: float) -> list[Item]:
+    items = _items_of(batch)
     letters = [
         NewDeadLetter(
             reason=reason,
-            payload={"source": payload["source"], "message": item.encoded.decode("utf-8")},
+            payload={"source": batch.source, "message": item.encoded.decode("utf-8")},
             kind="message",
             merchant_id=item.merchant_id,
             outcome_id=item.outcome_id,
-            attempts=int(payload["attempts"]),
-            first_error=str(payload.get("last_error", "")),
+            attempts=batch.attempts,
+            first_error=batch.last_error,
             last_error=why,
-            first_failed_at=float(payload["first_failed_at"]),
+            first_failed_at=batch.first_failed_at,
             last_failed_at=now,
         )
         for item in items
@@ -193,37 +200,35 @@ def resume_parked(stores: Stores, limit: int = 50) -> Report:
     """Retry the parked batches that are due; each ends delivered, parked again or dead-lettered."""
     report = Report()
     now = stores.clock()
-    for batch_id, payload in stores.parking.claim_due(
+    for batch_id, batch in stores.parking.claim_due(
         now, limit, stores.settings.lease_s, owner=stores.worker_id
     ):
-        merchant_id = int(payload["merchant_id"])
-        first_failed_at = float(payload["first_failed_at"])
-        if now - first_failed_at > stores.settings.retention_s:
+        if now - batch.first_failed_at > stores.settings.retention_s:
             why = f"still failing after the retention window ({stores.settings.retention_s}s)"
             report.count(
-                "dead_lettered", _dead_letter_parked(stores, payload, REASON_RETENTION_EXPIRED, why, now)
+                "dead_lettered", _dead_letter_parked(stores, batch, REASON_RETENTION_EXPIRED, why, now)
             )
             stores.parking.done(batch_id)
             continue
-        source = stores.merchants.sources_by_name.get((merchant_id, str(payload["source"])))
+        source = stores.merchants.sources_by_name.get((batch.merchant_id, batch.source))
         if source is None:
-            why = f"source {payload['source']!r} of merchant {merchant_id} is no longer configured"
+            why = f"source {batch.source!r} of merchant {batch.merchant_id} is no longer configured"
             report.count(
-                "dead_lettered", _dead_letter_parked(stores, payload, REASON_UNCONFIGURED_SOURCE, why, now)
+                "dead_lettered", _dead_letter_parked(stores, batch, REASON_UNCONFIGURED_SOURCE, why, now)
             )
             stores.parking.done(batch_id)
             continue
-        attempts = int(payload["attempts"]) + 1
-        retry, err, retry_after, sub = deliver_items(source, _items_of(payload), stores, attempt=attempts)
+        attempts = batch.attempts + 1
+        retry, err, retry_after, sub = deliver_items(source, _items_of(batch), stores, attempt=attempts)
         report.merge(sub)
         if retry:
             park(
                 stores,
-                merchant_id,
+                batch.merchant_id,
                 source.name,
                 retry,
                 attempts=attempts,
-                first_failed_at=first_failed_at,
+                first_failed_at=batch.first_failed_at,
                 error=err,
                 retry_after=retry_after,
                 batch_id=batch_id,

@@ -26,12 +26,12 @@ from bridge.domain.mapped import Mapped
 from bridge.stages.context import Item, Report, Stores
 from bridge.stages.deliver import deliver_items, park
 from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
-from bridge.stores.dedup import Reservation
 from bridge.stores.dlq import (
     REASON_UNCONFIGURED_MERCHANT,
     NewDeadLetter,
     invalid_outcome_letter,
 )
+from bridge.stores.protocols import Reservation
 
 log = logging.getLogger("bridge.processing")
 

@@ -12,13 +12,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from bridge.stores.dlq import DeadLetter, DeadLetterStore
-from bridge.stores.parking import ParkingLot
+from bridge.stores.protocols import DeadLetters, Parking
+from bridge.stores.records import DeadLetter, ParkedBatch, ParkedMessage
 
 
 def replay(
-    dlq: DeadLetterStore,
-    parking: ParkingLot,
+    dlq: DeadLetters,
+    parking: Parking,
     publish_texts: Callable[[Sequence[str]], object],
     *,
     ids: Sequence[str] | None = None,
@@ -36,24 +36,34 @@ def replay(
     done: list[DeadLetter] = []
     try:
         if outcomes:
-            publish_texts([str(letter.payload["raw"]) for letter in outcomes])
+            publish_texts([letter.raw for letter in outcomes])
             done.extend(outcomes)
             counts["outcome"] += len(outcomes)
         now = clock()
         for letter in messages:
-            text = str(letter.payload["message"])
+            if (
+                letter.merchant_id is None
+            ):  # every message letter names one; never park a batch that cannot run
+                raise ValueError(f"dead letter {letter.id} holds a message but names no merchant")
+            text = letter.message
             message = json.loads(text)
-            message_id = str(message.get("messageId"))
-            event = str(message.get("event") or message.get("type"))
-            payload = {
-                "merchant_id": letter.merchant_id,
-                "source": letter.payload["source"],
-                "attempts": 0,
-                "first_failed_at": now,
-                "last_error": f"replayed after: {letter.last_error}"[:2000],
-                "messages": [[message_id, letter.outcome_id, text, event, now]],
-            }
-            parking.park(f"replay-{uuid.uuid4().hex}", payload, now)
+            batch = ParkedBatch(
+                merchant_id=letter.merchant_id,
+                source=letter.source,
+                attempts=0,
+                first_failed_at=now,
+                last_error=f"replayed after: {letter.last_error}"[:2000],
+                messages=(
+                    ParkedMessage(
+                        message_id=str(message.get("messageId")),
+                        outcome_id=letter.outcome_id,
+                        message=text,
+                        event=str(message.get("event") or message.get("type")),
+                        accepted_at=now,
+                    ),
+                ),
+            )
+            parking.park(f"replay-{uuid.uuid4().hex}", batch, now)
             done.append(letter)
             counts["message"] += 1
     except Exception:

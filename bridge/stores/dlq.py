@@ -14,8 +14,9 @@ delivered; they leave only through ``drop*`` or ``take_for_replay`` (an operator
 removed, so two concurrent replays never take the same entry. The caller re-enqueues what
 it took; if that fails it should ``restore()`` them, or they are gone.
 
-Payloads are stored as JSON (``bridge.domain.wire.dumps``): a ``Decimal`` comes back as a JSON
-number (float) or, beyond float precision, as a string.
+A letter is a ``bridge.stores.records.DeadLetter`` (its one encoder and decoder live there);
+its payload is stored as JSON (``bridge.domain.wire.dumps``): a ``Decimal`` comes back as a
+JSON number (float) or, beyond float precision, as a string.
 """
 
 from __future__ import annotations
@@ -23,15 +24,36 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
-from bridge.domain import wire
+from bridge.stores import lua
 from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED
+from bridge.stores.records import (
+    MAX_ERROR_CHARS,
+    DeadLetter,
+    Kind,
+    NewDeadLetter,
+    decode_dead_letter,
+    encode_dead_letter,
+)
 
-Kind = Literal["outcome", "message"]
+__all__ = [
+    "DEFAULT_INVALID_MAX",
+    "MAX_ERROR_CHARS",
+    "REASON_INVALID",
+    "REASON_PROCESSING_ERROR",
+    "REASON_RETENTION_EXPIRED",
+    "REASON_SEGMENT_REJECTED",
+    "REASON_UNCONFIGURED_MERCHANT",
+    "REASON_UNCONFIGURED_SOURCE",
+    "DeadLetter",
+    "DeadLetterStore",
+    "Kind",
+    "NewDeadLetter",
+    "invalid_outcome_letter",
+]
 
 #: Outcome failed validation (``InvalidOutcome``).
 REASON_INVALID = "invalid"
@@ -49,138 +71,12 @@ REASON_PROCESSING_ERROR = "processing_error"
 #: Default most ``invalid`` dead letters kept (``Settings.dlq_invalid_max``).
 DEFAULT_INVALID_MAX = 100_000
 
-#: Error texts longer than this are cut (Segment's error bodies can be large).
-MAX_ERROR_CHARS = 4000
-
 _STREAM_ID = re.compile(r"^\d+-\d+$")
 _PAGE = 500  # entries read per XRANGE when filtering by reason
-_OPTIONAL = ("merchant_id", "outcome_id", "write_key_id")
-
-# KEYS: stream, counts. ARGV: want_entries ('1'/'0'), filter ('1'/'0'), reason, ids...
-# Deletes each id that exists (and matches the reason filter), decrements its reason's
-# counter, returns the deleted entries ([id, [field, value, ...]]) or their count.
-_TAKE_LUA = """
-local out = {}
-local n = 0
-for i = 4, #ARGV do
-  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
-  if #e > 0 then
-    local f = e[1][2]
-    local reason = ''
-    for j = 1, #f, 2 do
-      if f[j] == 'reason' then reason = f[j + 1] end
-    end
-    if ARGV[2] == '0' or reason == ARGV[3] then
-      redis.call('XDEL', KEYS[1], ARGV[i])
-      if redis.call('HINCRBY', KEYS[2], reason, -1) <= 0 then
-        redis.call('HDEL', KEYS[2], reason)
-      end
-      n = n + 1
-      if ARGV[1] == '1' then out[#out + 1] = e[1] end
-    end
-  end
-end
-if ARGV[1] == '1' then return out end
-return n
-"""
-
-
-# KEYS: stream, counts, invalid ids list, trimmed counter. ARGV: reason, most kept.
-# Deletes the oldest letters of the reason while more than ``most kept`` exist; ids whose
-# entry is already gone (replayed or dropped) are skipped. Returns how many were deleted.
-_TRIM_LUA = """
-local keep = tonumber(ARGV[2])
-local n = 0
-while tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > keep do
-  local id = redis.call('LPOP', KEYS[3])
-  if not id then break end
-  if redis.call('XDEL', KEYS[1], id) == 1 then
-    redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
-    n = n + 1
-  end
-end
-if n > 0 then redis.call('INCRBY', KEYS[4], n) end
-return n
-"""
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewDeadLetter:
-    """A dead letter to add: what failed, why, and the payload needed to replay it."""
-
-    reason: str
-    payload: dict[str, Any]
-    kind: Kind
-    merchant_id: int | None = None
-    outcome_id: str | None = None
-    write_key_id: str | None = None
-    attempts: int = 0
-    first_error: str = ""
-    last_error: str = ""
-    first_failed_at: float = 0.0
-    last_failed_at: float = 0.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeadLetter(NewDeadLetter):
-    """A stored dead letter; ``id`` is its stream id (``<ms>-<seq>``)."""
-
-    id: str
-
-    @property
-    def added_at(self) -> float:
-        """Unix time the entry was added (from the stream id)."""
-        return int(self.id.split("-", 1)[0]) / 1000
 
 
 def _s(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
-
-
-def _encode(letter: NewDeadLetter) -> dict[str, str | bytes]:
-    fields: dict[str, str | bytes] = {
-        "reason": letter.reason,
-        "kind": letter.kind,
-        "payload": wire.dumps(letter.payload),
-        "attempts": str(int(letter.attempts)),
-        "first_error": _cut(letter.first_error),
-        "last_error": _cut(letter.last_error),
-        "first_failed_at": repr(float(letter.first_failed_at)),
-        "last_failed_at": repr(float(letter.last_failed_at)),
-    }
-    for name in _OPTIONAL:
-        value = getattr(letter, name)
-        if value is not None:
-            fields[name] = str(value)
-    return fields
-
-
-def _decode(entry_id: Any, raw: Any) -> DeadLetter:
-    if isinstance(raw, dict):
-        f = {_s(k): v for k, v in raw.items()}
-    else:  # flat [field, value, ...] as returned to Lua callers
-        f = {_s(raw[i]): raw[i + 1] for i in range(0, len(raw), 2)}
-    kind = _s(f["kind"])
-    if kind not in ("outcome", "message"):
-        raise ValueError(f"dead letter {_s(entry_id)} has unknown kind {kind!r}")
-    return DeadLetter(
-        id=_s(entry_id),
-        reason=_s(f["reason"]),
-        kind="outcome" if kind == "outcome" else "message",
-        payload=wire.loads(f["payload"]),
-        merchant_id=int(f["merchant_id"]) if "merchant_id" in f else None,
-        outcome_id=_s(f["outcome_id"]) if "outcome_id" in f else None,
-        write_key_id=_s(f["write_key_id"]) if "write_key_id" in f else None,
-        attempts=int(f.get("attempts", 0)),
-        first_error=_s(f.get("first_error", "")),
-        last_error=_s(f.get("last_error", "")),
-        first_failed_at=float(f.get("first_failed_at", 0.0)),
-        last_failed_at=float(f.get("last_failed_at", 0.0)),
-    )
 
 
 def _check_ids(ids: Sequence[str]) -> list[str]:
@@ -223,8 +119,8 @@ class DeadLetterStore:
     def __init__(self, client: redis.Redis, *, invalid_max: int = DEFAULT_INVALID_MAX) -> None:
         self._client = client
         self.invalid_max = invalid_max
-        self._take = client.register_script(_TAKE_LUA)
-        self._trim = client.register_script(_TRIM_LUA)
+        self._take = client.register_script(lua.load("dlq_take"))
+        self._trim = client.register_script(lua.load("dlq_trim"))
 
     # -- adding ---------------------------------------------------------------------------------
 
@@ -263,7 +159,7 @@ class DeadLetterStore:
         """Store dead letters in one MULTI/EXEC (all or none); returns their ids in order."""
         if not letters:
             return []
-        encoded = [_encode(letter) for letter in letters]  # fail before writing anything
+        encoded = [encode_dead_letter(letter) for letter in letters]  # fail before writing anything
         pipe = self._client.pipeline(transaction=True)
         for letter, fields in zip(letters, encoded, strict=True):
             pipe.xadd(DLQ_STREAM, fields)  # type: ignore[arg-type]
@@ -309,7 +205,7 @@ class DeadLetterStore:
             pipe.xrange(DLQ_STREAM, i, i)
         out: builtins.list[DeadLetter] = []
         for entries in pipe.execute():
-            out.extend(_decode(eid, fields) for eid, fields in entries)
+            out.extend(decode_dead_letter(eid, fields) for eid, fields in entries)
         return out
 
     def _scan(self, reason: str | None, after: str | None) -> Iterator[DeadLetter]:
@@ -320,7 +216,7 @@ class DeadLetterStore:
             if not entries:
                 return
             for eid, fields in entries:
-                letter = _decode(eid, fields)
+                letter = decode_dead_letter(eid, fields)
                 if reason is None or letter.reason == reason:
                     yield letter
             start = f"({_s(entries[-1][0])}"
@@ -388,4 +284,4 @@ class DeadLetterStore:
         if not ids:
             return []
         raw = self._take_ids(ids, reason, entries=True)
-        return [_decode(entry[0], entry[1]) for entry in raw]
+        return [decode_dead_letter(entry[0], entry[1]) for entry in raw]

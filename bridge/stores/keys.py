@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 # -- prefixes ------------------------------------------------------------------------------
 
@@ -59,7 +60,7 @@ STATS_DELIVERED_PREFIX = KEY_PREFIX + "stats:delivered:"
 
 #: Hash per write key id with the outcome of its last delivery attempts:
 #: ``bridge:health:{write_key_id}`` -> last_ok_at, last_error_at, last_status, last_error,
-#: consecutive_failures, source, merchant_id.
+#: consecutive_failures, source, merchant_id; kept ``HEALTH_TTL_S`` after the last attempt.
 HEALTH_PREFIX = KEY_PREFIX + "health:"
 
 #: Hash batch id -> JSON ``{"texts": [...], "enqueued_at": t}``: every batch of accepted
@@ -94,6 +95,11 @@ PENDING_OWNERS = KEY_PREFIX + "pending:owners"
 #: Hash parked batch id -> worker id of the process that claimed it for a retry: a claim of a
 #: dead worker is made due again at once instead of waiting for the claim's lease.
 PARKED_OWNERS = KEY_PREFIX + "parked:owners"
+
+#: Pacing state per write key: ``bridge:pace:{write_key_id}`` holds the theoretical arrival
+#: time (float seconds, the pacer's clock) of the next request (``bridge.stores.pacing``).
+#: TTL: until that time has passed plus ``PACE_TTL_MARGIN_S`` (then it no longer matters).
+PACE_KEY_PREFIX = KEY_PREFIX + "pace:"
 
 # -- keys owned by Celery's Redis transport (kombu), read and repaired by the bridge -----------
 
@@ -136,6 +142,9 @@ DEFAULT_LEASE_S = 300.0
 #: How long per-minute delivery counters are kept (a bit over the hour ``bridge status`` shows).
 STATS_TTL_S = 2 * 3600
 
+#: How long a source's health hash lives after its last delivery attempt.
+HEALTH_TTL_S = 30 * 24 * 3600
+
 #: How long a processed outcome is remembered: a replay of the same outcomeId within this
 #: window sends nothing. Callers may pass their own (configuration) value.
 OUTCOME_DEDUP_WINDOW_S = 7 * 24 * 3600.0
@@ -143,6 +152,9 @@ OUTCOME_DEDUP_WINDOW_S = 7 * 24 * 3600.0
 #: How long a delivered messageId is remembered per write key. Segment's own dedup lasts
 #: about 24 h; ours must cover the retention window in which a batch may still be retried.
 MESSAGE_DEDUP_WINDOW_S = 7 * 24 * 3600.0
+
+#: Extra lifetime of a pacing key beyond the moment its value stops mattering.
+PACE_TTL_MARGIN_S = 1.0
 
 #: How long a claimed parked batch stays invisible to other workers before it becomes due
 #: again (a worker that crashed after claiming does not hide the batch for good).
@@ -178,6 +190,17 @@ def outcome_key(merchant_id: int, outcome_id: str) -> str:
 def message_key(write_key_id: str, message_id: str) -> str:
     """Dedup key of one messageId for one write key (``write_key_id`` from ``key_id``)."""
     return f"{MESSAGE_PREFIX}{write_key_id}:{message_id}"
+
+
+def outcome_keys(items: Sequence[tuple[int, str]]) -> list[str]:
+    """Dedup keys of ``(merchant_id, outcome_id)`` items, in order."""
+    return [outcome_key(m, o) for m, o in items]
+
+
+def message_keys(write_key_id: str, message_ids: Sequence[str]) -> list[str]:
+    """Dedup keys of messageIds for one write key id (a raw write key is refused)."""
+    check_key_id(write_key_id)
+    return [message_key(write_key_id, m) for m in message_ids]
 
 
 def worker_key(worker_id: str) -> str:

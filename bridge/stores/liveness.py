@@ -25,6 +25,7 @@ import uuid
 
 import redis
 
+from bridge.stores import lua
 from bridge.stores.keys import LIVE_OWNER_PREFIX, WORKER_PREFIX, WORKERS, ttl_ms, worker_key
 
 log = logging.getLogger("bridge.liveness")
@@ -36,40 +37,44 @@ def new_worker_id() -> str:
     return f"{LIVE_OWNER_PREFIX}{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
-def is_alive(client: redis.Redis, worker_id: str) -> bool:
-    return bool(client.exists(worker_key(worker_id)))
+class RedisLiveness:
+    """``Liveness`` on Redis: ``bridge:worker:{id}`` with a TTL per live worker, and the
+    ``WORKERS`` sorted set of every worker that beat and has not yet been found dead."""
 
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._dead = client.register_script(lua.load("liveness_found_dead"))
 
-# KEYS: workers zset. ARGV: heartbeat key prefix. Removes and returns the workers found dead.
-_DEAD_LUA = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local out = {}
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[1] .. id) == 0 then
-    redis.call('ZREM', KEYS[1], id)
-    out[#out + 1] = id
-  end
-end
-return out
-"""
+    def beat(self, worker_id: str, ttl_s: float) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(worker_key(worker_id), f"{socket.gethostname()} {os.getpid()}", px=ttl_ms(ttl_s))
+        pipe.zadd(WORKERS, {worker_id: time.time()})
+        pipe.execute()
+
+    def forget(self, worker_id: str) -> None:
+        self._client.delete(worker_key(worker_id))
+        self._client.zrem(WORKERS, worker_id)
+
+    def is_alive(self, worker_id: str) -> bool:
+        return bool(self._client.exists(worker_key(worker_id)))
+
+    def found_dead(self) -> list[str]:
+        raw = self._dead(keys=[WORKERS], args=[WORKER_PREFIX])
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+
+    def live_workers(self) -> list[str]:
+        ids = [r.decode() if isinstance(r, bytes) else str(r) for r in self._client.zrange(WORKERS, 0, -1)]
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for worker_id in ids:
+            pipe.exists(worker_key(worker_id))
+        return [worker_id for worker_id, alive in zip(ids, pipe.execute(), strict=True) if alive]
 
 
 def found_dead(client: redis.Redis) -> list[str]:
-    """Workers that had a heartbeat and have lost it since the last call (each is reported to
-    one caller only)."""
-    raw = client.register_script(_DEAD_LUA)(keys=[WORKERS], args=[WORKER_PREFIX])
-    return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
-
-
-def live_workers(client: redis.Redis) -> list[str]:
-    """Ids of the workers whose heartbeat is alive now."""
-    ids = [r.decode() if isinstance(r, bytes) else str(r) for r in client.zrange(WORKERS, 0, -1)]
-    if not ids:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for worker_id in ids:
-        pipe.exists(worker_key(worker_id))
-    return [worker_id for worker_id, alive in zip(ids, pipe.execute(), strict=True) if alive]
+    """``RedisLiveness(client).found_dead()`` (for the sweeper in ``workers.tasks``)."""
+    return RedisLiveness(client).found_dead()
 
 
 class Heartbeat:
@@ -83,6 +88,7 @@ class Heartbeat:
         if ttl_s < 2 * interval_s:
             raise ValueError(f"heartbeat TTL {ttl_s}s must be at least twice its interval {interval_s}s")
         self.client = client
+        self.liveness = RedisLiveness(client)
         self.worker_id = worker_id
         self.interval_s = interval_s
         self.ttl_s = ttl_s
@@ -90,10 +96,7 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     def beat(self) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(worker_key(self.worker_id), f"{socket.gethostname()} {os.getpid()}", px=ttl_ms(self.ttl_s))
-        pipe.zadd(WORKERS, {self.worker_id: time.time()})
-        pipe.execute()
+        self.liveness.beat(self.worker_id, self.ttl_s)
 
     def start(self) -> Heartbeat:
         try:
@@ -116,5 +119,4 @@ class Heartbeat:
         self._stop.set()
         if forget:
             with contextlib.suppress(redis.RedisError):
-                self.client.delete(worker_key(self.worker_id))
-                self.client.zrem(WORKERS, self.worker_id)
+                self.liveness.forget(self.worker_id)

@@ -2,10 +2,11 @@
 
 A failed batch is parked here until ``due_at`` instead of looping through Celery
 countdowns (which Redis redelivers again and again past the visibility timeout). A
-periodic task ``claim_due``s what is due and tries again.
+periodic task ``claim_due``s what is due and tries again; a batch that fails again is parked
+again under its id.
 
 Layout (``bridge.stores.keys``): sorted set ``PARKED_DUE`` (member batch id, score = unix time it
-is due) and hash ``PARKED_PAYLOADS`` (batch id -> JSON payload). Claiming moves the score
+is due) and hash ``PARKED_PAYLOADS`` (batch id -> ``bridge.stores.records.ParkedBatch``, encoded). Claiming moves the score
 to ``now + lease_s`` inside one Lua script: two workers never claim the same batch. A
 worker with a heartbeat (``bridge.stores.liveness``) records itself as the claimer in
 ``PARKED_OWNERS``; when its heartbeat is gone, any live worker's sweeper makes the batch due
@@ -22,42 +23,9 @@ from typing import Any
 
 import redis
 
-from bridge.domain import wire
+from bridge.stores import lua
 from bridge.stores.keys import PARKED_DUE, PARKED_OWNERS, PARKED_PAYLOADS, PARKING_LEASE_S, WORKER_PREFIX
-
-# KEYS: due zset, payload hash, owners hash. ARGV: now, limit, lease_until, owner ("" = none).
-# Returns [id, payload, id, payload, ...]; a member without payload (should not happen) is
-# removed from the zset so it cannot be claimed forever.
-_CLAIM_LUA = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, id in ipairs(ids) do
-  local payload = redis.call('HGET', KEYS[2], id)
-  if payload then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[3], id)
-    if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], id, ARGV[4]) end
-    out[#out + 1] = id
-    out[#out + 1] = payload
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
-
-# KEYS: owners hash, due zset. ARGV: heartbeat key prefix, now. Claims of dead workers are due
-# now; returns how many.
-_TAKE_OVER_LUA = """
-local owners = redis.call('HGETALL', KEYS[1])
-local n = 0
-for i = 1, #owners, 2 do
-  if redis.call('EXISTS', ARGV[1] .. owners[i + 1]) == 0 then
-    redis.call('HDEL', KEYS[1], owners[i])
-    if redis.call('ZADD', KEYS[2], 'XX', 'CH', ARGV[2], owners[i]) == 1 then n = n + 1 end
-  end
-end
-return n
-"""
+from bridge.stores.records import ParkedBatch, decode_parked, encode_parked
 
 
 def _s(value: Any) -> str:
@@ -65,33 +33,29 @@ def _s(value: Any) -> str:
 
 
 class ParkingLot:
-    """Parked delivery batches on Redis. Payloads must be JSON-able (``bridge.domain.wire.dumps``)."""
+    """``Parking`` on Redis."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._claim = client.register_script(_CLAIM_LUA)
-        self._take_over = client.register_script(_TAKE_OVER_LUA)
+        self._claim = client.register_script(lua.load("parking_claim"))
+        self._take_over = client.register_script(lua.load("parking_take_over"))
 
-    def park(self, batch_id: str, payload: dict[str, Any], due_at: float) -> None:
+    def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
         """Store (or replace) a batch, due at unix time ``due_at``."""
-        data = wire.dumps(payload)
+        data = encode_parked(batch)
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(PARKED_PAYLOADS, batch_id, data)
         pipe.zadd(PARKED_DUE, {batch_id: float(due_at)})
         pipe.hdel(PARKED_OWNERS, batch_id)
         pipe.execute()
 
-    def reschedule(self, batch_id: str, payload: dict[str, Any], due_at: float) -> None:
-        """Update a claimed batch after another failed attempt: new payload, new due time."""
-        self.park(batch_id, payload, due_at)
-
     def claim_due(
         self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> list[tuple[str, ParkedBatch]]:
         """Atomically lease up to ``limit`` batches due at ``now`` (oldest first).
 
         A claimed batch is due again at ``now + lease_s`` unless ``done()`` or
-        ``reschedule()`` is called first, or, when ``owner`` is a worker id with a heartbeat,
+        ``park()`` (again) is called first, or, when ``owner`` is a worker id with a heartbeat,
         as soon as that heartbeat is gone (``take_over_dead``).
         """
         if limit <= 0:
@@ -100,7 +64,7 @@ class ParkingLot:
             keys=[PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS],
             args=[repr(float(now)), int(limit), repr(float(now + lease_s)), owner],
         )
-        return [(_s(raw[i]), wire.loads(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return [(_s(raw[i]), decode_parked(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def done(self, batch_id: str) -> bool:
         """Forget a batch (delivered or dead-lettered); False if it was not parked."""
@@ -115,15 +79,22 @@ class ParkingLot:
         """Make the batches claimed by dead workers (no heartbeat) due at ``now``; how many."""
         return int(self._take_over(keys=[PARKED_OWNERS, PARKED_DUE], args=[WORKER_PREFIX, repr(float(now))]))
 
-    def get(self, batch_id: str) -> tuple[float, dict[str, Any]] | None:
-        """``(due_at, payload)`` of a parked batch, or None."""
+    def get(self, batch_id: str) -> tuple[float, ParkedBatch] | None:
+        """``(due_at, batch)`` of a parked batch, or None."""
         pipe = self._client.pipeline(transaction=True)
         pipe.zscore(PARKED_DUE, batch_id)
         pipe.hget(PARKED_PAYLOADS, batch_id)
         score, data = pipe.execute()
         if score is None or data is None:
             return None
-        return float(score), wire.loads(data)
+        return float(score), decode_parked(data)
+
+    def first_due(self, limit: int) -> list[ParkedBatch]:
+        """Up to ``limit`` parked batches, earliest due (or lease end) first."""
+        ids: list[Any] = self._client.zrange(PARKED_DUE, 0, limit - 1) if limit > 0 else []
+        if not ids:
+            return []
+        return [decode_parked(data) for data in self._client.hmget(PARKED_PAYLOADS, ids) if data is not None]
 
     def size(self) -> int:
         """Number of parked batches (claimed ones included)."""

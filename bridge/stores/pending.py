@@ -25,15 +25,13 @@ Who holds a batch is decided by worker liveness (``bridge.stores.liveness``), no
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 
 from bridge.domain.mapped import Mapped
+from bridge.stores import lua
 from bridge.stores.keys import (
     KOMBU_QUEUE,
     KOMBU_UNACKED,
@@ -43,107 +41,7 @@ from bridge.stores.keys import (
     PENDING_OWNERS,
     WORKER_PREFIX,
 )
-
-# KEYS: owners hash, unacked hash, unacked index zset, due zset, batches hash.
-# ARGV: heartbeat key prefix, new due (for batches handed back), settled (a receipt time: a
-# live worker's finished task received before it loses its unacked entry).
-# Returns [id, task message, ...] for still-stored batches whose owner is dead (the message is
-# the dead owner's unacked entry, "" when kombu has none); drops their owner entries and the
-# dead owner's unacked entries. Drops stale entries (task no longer unacked) of anyone.
-_TAKE_OVER_LUA = """
-local owners = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #owners, 2 do
-  local id = owners[i]
-  local owner, tag = string.match(owners[i + 1], '^(%S+) (%S+)$')
-  if not owner then
-    redis.call('HDEL', KEYS[1], id)
-  elseif redis.call('EXISTS', ARGV[1] .. owner) == 0 then
-    local message = redis.call('HGET', KEYS[2], tag)
-    redis.call('HDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], tag)
-    redis.call('ZREM', KEYS[3], tag)
-    if redis.call('HEXISTS', KEYS[5], id) == 1 then
-      redis.call('ZADD', KEYS[4], ARGV[2], id)
-      out[#out + 1] = id
-      out[#out + 1] = message or ''
-    end
-  elseif redis.call('HEXISTS', KEYS[2], tag) == 0 then
-    redis.call('HDEL', KEYS[1], id)
-  elseif string.sub(id, 1, 2) == 't:' or redis.call('HEXISTS', KEYS[5], id) == 0 then
-    -- A live worker's task with nothing left to hand back: a batch already processed (its
-    -- ack lost with a connection Redis dropped, or on its way), or another task, which the
-    -- sweeper sends again when needed. Its unacked entry would only sit there for the
-    -- visibility timeout and come back as a task with nothing to do.
-    local since = redis.call('ZSCORE', KEYS[3], tag)
-    if not since or tonumber(since) < tonumber(ARGV[3]) then
-      redis.call('HDEL', KEYS[1], id)
-      redis.call('HDEL', KEYS[2], tag)
-      redis.call('ZREM', KEYS[3], tag)
-    end
-  end
-end
-return out
-"""
-
-# KEYS: due zset, celery queue list, unacked hash, unacked index zset, owners hash.
-# ARGV: now, new due, limit, grace, heartbeat key prefix, settled (a due time), ids...
-# Returns ids of batches that no task will run, and pushes their due time forward (so one
-# sweeper claims each). A batch is held while a live worker is recorded as its owner, or, for
-# ``grace`` seconds after kombu recorded it as unacked, before the worker recorded itself.
-# Without ids: the overdue batches, and none while a task waits in the queue (it may be the
-# one). With ids (batches the caller found missing from the queue after a worker died): each
-# one still stored with a due time at most ``settled`` (untouched for a moment).
-_CLAIM_LOST_LUA = """
-local ids
-if #ARGV > 6 then
-  ids = {}
-  for i = 7, #ARGV do
-    local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
-    if due and tonumber(due) <= tonumber(ARGV[6]) then ids[#ids + 1] = ARGV[i] end
-  end
-else
-  if redis.call('LLEN', KEYS[2]) > 0 then return {} end
-  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-end
-if #ids == 0 then return {} end
-local held = redis.call('HGETALL', KEYS[3])
-local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[4])
-local out = {}
-for _, id in ipairs(ids) do
-  local found = false
-  local entry = redis.call('HGET', KEYS[5], id)
-  if entry then
-    local owner = string.match(entry, '^(%S+) ')
-    if owner and redis.call('EXISTS', ARGV[5] .. owner) == 1 then found = true end
-  end
-  if not found then
-    for i = 1, #held, 2 do
-      if string.find(held[i + 1], id, 1, true) then
-        local since = redis.call('ZSCORE', KEYS[4], held[i])
-        if since and tonumber(since) >= cutoff then found = true; break end
-      end
-    end
-  end
-  if not found then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
-    out[#out + 1] = id
-  end
-end
-return out
-"""
-
-# KEYS: celery queue list. ARGV: start, stop (LRANGE indexes). Returns {messages read, batch
-# ids named by them...}: the batch id is in the task's ``argsrepr`` header, ``['<id>']``.
-_QUEUED_IDS_LUA = """
-local page = redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-local out = {#page}
-for _, m in ipairs(page) do
-  local id = string.match(m, [=["argsrepr": "%['(%w+)'%]"]=])
-  if id then out[#out + 1] = id end
-end
-return out
-"""
+from bridge.stores.records import PendingBatch, decode_pending, encode_pending
 
 #: Task messages read from the queue per script call when looking for lost batches (about a
 #: millisecond of Redis time each).
@@ -152,65 +50,9 @@ _QUEUE_PAGE = 1000
 _CLAIM_CHUNK = 1000
 
 
-#: Marks the stored form of raw texts only: zlib (level 1) of orjson ``{"t": enqueued_at, "x": [texts]}``.
-#: Outcome texts compress about 7:1, which is what keeps a large backlog in little memory.
-_COMPRESSED = b"Z"
-#: Marks texts with their mapped messages (from the ingest API): zlib (level 1) of orjson
-#: ``{"t", "x", "m": [[merchant id, outcome id, [[messageId, label], ...]], ...]}``, a newline,
-#: then every message's wire bytes joined by newlines (compact JSON never holds a raw one),
-#: so messages are stored as they will be sent, without JSON-in-JSON escaping.
-_MAPPED = b"M"
-
-
-@dataclass(frozen=True)
-class StoredBatch:
-    texts: list[str]
-    enqueued_at: float
-    #: Aligned with ``texts`` when the ingest API already validated and mapped them.
-    mapped: list[Mapped] | None = None
-
-
-def encode_batch(texts: list[str], enqueued_at: float, mapped: Sequence[Mapped] | None = None) -> bytes:
-    if mapped is None:
-        return _COMPRESSED + zlib.compress(orjson.dumps({"t": enqueued_at, "x": texts}), 1)
-    if len(mapped) != len(texts):
-        raise ValueError(f"{len(mapped)} mapped outcomes for {len(texts)} texts")
-    header = {
-        "t": enqueued_at,
-        "x": texts,
-        "m": [[m.merchant_id, m.outcome_id, [[mid, label] for mid, label, _ in m.messages]] for m in mapped],
-    }
-    blob = b"\n".join(encoded for m in mapped for _, _, encoded in m.messages)
-    return _MAPPED + zlib.compress(orjson.dumps(header) + b"\n" + blob, 1)
-
-
-def decode_stored(raw: bytes | str) -> StoredBatch:
-    """A stored batch in any of its forms (also the uncompressed JSON of earlier versions)."""
-    data = raw.encode() if isinstance(raw, str) else raw
-    if data[:1] == _MAPPED:
-        plain = zlib.decompress(data[1:])
-        cut = plain.index(b"\n")
-        header: dict[str, Any] = orjson.loads(plain[:cut])
-        encoded = iter(plain[cut + 1 :].split(b"\n"))
-        mapped = [
-            Mapped(int(merchant_id), str(outcome_id), [(mid, label, next(encoded)) for mid, label in ids])
-            for merchant_id, outcome_id, ids in header["m"]
-        ]
-        return StoredBatch(list(header["x"]), float(header["t"]), mapped)
-    if data[:1] == _COMPRESSED:
-        value: dict[str, Any] = orjson.loads(zlib.decompress(data[1:]))
-        return StoredBatch(list(value["x"]), float(value["t"]))
-    value = json.loads(data)
-    return StoredBatch(list(value["texts"]), float(value["enqueued_at"]))
-
-
-def decode_batch(raw: bytes | str) -> tuple[list[str], float]:
-    """(texts, enqueued_at) of a stored batch."""
-    batch = decode_stored(raw)
-    return batch.texts, batch.enqueued_at
-
-
 class PendingBatches:
+    """``Pending`` on Redis, beside kombu's own keys (``KOMBU_QUEUE``, ``KOMBU_UNACKED``)."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -222,9 +64,9 @@ class PendingBatches:
         self._queue_key = queue_key
         self._unacked_key = unacked_key
         self._unacked_index_key = unacked_index_key
-        self._claim_lost = client.register_script(_CLAIM_LOST_LUA)
-        self._take_over = client.register_script(_TAKE_OVER_LUA)
-        self._queued_ids = client.register_script(_QUEUED_IDS_LUA)
+        self._claim_lost = client.register_script(lua.load("pending_claim_lost"))
+        self._take_over = client.register_script(lua.load("pending_take_over"))
+        self._queued_ids = client.register_script(lua.load("pending_queued_ids"))
 
     def add(
         self,
@@ -236,7 +78,8 @@ class PendingBatches:
     ) -> None:
         """Store a batch before its task is sent (with its mapped messages when known)."""
         pipe = self._client.pipeline(transaction=True)
-        pipe.hset(PENDING_BATCHES, batch_id, encode_batch(texts, enqueued_at, mapped))
+        record = PendingBatch(list(texts), enqueued_at, None if mapped is None else list(mapped))
+        pipe.hset(PENDING_BATCHES, batch_id, encode_pending(record))
         pipe.zadd(PENDING_DUE, {batch_id: due_at})
         pipe.execute()
 
@@ -245,10 +88,10 @@ class PendingBatches:
         batch = self.load_batch(batch_id)
         return None if batch is None else (batch.texts, batch.enqueued_at)
 
-    def load_batch(self, batch_id: str) -> StoredBatch | None:
+    def load_batch(self, batch_id: str) -> PendingBatch | None:
         """The stored batch (texts, enqueue time, mapped messages if stored); None once it is done."""
         raw = self._client.hget(PENDING_BATCHES, batch_id)
-        return None if raw is None else decode_stored(raw)
+        return None if raw is None else decode_pending(raw)
 
     def received(self, batch_id: str, worker_id: str, delivery_tag: str) -> None:
         """A Celery worker (``worker_id``, with a heartbeat) fetched the batch's task message
@@ -356,3 +199,23 @@ class PendingBatches:
 
     def size(self) -> int:
         return int(self._client.zcard(PENDING_DUE))
+
+    def sample(self, count: int) -> list[PendingBatch]:
+        ids: list[Any] = self._client.hrandfield(PENDING_BATCHES, count) if count > 0 else []  # type: ignore[assignment]
+        if not ids:
+            return []
+        return [decode_pending(data) for data in self._client.hmget(PENDING_BATCHES, ids) if data is not None]
+
+    def queue_depth(self) -> int:
+        return int(self._client.llen(self._queue_key))
+
+    def in_flight(self) -> int:
+        return int(self._client.hlen(self._unacked_key))
+
+    def oldest_tasks(self, limit: int) -> list[bytes]:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.lindex(self._queue_key, -1)  # kombu LPUSHes and BRPOPs: the oldest task is at the right end
+        pipe.hvals(self._unacked_key)
+        oldest, unacked = pipe.execute()
+        found = [oldest] if oldest is not None else []
+        return [bytes(m) if isinstance(m, bytes) else str(m).encode() for m in [*found, *unacked[:limit]]]

@@ -7,28 +7,18 @@ are counts, times, statuses and reasons with write keys already redacted: never 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from bridge.stores.keys import HEALTH_PREFIX, STATS_DELIVERED_PREFIX, STATS_TTL_S, check_key_id
+from bridge.stores.keys import HEALTH_PREFIX, HEALTH_TTL_S, STATS_DELIVERED_PREFIX, STATS_TTL_S, check_key_id
+from bridge.stores.protocols import SourceHealth
 
+__all__ = ["SourceHealth", "StatsStore"]
 
-@dataclass(frozen=True)
-class SourceHealth:
-    key_id: str
-    source: str
-    merchant_id: int | None
-    last_ok_at: float | None
-    last_error_at: float | None
-    last_status: str
-    last_error: str
-    consecutive_failures: int
-
-    @property
-    def healthy(self) -> bool:
-        return self.consecutive_failures == 0
+#: Characters of a delivery error kept in a source's health.
+HEALTH_ERROR_CHARS = 300
 
 
 def _s(value: Any) -> str:
@@ -36,7 +26,9 @@ def _s(value: Any) -> str:
 
 
 class StatsStore:
-    def __init__(self, client: redis.Redis, clock: Any = time.time) -> None:
+    """``Stats`` on Redis."""
+
+    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._clock = clock
 
@@ -66,13 +58,13 @@ class StatsStore:
             "last_status": "" if status is None else str(status),
         }
         if failed:
-            fields.update(last_error_at=now, last_error=error[:300])
+            fields.update(last_error_at=now, last_error=error[:HEALTH_ERROR_CHARS])
             pipe.hset(key, mapping=fields)
             pipe.hincrby(key, "consecutive_failures", 1)
         else:
             fields.update(last_ok_at=now, consecutive_failures=0)
             pipe.hset(key, mapping=fields)
-        pipe.expire(key, 30 * 24 * 3600)
+        pipe.expire(key, HEALTH_TTL_S)
         pipe.execute()
 
     def delivered_since(self, seconds: int) -> int:
