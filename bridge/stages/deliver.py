@@ -34,13 +34,50 @@ def deliver_items(
     report = Report()
     write_key = source.write_key.get_secret_value()
     kid = key_id(write_key)
-    settings = stores.settings
-    # Same messageId twice in one call (two outcomes mapping alike): keep the first.
+    to_send, busy = _reserve(stores, kid, items, report)
+    retry: list[Item] = list(busy)
+    error = "message leased by another worker" if busy else ""
+    # Its owner finishes it, or dies and loses the lease with its heartbeat: look again then.
+    retry_after: float | None = float(stores.settings.heartbeat_ttl_s) if busy else None
+    if not to_send:
+        return retry, error, retry_after, report
+    result: DeliveryReport = deliver(
+        write_key,
+        source.host,
+        [item.encoded for item in to_send],
+        send=stores.send,
+        pacer=stores.pacer,
+        key_id=kid,
+        timeout=stores.settings.request_timeout_s,
+        retry_count=attempt - 1,
+    )
+    report.statuses.update(result.statuses)
+    now = stores.clock()
+    delivered = _confirm_delivered(stores, kid, [to_send[i] for i in result.delivered], report, now)
+    _record_stats(stores, source, kid, to_send, result, delivered)
+    if result.rejected:
+        _dead_letter_rejected(stores, source, kid, to_send, result, report, attempt=attempt, now=now)
+    if result.retry:
+        again = [to_send[r.index] for r in result.retry]
+        stores.dedup.release_messages(kid, [item.message_id for item in again])
+        retry.extend(again)
+        error = result.retry[-1].reason
+        retry_after = max(filter(None, [retry_after, result.retry_after]), default=None)
+        report.count("retried", again)
+    return retry, error, retry_after, report
+
+
+def _reserve(
+    stores: Stores, kid: str, items: Sequence[Item], report: Report
+) -> tuple[list[Item], list[Item]]:
+    """Lease each messageId: (new ones, to send; ones another live worker holds). Done ones are
+    counted as duplicates; the same messageId twice in one call (two outcomes mapping alike)
+    is sent once."""
     unique: dict[str, Item] = {}
     for item in items:
         unique.setdefault(item.message_id, item)
     ids = list(unique)
-    states = stores.dedup.reserve_message_states(kid, ids, settings.lease_s)
+    states = stores.dedup.reserve_message_states(kid, ids, stores.settings.lease_s)
     to_send: list[Item] = []
     busy: list[Item] = []
     for mid, state in zip(ids, states, strict=True):
@@ -50,71 +87,74 @@ def deliver_items(
             report.count("duplicate", [unique[mid]])
         else:
             busy.append(unique[mid])  # another worker's live lease: look again once it can have expired
-    retry: list[Item] = list(busy)
-    error = "message leased by another worker" if busy else ""
-    # Its owner finishes it, or dies and loses the lease with its heartbeat: look again then.
-    retry_after: float | None = float(settings.heartbeat_ttl_s) if busy else None
-    if not to_send:
-        return retry, error, retry_after, report
+    return to_send, busy
 
-    result: DeliveryReport = deliver(
-        write_key,
-        source.host,
-        [item.encoded for item in to_send],
-        send=stores.send,
-        pacer=stores.pacer,
-        key_id=kid,
-        timeout=settings.request_timeout_s,
-        retry_count=attempt - 1,
+
+def _confirm_delivered(
+    stores: Stores, kid: str, delivered: list[Item], report: Report, now: float
+) -> list[Item]:
+    if delivered:
+        stores.dedup.confirm_messages(kid, [i.message_id for i in delivered], stores.settings.dedup_window_s)
+        report.count("delivered", delivered)
+        oldest = min(i.accepted_at for i in delivered)
+        report.latencies.append((max(0.0, now - oldest), len(delivered)))
+    return delivered
+
+
+def _record_stats(
+    stores: Stores,
+    source: Source,
+    kid: str,
+    to_send: list[Item],
+    result: DeliveryReport,
+    delivered: list[Item],
+) -> None:
+    if stores.stats is None:
+        return
+    failure = result.retry[-1] if result.retry else (result.rejected[-1] if result.rejected else None)
+    stores.stats.record_delivery(
+        kid,
+        source=source.name,
+        merchant_id=to_send[0].merchant_id,
+        delivered=len(delivered),
+        failed=failure is not None and not delivered,
+        status=failure.status if failure is not None else 200,
+        error=failure.reason if failure is not None else "",
     )
-    report.statuses.update(result.statuses)
-    delivered_items = [to_send[i] for i in result.delivered]
-    now = stores.clock()
-    if delivered_items:
-        stores.dedup.confirm_messages(kid, [i.message_id for i in delivered_items], settings.dedup_window_s)
-        report.count("delivered", delivered_items)
-        oldest = min(i.accepted_at for i in delivered_items)
-        report.latencies.append((max(0.0, now - oldest), len(delivered_items)))
-    if stores.stats is not None:
-        failure = result.retry[-1] if result.retry else (result.rejected[-1] if result.rejected else None)
-        stores.stats.record_delivery(
-            kid,
-            source=source.name,
-            merchant_id=to_send[0].merchant_id,
-            delivered=len(delivered_items),
-            failed=failure is not None and not delivered_items,
-            status=failure.status if failure is not None else 200,
-            error=failure.reason if failure is not None else "",
+
+
+def _dead_letter_rejected(
+    stores: Stores,
+    source: Source,
+    kid: str,
+    to_send: list[Item],
+    result: DeliveryReport,
+    report: Report,
+    *,
+    attempt: int,
+    now: float,
+) -> None:
+    """Messages Segment refused for good: dead-lettered with its answer, their leases released."""
+    letters = [
+        NewDeadLetter(
+            reason=REASON_SEGMENT_REJECTED,
+            payload={"source": source.name, "message": to_send[r.index].encoded.decode("utf-8")},
+            kind="message",
+            merchant_id=to_send[r.index].merchant_id,
+            outcome_id=to_send[r.index].outcome_id,
+            write_key_id=kid,
+            attempts=attempt,
+            first_error=r.reason,
+            last_error=r.reason,
+            first_failed_at=now,
+            last_failed_at=now,
         )
-    if result.rejected:
-        letters = [
-            NewDeadLetter(
-                reason=REASON_SEGMENT_REJECTED,
-                payload={"source": source.name, "message": to_send[r.index].encoded.decode("utf-8")},
-                kind="message",
-                merchant_id=to_send[r.index].merchant_id,
-                outcome_id=to_send[r.index].outcome_id,
-                write_key_id=kid,
-                attempts=attempt,
-                first_error=r.reason,
-                last_error=r.reason,
-                first_failed_at=now,
-                last_failed_at=now,
-            )
-            for r in result.rejected
-        ]
-        stores.dlq.add_many(letters)
-        stores.dedup.release_messages(kid, [to_send[r.index].message_id for r in result.rejected])
-        report.count("dead_lettered", [to_send[r.index] for r in result.rejected])
-        log.warning("%d message(s) refused by Segment for key %s dead-lettered", len(letters), kid)
-    if result.retry:
-        again = [to_send[r.index] for r in result.retry]
-        stores.dedup.release_messages(kid, [item.message_id for item in again])
-        retry.extend(again)
-        error = result.retry[-1].reason
-        retry_after = max(filter(None, [retry_after, result.retry_after]), default=None)
-        report.count("retried", again)
-    return retry, error, retry_after, report
+        for r in result.rejected
+    ]
+    stores.dlq.add_many(letters)
+    stores.dedup.release_messages(kid, [to_send[r.index].message_id for r in result.rejected])
+    report.count("dead_lettered", [to_send[r.index] for r in result.rejected])
+    log.warning("%d message(s) refused by Segment for key %s dead-lettered", len(letters), kid)
 
 
 def park(

@@ -19,17 +19,17 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from bridge.config import MerchantsConfig
-from bridge.domain.errors import InvalidOutcome
 from bridge.domain.mapped import Mapped
+from bridge.stages.accept import Undecodable, check
 from bridge.stages.context import Item, Report, Stores
 from bridge.stages.deliver import deliver_items, park
-from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
+from bridge.stages.prepare import JSONDecodeProblem, decode_json
 from bridge.stores.dlq import (
     REASON_UNCONFIGURED_MERCHANT,
     NewDeadLetter,
-    invalid_outcome_letter,
 )
 from bridge.stores.protocols import Reservation
 
@@ -42,15 +42,16 @@ log = logging.getLogger("bridge.processing")
 def prepare_texts(
     texts: Sequence[str], merchants: MerchantsConfig, now: float
 ) -> tuple[list[tuple[str, Mapped]], list[NewDeadLetter]]:
-    """Decode and prepare each raw outcome text; invalid ones become dead letters."""
-    prepared: list[tuple[str, Mapped]] = []
-    invalid: list[NewDeadLetter] = []
+    """Decode and prepare each raw outcome text (the accept stage's check); invalid ones become
+    dead letters."""
+    items: list[Any] = []
     for text in texts:
         try:
-            prepared.append((text, prepare(decode_json(text), merchants).mapped()))
-        except (InvalidOutcome, JSONDecodeProblem) as exc:
-            invalid.append(invalid_outcome_letter(text, exc, now))
-    return prepared, invalid
+            items.append(decode_json(text))
+        except JSONDecodeProblem as exc:
+            items.append(Undecodable(exc))
+    checked = check(items, merchants, now, texts=texts)
+    return checked.valid, checked.letters
 
 
 def process_outcomes(
@@ -65,50 +66,57 @@ def process_outcomes(
     ``mapped``, aligned with ``texts``, is their messages as the ingest API mapped them: then
     they are delivered as they are, not validated and mapped again."""
     now = stores.clock()
-    accepted_at = accepted_at if accepted_at is not None else now
     report = Report()
     if mapped is not None:  # zip(strict=True) refuses lists of different lengths
-        prepared, invalid = list(zip(texts, mapped, strict=True)), list[NewDeadLetter]()
+        prepared = list(zip(texts, mapped, strict=True))
     else:
         prepared, invalid = prepare_texts(texts, stores.merchants, now)
-    if invalid:
-        stores.dlq.add_many(invalid)
-        report.outcomes["invalid"] += len(invalid)
-        for letter in invalid:
-            # Field paths only: a reason may quote the bad value, which may be guest data.
-            paths = ", ".join(e["path"] or "<root>" for e in letter.payload["errors"])[:500]
-            log.warning("invalid outcome %s dead-lettered; bad fields: %s", letter.outcome_id, paths)
+        _dead_letter_invalid(stores, invalid, report)
+    fresh = _not_done(stores, prepared, report)
+    by_source, handled = _fan_out(stores, fresh, report, now, now if accepted_at is None else accepted_at)
+    for (merchant_id, source_name), items in by_source.items():
+        _deliver_once(stores, merchant_id, source_name, items, report, now)
+    if handled:
+        stores.dedup.confirm_outcomes(handled, stores.settings.dedup_window_s)
+    report.outcomes["accepted"] += len(handled)
+    return report
 
-    keys = [(p.merchant_id, p.outcome_id) for _, p in prepared]
-    states = stores.dedup.outcome_states(keys)
+
+def _dead_letter_invalid(stores: Stores, invalid: list[NewDeadLetter], report: Report) -> None:
+    if not invalid:
+        return
+    stores.dlq.add_many(invalid)
+    report.outcomes["invalid"] += len(invalid)
+    for letter in invalid:
+        # Field paths only: a reason may quote the bad value, which may be guest data.
+        paths = ", ".join(e["path"] or "<root>" for e in letter.payload["errors"])[:500]
+        log.warning("invalid outcome %s dead-lettered; bad fields: %s", letter.outcome_id, paths)
+
+
+def _not_done(stores: Stores, prepared: list[tuple[str, Mapped]], report: Report) -> list[tuple[str, Mapped]]:
+    """The outcomes not processed yet (dedup ``DONE`` ones are counted as duplicates)."""
+    states = stores.dedup.outcome_states([(p.merchant_id, p.outcome_id) for _, p in prepared])
     fresh: list[tuple[str, Mapped]] = []
     for (text, p), state in zip(prepared, states, strict=True):
         if state is Reservation.DONE:
             report.outcomes["duplicate"] += 1
         else:
             fresh.append((text, p))
+    return fresh
 
+
+def _fan_out(
+    stores: Stores, fresh: list[tuple[str, Mapped]], report: Report, now: float, accepted_at: float
+) -> tuple[dict[tuple[int, str], list[Item]], list[tuple[int, str]]]:
+    """Each outcome's messages for every source of its merchant; outcomes of unconfigured
+    merchants are dead-lettered. Returns the messages by source and the outcomes handled."""
     unconfigured: list[NewDeadLetter] = []
     by_source: dict[tuple[int, str], list[Item]] = defaultdict(list)
     handled: list[tuple[int, str]] = []
     for text, outcome in fresh:
         sources = stores.merchants.sources_for(outcome.merchant_id)
         if not sources:
-            reason = f"merchant {outcome.merchant_id} has no configured Segment source"
-            unconfigured.append(
-                NewDeadLetter(
-                    reason=REASON_UNCONFIGURED_MERCHANT,
-                    payload={"raw": text},
-                    kind="outcome",
-                    merchant_id=outcome.merchant_id,
-                    outcome_id=outcome.outcome_id,
-                    attempts=1,
-                    first_error=reason,
-                    last_error=reason,
-                    first_failed_at=now,
-                    last_failed_at=now,
-                )
-            )
+            unconfigured.append(_unconfigured_letter(text, outcome, now))
             continue
         if not outcome.messages:
             report.outcomes["no_event"] += 1
@@ -124,25 +132,41 @@ def process_outcomes(
         stores.dlq.add_many(unconfigured)
         report.outcomes["unconfigured"] += len(unconfigured)
         log.warning("%d outcome(s) for unconfigured merchants dead-lettered", len(unconfigured))
+    return by_source, handled
 
-    for (merchant_id, source_name), items in by_source.items():
-        source = stores.merchants.sources_by_name[(merchant_id, source_name)]
-        retry, err, retry_after, sub = deliver_items(source, items, stores, attempt=1)
-        report.merge(sub)
-        if retry:
-            park(
-                stores,
-                merchant_id,
-                source_name,
-                retry,
-                attempts=1,
-                first_failed_at=now,
-                error=err,
-                retry_after=retry_after,
-            )
-            report.count("parked", retry)
 
-    if handled:
-        stores.dedup.confirm_outcomes(handled, stores.settings.dedup_window_s)
-    report.outcomes["accepted"] += len(handled)
-    return report
+def _unconfigured_letter(text: str, outcome: Mapped, now: float) -> NewDeadLetter:
+    reason = f"merchant {outcome.merchant_id} has no configured Segment source"
+    return NewDeadLetter(
+        reason=REASON_UNCONFIGURED_MERCHANT,
+        payload={"raw": text},
+        kind="outcome",
+        merchant_id=outcome.merchant_id,
+        outcome_id=outcome.outcome_id,
+        attempts=1,
+        first_error=reason,
+        last_error=reason,
+        first_failed_at=now,
+        last_failed_at=now,
+    )
+
+
+def _deliver_once(
+    stores: Stores, merchant_id: int, source_name: str, items: list[Item], report: Report, now: float
+) -> None:
+    """One send of a source's messages; what may pass later is parked (first attempt)."""
+    source = stores.merchants.sources_by_name[(merchant_id, source_name)]
+    retry, err, retry_after, sub = deliver_items(source, items, stores, attempt=1)
+    report.merge(sub)
+    if retry:
+        park(
+            stores,
+            merchant_id,
+            source_name,
+            retry,
+            attempts=1,
+            first_failed_at=now,
+            error=err,
+            retry_after=retry_after,
+        )
+        report.count("parked", retry)

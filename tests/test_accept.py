@@ -1,0 +1,149 @@
+"""The accept stage in-process, on both backends (in-memory twins and a real redis-server):
+validate and map -> dead-letter the invalid -> drop the seen -> enqueue -> mark accepted, then
+the worker's side of the same batch. The HTTP API, ``bridge replay FILE`` and ``bridge.publish``
+all run these functions; their end-to-end tests live in test_api.py, test_bulk_replay.py and
+the delivery tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bridge.stages import accept
+from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
+from bridge.stages.process import process_outcomes
+from tests.backends import T0, WRITE_KEY_1738, Backend, FakeSegment, merchants_config, stage_stores
+from tests.harness import many_outcomes
+
+WINDOW_S = 3600.0
+
+
+@dataclass
+class RecordingQueue:
+    """The task queue (``workers.queue``) as a list; ``fail`` makes sending raise."""
+
+    sent: list[tuple[str, float]] = field(default_factory=list)
+    fail: Exception | None = None
+
+    def send(self, batch_id: str, enqueued_at: float) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append((batch_id, enqueued_at))
+
+
+def _enqueuer(backend: Backend, queue: RecordingQueue, batch_size: int = 10) -> accept.Enqueuer:
+    return accept.Enqueuer(
+        backend.stores.pending, queue, batch_size=batch_size, stale_s=60, clock=backend.clock
+    )
+
+
+def _accept(backend: Backend, items: list[Any], enqueuer: accept.Enqueuer, **kw: Any) -> accept.Checked:
+    return accept.accept(
+        items,
+        merchants=merchants_config(),
+        dedup=backend.stores.dedup,
+        dlq=backend.stores.dlq,
+        publish=enqueuer.publish_texts,
+        window_s=WINDOW_S,
+        now=backend.clock(),
+        **kw,
+    )
+
+
+def _outcomes(count: int, prefix: str) -> list[dict[str, Any]]:
+    return json.loads(json.dumps(many_outcomes(count, prefix=prefix)))
+
+
+def test_valid_outcomes_are_stored_with_their_messages_and_a_task_each_batch(backend: Backend) -> None:
+    queue = RecordingQueue()
+    outcomes = _outcomes(25, "acc")
+    checked = _accept(backend, outcomes, _enqueuer(backend, queue))
+    assert (len(checked.enqueue), checked.duplicate, checked.errors) == (25, 0, [])
+    assert len(queue.sent) == 3  # batches of 10
+    stored = [backend.stores.pending.load_batch(batch_id) for batch_id, _ in queue.sent]
+    assert all(batch is not None for batch in stored)
+    texts = [text for batch in stored if batch is not None for text in batch.texts]
+    assert [json.loads(t)["outcomeId"] for t in texts] == [o["outcomeId"] for o in outcomes]
+    mapped = [m for batch in stored if batch is not None for m in batch.mapped or []]
+    assert [m.outcome_id for m in mapped] == [o["outcomeId"] for o in outcomes]
+    config = merchants_config()
+    assert [m.messages for m in mapped] == [prepare(o, config).mapped().messages for o in outcomes]
+    assert sum(len(m.messages) for m in mapped) > len(outcomes)
+    assert [at for _, at in queue.sent] == [T0] * 3
+
+
+def test_an_invalid_item_is_dead_lettered_with_its_errors_and_the_valid_ones_are_taken(
+    backend: Backend,
+) -> None:
+    queue = RecordingQueue()
+    good = _outcomes(2, "mix")
+    bad = {**good[0], "outcomeId": "mix-bad", "occurredAt": "not a date"}
+    checked = _accept(backend, [good[0], bad, good[1]], _enqueuer(backend, queue))
+    assert len(checked.enqueue) == 2
+    assert [e["index"] for e in checked.errors] == [1]
+    assert checked.errors[0]["outcomeId"] == "mix-bad"
+    assert any(p["path"] == "occurredAt" for p in checked.errors[0]["errors"])
+    [letter] = backend.stores.dlq.list()
+    assert (letter.reason, letter.outcome_id, letter.merchant_id) == ("invalid", "mix-bad", bad["merchantId"])
+    assert json.loads(letter.payload["raw"])["outcomeId"] == "mix-bad"
+
+
+def test_seen_outcomes_are_duplicates_and_not_enqueued_again(backend: Backend) -> None:
+    queue = RecordingQueue()
+    enqueuer = _enqueuer(backend, queue)
+    outcomes = _outcomes(3, "dup")
+    _accept(backend, outcomes, enqueuer)
+    again = _accept(backend, [*outcomes, outcomes[0]], enqueuer)
+    assert (len(again.enqueue), again.duplicate) == (0, 4)
+    assert len(queue.sent) == 1
+    within = _accept(backend, [outcomes[0], outcomes[0], *_outcomes(1, "new")], enqueuer)
+    assert (len(within.enqueue), within.duplicate) == (1, 2)
+
+
+def test_a_failed_enqueue_marks_nothing_accepted_and_dead_letters_nothing(backend: Backend) -> None:
+    """The caller answers 503 (or raises); its retry must find nothing taken for a duplicate."""
+    outcomes = _outcomes(2, "fail")
+    bad = {**outcomes[0], "outcomeId": "fail-bad", "merchantId": "x"}
+    broken = RecordingQueue(fail=ConnectionError("broker down"))
+    with pytest.raises(ConnectionError):
+        _accept(backend, [*outcomes, bad], _enqueuer(backend, broken))
+    assert backend.stores.dlq.size() == 0
+    queue = RecordingQueue()
+    retried = _accept(backend, [*outcomes, bad], _enqueuer(backend, queue))
+    assert (len(retried.enqueue), retried.duplicate, len(retried.errors)) == (2, 0, 1)
+    assert backend.stores.dlq.size() == 1
+
+
+def test_raw_lines_keep_their_text_and_line_and_undecodable_ones_are_invalid(backend: Backend) -> None:
+    """``bridge replay FILE``: each line's text is kept as it came, its line in the dead letter."""
+    good = _outcomes(1, "line")[0]
+    lines = [json.dumps(good, indent=1), "{not json", json.dumps({**good, "outcomeId": ""})]
+    items: list[Any] = []
+    for line in lines:
+        try:
+            items.append(decode_json(line))
+        except JSONDecodeProblem as exc:
+            items.append(accept.Undecodable(exc))
+    queue = RecordingQueue()
+    checked = _accept(backend, items, _enqueuer(backend, queue), texts=lines, lines=[7, 8, 9])
+    assert [text for text, _ in checked.enqueue] == [lines[0]]
+    letters = sorted(backend.stores.dlq.list(), key=lambda d: d.payload["line"])
+    assert [(d.payload["line"], d.payload["raw"]) for d in letters] == [(8, lines[1]), (9, lines[2])]
+
+
+def test_an_accepted_batch_is_delivered_by_the_worker_without_mapping_again(backend: Backend) -> None:
+    queue = RecordingQueue()
+    outcomes = [o for o in _outcomes(6, "w") if o["merchantId"] == 1738] or _outcomes(1, "w")
+    _accept(backend, outcomes, _enqueuer(backend, queue, batch_size=100))
+    [(batch_id, _)] = queue.sent
+    batch = backend.stores.pending.load_batch(batch_id)
+    assert batch is not None and batch.mapped is not None
+    segment = FakeSegment()
+    stores = stage_stores(backend, segment, worker_id="w.accept.1")
+    report = process_outcomes(batch.texts, stores, accepted_at=batch.enqueued_at, mapped=batch.mapped)
+    expected = sorted(mid for m in batch.mapped for mid, _, _ in m.messages)
+    assert sorted(segment.sent[WRITE_KEY_1738]) == expected
+    assert report.messages["delivered"] == len(expected)
