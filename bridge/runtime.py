@@ -24,12 +24,8 @@ import redis
 
 from bridge.config import MerchantsConfig, Settings
 from bridge.stages.context import Stores
-from bridge.stores.dedup import RedisDedup
-from bridge.stores.dlq import DeadLetterStore
-from bridge.stores.pacing import RedisPacer
-from bridge.stores.parking import ParkingLot
-from bridge.stores.pending import PendingBatches
-from bridge.stores.stats import StatsStore
+from bridge.stores.backends import redis_stores
+from bridge.stores.protocols import StoreSet
 
 if TYPE_CHECKING:
     from bridge.stages.accept import Enqueuer, TaskQueue
@@ -110,15 +106,27 @@ def build_stores(settings: Settings, merchants: MerchantsConfig | None = None, w
 def _stores(
     settings: Settings, client: redis.Redis, merchants: MerchantsConfig | None, worker_id: str
 ) -> Stores:
+    return _stages_stores(settings, _store_set(settings, client, worker_id), merchants, worker_id)
+
+
+def _store_set(settings: Settings, client: redis.Redis, worker_id: str) -> StoreSet:
+    return redis_stores(
+        client, owner=worker_id or None, invalid_max=settings.dlq_invalid_max, rate_per_s=settings.rate_per_s
+    )
+
+
+def _stages_stores(
+    settings: Settings, stores: StoreSet, merchants: MerchantsConfig | None, worker_id: str
+) -> Stores:
     return Stores(
         settings=settings,
         merchants=merchants if merchants is not None else settings.load_merchants(),
-        dedup=RedisDedup(client, owner=worker_id or None),
-        dlq=DeadLetterStore(client, invalid_max=settings.dlq_invalid_max),
-        parking=ParkingLot(client),
-        pacer=RedisPacer(client, rate_per_s=settings.rate_per_s),
-        stats=StatsStore(client),
-        pending=PendingBatches(client),
+        dedup=stores.dedup,
+        dlq=stores.dlq,
+        parking=stores.parking,
+        pacer=stores.pacer,
+        stats=stores.stats,
+        pending=stores.pending,
         worker_id=worker_id,
     )
 
@@ -141,8 +149,14 @@ class Runtime:
         return self.config.current()
 
     @cached_property
+    def store_set(self) -> StoreSet:
+        """One of each store, on this process's Redis client."""
+        return _store_set(self.settings, self.redis, self.worker_id)
+
+    @cached_property
     def stores(self) -> Stores:
-        return _stores(self.settings, self.redis, self.merchants(), self.worker_id)
+        """What the stages are given: the store set, the settings and the configuration."""
+        return _stages_stores(self.settings, self.store_set, self.merchants(), self.worker_id)
 
     def current_stores(self) -> Stores:
         """The stores, with the configuration in force now."""
@@ -163,7 +177,7 @@ class Runtime:
         from bridge.stages.accept import Enqueuer
 
         return Enqueuer(
-            PendingBatches(self.redis),
+            self.store_set.pending,
             self.queue,
             batch_size=self.settings.task_batch_size,
             stale_s=self.settings.pending_stale_s,

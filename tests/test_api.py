@@ -62,9 +62,9 @@ def queued_texts(client: redis.Redis) -> list[str]:
         envelope = json.loads(raw)
         assert envelope["headers"]["task"] == "bridge.process_outcomes"
         args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        stored = PendingBatches(client).load(args[0])
+        stored = PendingBatches(client).load_batch(args[0])
         assert stored is not None, f"task names batch {args[0]!r}, which Redis does not hold"
-        texts.extend(stored[0])
+        texts.extend(stored.texts)
     return texts
 
 

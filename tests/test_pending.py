@@ -41,7 +41,8 @@ def test_mapped_messages_are_stored_byte_for_byte_beside_their_texts(backend: Ba
     assert pending.load_batch("b") == batch
     pending.add("plain", texts[:2], 8.0, 60.0)
     assert pending.load_batch("plain").mapped is None
-    assert pending.load("plain") == (texts[:2], 8.0)
+    plain = pending.load_batch("plain")
+    assert plain is not None and (plain.texts, plain.enqueued_at) == (texts[:2], 8.0)
     assert sorted(b.enqueued_at for b in pending.sample(10)) == [7.25, 8.0]
     assert pending.size() == 2
     pending.done("b")
@@ -65,8 +66,9 @@ def test_lost_batches_are_claimed_only_when_no_task_can_run_them(backend: Backen
     assert pending.claim_lost(now=200.0, next_due=260.0, grace_s=100) == ["lost"]
     assert pending.claim_lost(now=200.0, next_due=260.0, grace_s=100) == []  # claimed: pushed to 260
     pending.done("lost")
-    assert pending.load("lost") is None
-    assert pending.load("fresh") == (["{}"], 190.0)
+    assert pending.load_batch("lost") is None
+    fresh = pending.load_batch("fresh")
+    assert fresh is not None and (fresh.texts, fresh.enqueued_at) == (["{}"], 190.0)
     assert pending.size() == 2
 
 

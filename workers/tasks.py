@@ -35,7 +35,6 @@ from bridge.stages.deliver import resume_parked
 from bridge.stages.process import process_outcomes
 from bridge.stores.dlq import REASON_PROCESSING_ERROR, NewDeadLetter
 from bridge.stores.liveness import Heartbeat, found_dead, new_worker_id
-from bridge.stores.pending import PendingBatches
 from bridge.stores.protocols import Pending
 from workers.celery_app import PROCESS_TASK, RESUME_TASK
 
@@ -211,8 +210,7 @@ def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
     stored batch whose task message was lost."""
     runtime = _runtime(os.getpid())
     settings, client, queue = runtime.settings, runtime.redis, runtime.queue
-    parking = runtime.stores.parking
-    pending = PendingBatches(client)
+    parking, pending = runtime.store_set.parking, runtime.store_set.pending
     look_in_queue = False  # a worker died: look for the batches it popped, until that succeeds
     while not stop.wait(settings.sweep_interval_s):
         try:
@@ -273,8 +271,8 @@ def _record_owner(request: Any = None, **_: Any) -> None:
         log.warning("could not record the owner of a received batch: %s", type(exc).__name__)
 
 
-def _owners() -> PendingBatches:
-    return PendingBatches(_runtime(os.getpid()).redis)
+def _owners() -> Pending:
+    return _runtime(os.getpid()).store_set.pending
 
 
 @signals.worker_ready.connect

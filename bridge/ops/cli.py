@@ -12,8 +12,7 @@ from bridge.config import MerchantsConfig, Settings
 from bridge.domain.errors import ConfigError, InvalidOutcome
 
 if TYPE_CHECKING:
-    from bridge.stores.dlq import DeadLetterStore
-    from bridge.stores.parking import ParkingLot
+    from bridge.runtime import Runtime
 
 app = typer.Typer(
     name="bridge",
@@ -325,12 +324,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     from rich.table import Table
 
     from bridge.ops.status import collect
-    from bridge.runtime import redis_client
-    from bridge.stores.backends import redis_stores
 
-    settings = Settings()
     try:
-        facts = collect(redis_stores(redis_client(settings)))
+        facts = collect(_runtime().store_set)
     except Exception as exc:
         typer.echo(
             f"error: cannot read Redis at the configured BRIDGE_REDIS_URL: {type(exc).__name__}", err=True
@@ -378,14 +374,11 @@ dlq_app = typer.Typer(help="Inspect, replay and drop dead letters.", no_args_is_
 app.add_typer(dlq_app, name="dlq")
 
 
-def _dlq_stores() -> tuple[Settings, DeadLetterStore, ParkingLot]:
-    from bridge.runtime import redis_client
-    from bridge.stores.dlq import DeadLetterStore
-    from bridge.stores.parking import ParkingLot
+def _runtime() -> Runtime:
+    """This command's wiring, from the ``BRIDGE_*`` environment read once."""
+    from bridge.runtime import build_runtime
 
-    settings = Settings()
-    client = redis_client(settings)
-    return settings, DeadLetterStore(client, invalid_max=settings.dlq_invalid_max), ParkingLot(client)
+    return build_runtime(Settings())
 
 
 @dlq_app.command("list")
@@ -397,7 +390,7 @@ def dlq_list(
     """List dead letters (oldest first) with their reason, attempts and last error."""
     import json
 
-    _, store, _ = _dlq_stores()
+    store = _runtime().store_set.dlq
     letters = store.list(reason, limit=limit)
     if as_json:
         for letter in letters:
@@ -434,12 +427,18 @@ def dlq_replay(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 10_000,
 ) -> None:
     """Put dead letters back into the pipeline (still deduplicated: nothing is sent twice)."""
-    from bridge.client import Publisher
     from bridge.stages.replay import replay
 
-    settings, store, parking = _dlq_stores()
-    publisher = Publisher(settings)
-    counts = replay(store, parking, publisher.publish_texts, ids=ids or None, reason=reason, limit=limit)
+    runtime = _runtime()
+    stores = runtime.store_set
+    counts = replay(
+        stores.dlq,
+        stores.parking,
+        runtime.enqueuer.publish_texts,
+        ids=ids or None,
+        reason=reason,
+        limit=limit,
+    )
     typer.echo(f"replayed {counts['outcome']} outcome(s) and {counts['message']} message(s)")
 
 
@@ -450,7 +449,7 @@ def dlq_drop(
     all_: Annotated[bool, typer.Option("--all", help="Drop every dead letter.")] = False,
 ) -> None:
     """Delete dead letters for good."""
-    _, store, _ = _dlq_stores()
+    store = _runtime().store_set.dlq
     if ids:
         dropped = store.drop(ids)
     elif reason or all_:

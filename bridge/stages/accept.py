@@ -27,8 +27,7 @@ from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
 from bridge.stages.prepare import JSONDecodeProblem, prepare
 from bridge.stores.dedup import unseen_outcomes
 from bridge.stores.dlq import NewDeadLetter, invalid_outcome_letter
-from bridge.stores.pending import PendingBatches
-from bridge.stores.protocols import DeadLetters, DedupStore
+from bridge.stores.protocols import DeadLetters, DedupStore, Pending
 
 
 class TaskQueue(Protocol):
@@ -49,7 +48,7 @@ class Enqueuer:
     """Stores batches of ``batch_size`` outcomes in Redis (``PendingBatches``), then sends a task
     naming each; a worker deletes a batch only once every outcome in it is handed off."""
 
-    pending: PendingBatches
+    pending: Pending
     queue: TaskQueue
     batch_size: int
     stale_s: float

@@ -550,10 +550,6 @@ class MemoryPending:
             self._batches[batch_id] = data
             self._due[batch_id] = float(due_at)
 
-    def load(self, batch_id: str) -> tuple[list[str], float] | None:
-        batch = self.load_batch(batch_id)
-        return None if batch is None else (batch.texts, batch.enqueued_at)
-
     def load_batch(self, batch_id: str) -> PendingBatch | None:
         data = self._batches.get(batch_id)
         return None if data is None else decode_pending(data)

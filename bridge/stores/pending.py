@@ -83,11 +83,6 @@ class PendingBatches:
         pipe.zadd(PENDING_DUE, {batch_id: due_at})
         pipe.execute()
 
-    def load(self, batch_id: str) -> tuple[list[str], float] | None:
-        """The batch's outcome texts and enqueue time; None once it is done."""
-        batch = self.load_batch(batch_id)
-        return None if batch is None else (batch.texts, batch.enqueued_at)
-
     def load_batch(self, batch_id: str) -> PendingBatch | None:
         """The stored batch (texts, enqueue time, mapped messages if stored); None once it is done."""
         raw = self._client.hget(PENDING_BATCHES, batch_id)

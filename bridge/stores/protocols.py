@@ -239,10 +239,6 @@ class Pending(Protocol):
         """Store a batch before its task is sent (with its mapped messages when known)."""
         ...
 
-    def load(self, batch_id: str) -> tuple[list[str], float] | None:
-        """The batch's outcome texts and enqueue time; None once it is done."""
-        ...
-
     def load_batch(self, batch_id: str) -> PendingBatch | None:
         """The stored batch; None once it is done."""
         ...
