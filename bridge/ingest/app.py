@@ -67,6 +67,7 @@ from bridge.domain.errors import FieldProblem, InvalidOutcome
 from bridge.domain.models import json_type_name
 from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
 from bridge.ingest import auth
+from bridge.ingest.openapi import install as install_openapi
 from bridge.runtime import ConfigWatcher, redis_client
 from bridge.stages.prepare import JSONDecodeProblem, Mapped, decode_json, prepare
 from bridge.stores.dedup import RedisDedup, unseen_outcomes
@@ -931,6 +932,7 @@ def create_app(
             await backlog.depth()  # refreshes bridge_queue_depth
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_openapi(app, settings)  # the ingest's body, security and edges (bridge.ingest.openapi)
     return app
 
 
