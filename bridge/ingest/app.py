@@ -54,6 +54,7 @@ from bridge.ingest.backlog import Backlog
 from bridge.ingest.body import MAX_JSON_DEPTH, ApiError, depth_ok, read_body, split_items, unavailable
 from bridge.ingest.group_commit import DirectCommit, GroupCommit, Member
 from bridge.ingest.metrics import IngestMetricsMiddleware, Metrics
+from bridge.ingest.openapi import install as install_openapi
 from bridge.ingest.schemas import ErrorBody, IngestResult, Readiness
 from bridge.runtime import Runtime, build_runtime
 from bridge.stages import accept
@@ -69,34 +70,6 @@ RETRY_AFTER_BACKLOG_S = 2
 #: Requests of at most this many outcomes are validated on the event loop (a fraction of a
 #: millisecond each); larger ones in a thread, so the loop keeps serving others meanwhile.
 INLINE_ITEMS = 20
-
-
-_REQUEST_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": (
-            "One outcome envelope (see the README: outcomeId, kind, occurredAt, merchantId, "
-            'storeCode, guest, request, response, data), or {"outcomes": [outcome, ...]}. '
-            "Authenticate with `X-Bridge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "
-            '"<t>.<raw body>">` or `Authorization: Bearer <token>`.'
-        ),
-        "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [
-                        {"type": "object", "title": "Outcome", "required": ["outcomeId", "kind"]},
-                        {
-                            "type": "object",
-                            "title": "Batch",
-                            "required": ["outcomes"],
-                            "properties": {"outcomes": {"type": "array", "items": {"type": "object"}}},
-                        },
-                    ]
-                }
-            }
-        },
-    }
-}
 
 
 def create_app(
@@ -142,6 +115,7 @@ def create_app(
     _add_error_handlers(app)
     _add_ingest_route(app, ingest)
     _add_probes(app, ingest)
+    install_openapi(app, settings)  # the ingest's body, security and edges (bridge.ingest.openapi)
     return app
 
 
@@ -338,7 +312,6 @@ def _add_ingest_route(app: FastAPI, ingest: Ingest) -> None:
         status_code=202,
         response_model=IngestResult,
         responses=_ERRORS_DOC,
-        openapi_extra=_REQUEST_BODY_DOC,
         summary="Ingest outcomes",
     )
     async def ingest_outcomes(request: Request, method: str = Depends(authenticate)) -> JSONResponse:
