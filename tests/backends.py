@@ -23,9 +23,18 @@ from bridge.config import MerchantsConfig, Settings, load_merchants_file
 from bridge.domain.errors import DeliveryError
 from bridge.stages.context import Stores
 from bridge.stores.backends import redis_stores
-from bridge.stores.keys import KOMBU_QUEUE, KOMBU_UNACKED, KOMBU_UNACKED_INDEX, worker_key
-from bridge.stores.memory import MemoryLiveness, MemoryPending, memory_stores
+from bridge.stores.keys import (
+    KOMBU_QUEUE,
+    KOMBU_UNACKED,
+    KOMBU_UNACKED_INDEX,
+    PARKED_DUE,
+    PARKED_PAYLOADS,
+    PENDING_OWNERS,
+    worker_key,
+)
+from bridge.stores.memory import MemoryLiveness, MemoryParking, MemoryPending, memory_stores
 from bridge.stores.protocols import StoreSet
+from bridge.stores.records import ParkedBatch, decode_parked
 
 #: Where every backend's fake clock starts (unix seconds).
 T0 = 1_700_000_000.0
@@ -229,3 +238,37 @@ def stage_stores(
         pending=backend.stores.pending,
         worker_id=worker_id,
     )
+
+
+# --------------------------------------------------------------------------- looking inside a store
+# What the tests read of a store that the pipeline itself never asks: kept here, beside each
+# backend, rather than as methods only tests would call.
+
+
+def parked(parking: Any, batch_id: str) -> tuple[float, ParkedBatch] | None:
+    """``(due_at, batch)`` of a parked batch, or None."""
+    if isinstance(parking, MemoryParking):
+        if batch_id not in parking._due or batch_id not in parking._payloads:
+            return None
+        return parking._due[batch_id], decode_parked(parking._payloads[batch_id])
+    client = parking._client
+    score, data = client.zscore(PARKED_DUE, batch_id), client.hget(PARKED_PAYLOADS, batch_id)
+    return None if score is None or data is None else (float(score), decode_parked(data))
+
+
+def oldest_parked_due(parking: Any) -> float | None:
+    """Earliest due time (or lease end) among parked batches; None when empty."""
+    if isinstance(parking, MemoryParking):
+        return min(parking._due.values(), default=None)
+    first = parking._client.zrange(PARKED_DUE, 0, 0, withscores=True)
+    return float(first[0][1]) if first else None
+
+
+def pending_owner(pending: Any, batch_id: str) -> str | None:
+    """The worker id recorded as the holder of a pending batch, if any."""
+    if isinstance(pending, MemoryPending):
+        entry = pending._owners.get(batch_id)
+    else:
+        raw = pending._client.hget(PENDING_OWNERS, batch_id)
+        entry = None if raw is None else raw.decode()
+    return None if entry is None else entry.split(" ")[0]

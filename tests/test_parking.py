@@ -18,7 +18,7 @@ from bridge.stores.memory import MemoryParking
 from bridge.stores.parking import ParkingLot
 from bridge.stores.protocols import Parking
 from bridge.stores.records import ParkedBatch, ParkedMessage
-from tests.backends import Backend, make_backend
+from tests.backends import Backend, make_backend, oldest_parked_due, parked
 from tests.redis_server import RedisServer
 
 T0 = 1_700_000_000.0
@@ -75,7 +75,7 @@ def test_claimed_batch_reappears_after_lease(lot: Parking) -> None:
     lot.park("x", _batch(), T0)
     assert len(lot.claim_due(T0, lease_s=30)) == 1
     assert lot.claim_due(T0 + 29.9) == []
-    assert lot.oldest_due() == T0 + 30
+    assert oldest_parked_due(lot) == T0 + 30
     assert lot.claim_due(T0 + 30, lease_s=30) == [("x", _batch())]
 
 
@@ -85,7 +85,7 @@ def test_done_removes(lot: Parking) -> None:
     assert lot.done("x") is True
     assert lot.done("x") is False
     assert lot.size() == 0
-    assert lot.get("x") is None
+    assert parked(lot, "x") is None
     assert lot.claim_due(T0 + 10_000) == []
     assert lot.take_over_dead(T0 + 10_000) == 0  # no claim left behind either
 
@@ -94,7 +94,7 @@ def test_parking_a_claimed_batch_again_updates_it_and_its_due_time(lot: Parking)
     lot.park("x", _batch(attempts=1), T0)
     [(batch_id, batch)] = lot.claim_due(T0, lease_s=300)
     lot.park(batch_id, replace(batch, attempts=batch.attempts + 1), T0 + 20)
-    assert lot.get("x") == (T0 + 20, _batch(attempts=2))
+    assert parked(lot, "x") == (T0 + 20, _batch(attempts=2))
     assert lot.claim_due(T0 + 19) == []
     assert lot.claim_due(T0 + 20) == [("x", _batch(attempts=2))]
 
@@ -103,14 +103,14 @@ def test_park_same_id_replaces(lot: Parking) -> None:
     lot.park("x", _batch(1), T0 + 10)
     lot.park("x", _batch(2), T0 + 5)
     assert lot.size() == 1
-    assert lot.get("x") == (T0 + 5, _batch(2))
+    assert parked(lot, "x") == (T0 + 5, _batch(2))
 
 
 def test_stats_when_empty(lot: Parking) -> None:
     assert lot.size() == 0
-    assert lot.oldest_due() is None
+    assert oldest_parked_due(lot) is None
     assert lot.count_due(T0) == 0
-    assert lot.get("nope") is None
+    assert parked(lot, "nope") is None
 
 
 def test_first_due_lists_the_earliest_first(lot: Parking) -> None:
@@ -260,5 +260,5 @@ def test_redis_matches_the_twin(redis_client: redis.Redis, ops: list[tuple]) -> 
                 backend.kill(args[0])
             else:
                 now = T0 + args[0]
-                results.append((lot.count_due(now), lot.oldest_due(), lot.size(), lot.first_due(4)))
+                results.append((lot.count_due(now), oldest_parked_due(lot), lot.size(), lot.first_due(4)))
         assert results[:1] == results[1:], (op, args)

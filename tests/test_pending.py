@@ -13,7 +13,7 @@ from bridge.stages.prepare import prepare
 from bridge.stores.keys import KOMBU_QUEUE, KOMBU_UNACKED, PENDING_BATCHES, PENDING_DUE, PENDING_OWNERS
 from bridge.stores.pending import PendingBatches
 from bridge.stores.records import PendingBatch, decode_pending, encode_pending
-from tests.backends import Backend
+from tests.backends import Backend, pending_owner
 from tests.harness import example_outcomes
 
 
@@ -112,7 +112,7 @@ def test_batches_of_a_dead_worker_are_taken_over_and_its_unacked_tasks_dropped(b
     # after the visibility timeout); the live worker's task is untouched.
     assert backend.unacked_tags() == ["t-a"]
     assert backend.unacked_index_tags() == ["t-a"]
-    assert pending.owner("a") == "w.alive" and pending.owner("d1") is None
+    assert pending_owner(pending, "a") == "w.alive" and pending_owner(pending, "d1") is None
     # claim_lost's fallback if the resend never comes: d1 is due at 500.
     assert pending.claim_lost(now=499.0, next_due=600.0, grace_s=10) == []
     assert sorted(pending.claim_lost(now=500.0, next_due=600.0, grace_s=10)) == ["d1", "d2"]
@@ -130,7 +130,7 @@ def test_batches_of_a_dead_worker_are_taken_over_and_its_unacked_tasks_dropped(b
     # Acked (no longer unacked): the owner entry is stale and dropped, whoever the owner.
     backend.ack("t-a")
     assert pending.take_over_dead(next_due=600.0) == []
-    assert pending.owner("a") is None
+    assert pending_owner(pending, "a") is None
 
     # A live worker's task whose batch is processed, but whose ack never reached Redis (its
     # connection dropped): once settled, its unacked entry goes too. A stored batch's stays.
@@ -145,7 +145,7 @@ def test_batches_of_a_dead_worker_are_taken_over_and_its_unacked_tasks_dropped(b
     assert backend.unacked_tags() == ["t-f", "t-r", "t-resume"]
     assert pending.take_over_dead(next_due=600.0, settled=150.0) == []
     assert backend.unacked_tags() == ["t-r"]
-    assert pending.owner("running") == "w.alive" and pending.owner("finished") is None
+    assert pending_owner(pending, "running") == "w.alive" and pending_owner(pending, "finished") is None
 
 
 def test_a_live_owner_keeps_its_batch_from_the_lost_sweep(backend: Backend):

@@ -24,7 +24,16 @@ from bridge.stages.process import process_outcomes
 from bridge.stages.replay import replay
 from bridge.stores.keys import PARKED_DUE, PARKED_PAYLOADS, PENDING_BATCHES, PENDING_DUE, key_id
 from bridge.stores.protocols import Reservation
-from tests.backends import T0, WRITE_KEY_1738, Backend, FakeSegment, merchants_config, stage_stores
+from tests.backends import (
+    T0,
+    WRITE_KEY_1738,
+    Backend,
+    FakeSegment,
+    merchants_config,
+    oldest_parked_due,
+    parked,
+    stage_stores,
+)
 from tests.harness import many_outcomes
 
 PROD_2001, STAGING_2001 = "wk-2001-prod", "wk-2001-staging"
@@ -189,7 +198,7 @@ def test_an_outage_parks_the_batch_with_a_backoff_and_releases_its_leases(stage:
     assert report.outcomes["accepted"] == 3  # handed off: parked counts
     parking = stage.stores.parking
     [batch] = parking.first_due(10)
-    due = parking.oldest_due()
+    due = oldest_parked_due(parking)
     assert due is not None and T0 + 1 <= due <= T0 + 2  # attempt 1: 2 s ceiling, equal jitter
     assert (batch.merchant_id, batch.source, batch.attempts) == (1738, "Paytronix_Prod", 1)
     assert (batch.first_failed_at, batch.last_error) == (T0, "segment 503 service unavailable")
@@ -205,7 +214,7 @@ def test_an_outage_parks_the_batch_with_a_backoff_and_releases_its_leases(stage:
 def test_retry_after_sets_the_next_attempt(stage: Stage) -> None:
     stage.segment.fail = RetryableDelivery("segment 429 rate limited", 429, retry_after=30.0)
     process_outcomes(_texts(many_outcomes(1, "r", 1738)), stage.stores)
-    assert stage.stores.parking.oldest_due() == T0 + 30
+    assert oldest_parked_due(stage.stores.parking) == T0 + 30
 
 
 def test_a_parked_batch_is_retried_when_due_until_delivered_once(stage: Stage) -> None:
@@ -218,7 +227,7 @@ def test_a_parked_batch_is_retried_when_due_until_delivered_once(stage: Stage) -
     again = resume_parked(stage.stores)  # still failing: attempt 2, same batch, later
     [batch] = parking.first_due(10)
     assert (batch.attempts, batch.first_failed_at, parking.size()) == (2, T0, 1)
-    due = parking.oldest_due()
+    due = oldest_parked_due(parking)
     assert due is not None and stage.now + 2 <= due <= stage.now + 4
     assert again.messages["parked"] == len(_messages(outcomes))
 
@@ -300,7 +309,7 @@ def test_a_message_another_live_worker_holds_waits_for_it_and_a_dead_ones_is_tak
     process_outcomes(_texts([outcome]), stage.stores)
     assert stage.segment.all_sent() == [(WRITE_KEY_1738, mid) for mid in sorted(ids[1:])]
     # Parked until the other worker's heartbeat can have expired (BRIDGE_HEARTBEAT_TTL_S).
-    assert stage.stores.parking.oldest_due() == T0 + 10
+    assert oldest_parked_due(stage.stores.parking) == T0 + 10
     stage.advance(10)
     resume_parked(stage.stores)
     assert stage.stores.parking.size() == 1  # still alive: still its lease
@@ -324,7 +333,7 @@ def test_a_dead_workers_claim_on_a_parked_batch_is_taken_over(stage: Stage) -> N
     assert parking.take_over_dead(stage.now) == 1
     stage.segment.fail = None
     resume_parked(stage.stores)
-    assert parking.get(batch_id) is None and len(stage.segment.all_sent()) == 2
+    assert parked(parking, batch_id) is None and len(stage.segment.all_sent()) == 2
 
 
 # --------------------------------------------------------------------------- replay

@@ -467,12 +467,6 @@ class MemoryParking:
                         n += 1
         return n
 
-    def get(self, batch_id: str) -> tuple[float, ParkedBatch] | None:
-        with self._lock:
-            if batch_id not in self._due or batch_id not in self._payloads:
-                return None
-            return self._due[batch_id], decode_parked(self._payloads[batch_id])
-
     def first_due(self, limit: int) -> list[ParkedBatch]:
         with self._lock:
             ids = self._by_due()[:limit] if limit > 0 else []
@@ -484,10 +478,6 @@ class MemoryParking:
     def count_due(self, now: float) -> int:
         with self._lock:
             return sum(1 for due in self._due.values() if due <= now)
-
-    def oldest_due(self) -> float | None:
-        with self._lock:
-            return min(self._due.values(), default=None)
 
 
 # --------------------------------------------------------------------------- pending batches
@@ -557,10 +547,6 @@ class MemoryPending:
     def received(self, batch_id: str, worker_id: str, delivery_tag: str) -> None:
         with self._lock:
             self._owners[batch_id] = f"{worker_id} {delivery_tag}"
-
-    def owner(self, batch_id: str) -> str | None:
-        entry = self._owners.get(batch_id)
-        return None if entry is None else entry.split(" ")[0]
 
     def hold(self, batch_id: str, until: float) -> None:
         with self._lock:

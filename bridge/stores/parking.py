@@ -79,16 +79,6 @@ class ParkingLot:
         """Make the batches claimed by dead workers (no heartbeat) due at ``now``; how many."""
         return int(self._take_over(keys=[PARKED_OWNERS, PARKED_DUE], args=[WORKER_PREFIX, repr(float(now))]))
 
-    def get(self, batch_id: str) -> tuple[float, ParkedBatch] | None:
-        """``(due_at, batch)`` of a parked batch, or None."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.zscore(PARKED_DUE, batch_id)
-        pipe.hget(PARKED_PAYLOADS, batch_id)
-        score, data = pipe.execute()
-        if score is None or data is None:
-            return None
-        return float(score), decode_parked(data)
-
     def first_due(self, limit: int) -> list[ParkedBatch]:
         """Up to ``limit`` parked batches, earliest due (or lease end) first."""
         ids: list[Any] = self._client.zrange(PARKED_DUE, 0, limit - 1) if limit > 0 else []
@@ -103,10 +93,3 @@ class ParkingLot:
     def count_due(self, now: float) -> int:
         """Batches due at ``now`` (not currently leased)."""
         return int(self._client.zcount(PARKED_DUE, "-inf", repr(float(now))))
-
-    def oldest_due(self) -> float | None:
-        """Earliest due time (or lease end) among parked batches; None when empty."""
-        first = self._client.zrange(PARKED_DUE, 0, 0, withscores=True)
-        if not first:
-            return None
-        return float(first[0][1])

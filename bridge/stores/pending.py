@@ -93,11 +93,6 @@ class PendingBatches:
         (kombu's ``delivery_tag``): the batch is its own while it lives."""
         self._client.hset(PENDING_OWNERS, batch_id, f"{worker_id} {delivery_tag}")
 
-    def owner(self, batch_id: str) -> str | None:
-        """Worker id recorded for the batch, if any."""
-        raw = self._client.hget(PENDING_OWNERS, batch_id)
-        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw)).split(" ")[0]
-
     def hold(self, batch_id: str, until: float) -> None:
         """A worker runs the batch: not overdue before ``until``."""
         self._client.zadd(PENDING_DUE, {batch_id: until}, xx=True)

@@ -149,10 +149,6 @@ class DeadLetters(Protocol):
         """Dead letters per reason (reasons with none left out)."""
         ...
 
-    def get(self, ids: Sequence[str]) -> builtins.list[DeadLetter]:
-        """The dead letters with these ids that still exist, in the order asked."""
-        ...
-
     def list(
         self, reason: str | None = None, limit: int = 100, after: str | None = None
     ) -> builtins.list[DeadLetter]:
@@ -200,10 +196,6 @@ class Parking(Protocol):
         """Make the batches claimed by dead workers due at ``now``; how many."""
         ...
 
-    def get(self, batch_id: str) -> tuple[float, ParkedBatch] | None:
-        """``(due_at, batch)`` of a parked batch, or None."""
-        ...
-
     def first_due(self, limit: int) -> list[ParkedBatch]:
         """Up to ``limit`` parked batches, earliest due (or lease end) first."""
         ...
@@ -214,10 +206,6 @@ class Parking(Protocol):
 
     def count_due(self, now: float) -> int:
         """Batches due at ``now`` (not currently leased)."""
-        ...
-
-    def oldest_due(self) -> float | None:
-        """Earliest due time (or lease end) among parked batches; None when empty."""
         ...
 
 
@@ -245,10 +233,6 @@ class Pending(Protocol):
 
     def received(self, batch_id: str, worker_id: str, delivery_tag: str) -> None:
         """A worker (with a heartbeat) fetched the batch's task (kombu's ``delivery_tag``)."""
-        ...
-
-    def owner(self, batch_id: str) -> str | None:
-        """Worker id recorded for the batch, if any."""
         ...
 
     def hold(self, batch_id: str, until: float) -> None:

@@ -260,11 +260,6 @@ class DeadLetter(NewDeadLetter):
 
     id: str
 
-    @property
-    def added_at(self) -> float:
-        """Unix time the entry was added (from the stream id)."""
-        return int(self.id.split("-", 1)[0]) / 1000
-
 
 _OPTIONAL = ("merchant_id", "outcome_id", "write_key_id")
 
