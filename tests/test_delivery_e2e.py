@@ -115,7 +115,10 @@ def test_worker_killed_mid_run_loses_nothing(redis_server, tmp_path):
     outcomes = many_outcomes(3000, prefix="kill")
     with Pipeline(redis_server, tmp_path, M1) as pipe:
         expected = pipe.expected(outcomes)
-        pipe.faults(delay=0.02)  # slow answers, so the kill lands mid-run
+        # Slow answers, so the kill lands mid-run: ~10 requests of 500 messages, 0.5 s each on
+        # 2 pool processes leave seconds of work after the first 300 (0.02 s left a loaded
+        # machine's poll time to miss the window).
+        pipe.faults(delay=0.5)
         pipe.publish(outcomes)
         pipe.wait_for(lambda: len(pipe.received()) > 300, 60, "some deliveries before the kill")
         pipe.kill_workers()
@@ -190,10 +193,13 @@ def test_worker_killed_while_kombus_restore_lock_is_stuck_loses_nothing(redis_se
     run in CI: the tasks a killed worker held stayed unacked, and the bridge's own sweeper
     took them as held, so 202 messages waited past the drain timeout. Now the dead worker's
     tasks are taken over by liveness, with the default settings, whatever kombu's lock."""
-    outcomes = many_outcomes(1500, prefix="mutex")
+    # 8 batches of 500 (the default task batch), each ~2 requests answered in 0.5 s: seconds of
+    # work still held when the first delivery is seen (3 batches at 0.3 s could all be done
+    # by the time a loaded machine's poll saw the first one).
+    outcomes = many_outcomes(4000, prefix="mutex")
     with Pipeline(redis_server, tmp_path, M1) as pipe:
         expected = pipe.expected(outcomes)
-        pipe.faults(delay=0.3)  # a slow Segment: the kill finds tasks unacknowledged
+        pipe.faults(delay=0.5)  # a slow Segment: the kill finds tasks unacknowledged
         pipe.publish(outcomes)
         pipe.wait_for(lambda: len(pipe.received()) > 0, 60, "a first delivery before the kill")
         client = pipe.redis.client()
