@@ -14,10 +14,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings
-from bridge.domain.wire import dumps
 from bridge.runtime import Runtime, build_runtime
-from bridge.stages.accept import Checked, Undecodable, accept, short_ids
-from bridge.stages.prepare import JSONDecodeProblem, decode_json
+from bridge.stages.accept import Checked, accept, decode_item, short_ids
 
 if TYPE_CHECKING:
     from bridge.domain.mapped import Mapped
@@ -42,18 +40,14 @@ class Publisher:
     def publish_many(self, outcomes: Iterable[dict[str, Any] | str | bytes]) -> Checked:
         """Accept outcomes (dicts, or JSON texts): what was enqueued, duplicate or invalid."""
         items: list[Any] = []
-        texts: list[str] = []
+        texts: list[str | None] = []  # None: a dict's text is written by the accept stage
         for outcome in outcomes:
             if isinstance(outcome, dict):
                 items.append(outcome)
-                texts.append(dumps(outcome).decode())
-                continue
-            text = outcome.decode("utf-8", "replace") if isinstance(outcome, bytes) else outcome
-            texts.append(text)
-            try:
-                items.append(decode_json(outcome))
-            except JSONDecodeProblem as exc:
-                items.append(Undecodable(exc))
+                texts.append(None)
+            else:
+                items.append(decode_item(outcome))
+                texts.append(outcome.decode("utf-8", "replace") if isinstance(outcome, bytes) else outcome)
         stores = self.runtime.current_stores()
         checked = accept(
             items,

@@ -35,8 +35,6 @@ from bridge import logs
 from bridge.config import Settings
 from bridge.stores.keys import KOMBU_QUEUE
 
-#: The queue every task goes to (a Redis list of that name, ``bridge.stores.keys.KOMBU_QUEUE``).
-QUEUE = KOMBU_QUEUE
 #: The task that processes a stored batch, and the one that resumes parked batches.
 PROCESS_TASK = "bridge.process_outcomes"
 RESUME_TASK = "bridge.resume_parked"
@@ -57,7 +55,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
             "health_check_interval": 10,
         },
-        "task_default_queue": QUEUE,
+        "task_default_queue": KOMBU_QUEUE,  # a Redis list of that name
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from bridge import logs
 from bridge.config import Settings
 from bridge.ops.supervise import SUPERVISOR_PID_ENV, watch_parent
+from bridge.stores.keys import KOMBU_QUEUE
 from workers import tasks
-from workers.celery_app import QUEUE, install_logging, make_app
+from workers.celery_app import install_logging, make_app
 
 
 def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO") -> None:
@@ -25,7 +26,16 @@ def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO") 
     tasks.configure(settings)
     install_logging(settings)
     celery = make_app(settings)
-    argv = ["--quiet", "worker", "-Q", QUEUE, "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    argv = [
+        "--quiet",
+        "worker",
+        "-Q",
+        KOMBU_QUEUE,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
     celery.worker_main([*argv, "--concurrency", str(concurrency)])
 
 

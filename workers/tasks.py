@@ -32,9 +32,9 @@ from bridge.ops.metrics import WorkerMetrics, exposition_registry
 from bridge.runtime import Runtime, build_runtime, redis_client
 from bridge.stages.context import Report, Stores
 from bridge.stages.deliver import resume_parked
-from bridge.stages.process import process_outcomes
-from bridge.stores.dlq import REASON_PROCESSING_ERROR, NewDeadLetter
-from bridge.stores.liveness import Heartbeat, found_dead, new_worker_id
+from bridge.stages.process import process_outcomes, processing_error_letters
+from bridge.stages.recover import Sweeper
+from bridge.stores.liveness import Heartbeat, new_worker_id
 from bridge.stores.protocols import Pending
 from workers.celery_app import PROCESS_TASK, RESUME_TASK
 
@@ -43,8 +43,6 @@ log = logging.getLogger("bridge.worker")
 #: How long a task keeps retrying while Redis is unreachable before handing the message back.
 REDIS_OUTAGE_PATIENCE_S = 60.0
 
-#: A batch touched this recently is not taken for lost by the scan after a death.
-SETTLED_S = 2.0
 
 _REDIS_DOWN = (
     redis.exceptions.ConnectionError,
@@ -173,23 +171,8 @@ def process_outcomes_task(batch_id: str, enqueued_at: float | None = None) -> di
 
 
 def _dead_letter_batch(texts: list[str], exc: Exception) -> None:
-    now = time.time()
-    error = f"{type(exc).__name__}: {exc}"[:2000]
-    letters = [
-        NewDeadLetter(
-            reason=REASON_PROCESSING_ERROR,
-            payload={"raw": text},
-            kind="outcome",
-            attempts=1,
-            first_error=error,
-            last_error=error,
-            first_failed_at=now,
-            last_failed_at=now,
-        )
-        for text in texts
-    ]
     try:
-        stores().dlq.add_many(letters)
+        stores().dlq.add_many(processing_error_letters(texts, exc, time.time()))
     except Exception as dlq_exc:
         raise Reject(str(dlq_exc), requeue=True) from dlq_exc
 
@@ -205,50 +188,19 @@ def resume_parked_task() -> dict[str, Any]:
 
 
 def _sweep_loop(stop: threading.Event, worker_id: str) -> None:
-    """In the worker's main process: hand back the work of dead workers (no heartbeat),
-    enqueue a resume task whenever parked batches are due, and send again the task of any
-    stored batch whose task message was lost."""
+    """In the worker's main process: a sweep (``bridge.stages.recover``) every
+    ``sweep_interval_s``; a failed one (Redis away) is tried again at the next tick."""
     runtime = _runtime(os.getpid())
-    settings, client, queue = runtime.settings, runtime.redis, runtime.queue
-    parking, pending = runtime.store_set.parking, runtime.store_set.pending
-    look_in_queue = False  # a worker died: look for the batches it popped, until that succeeds
-    while not stop.wait(settings.sweep_interval_s):
+    sweeper = Sweeper(
+        runtime.store_set,
+        runtime.queue,
+        runtime.settings,
+        resume=lambda: resume_parked_task.apply_async(ignore_result=True),
+        worker_id=worker_id,
+    )
+    while not stop.wait(runtime.settings.sweep_interval_s):
         try:
-            now = time.time()
-            dead = found_dead(client)
-            if dead:
-                log.info("worker process(es) %s stopped beating", ", ".join(dead))
-                look_in_queue = True
-            taken = pending.take_over_dead(now + settings.pending_stale_s, now - settings.heartbeat_ttl_s)
-            for batch_id, message in taken:
-                if not pending.requeue(message):
-                    queue.send(batch_id, now)
-            if taken:
-                log.warning(
-                    "took over %d batch(es) of dead worker(s) (no heartbeat for %.0fs); queued again",
-                    len(taken),
-                    settings.heartbeat_ttl_s,
-                    extra={"batches": len(taken), "by": worker_id},
-                )
-            claims = parking.take_over_dead(now)
-            if claims:
-                log.warning("%d parked batch(es) claimed by dead worker(s) are due again", claims)
-            if parking.count_due(now) > 0:
-                resume_parked_task.apply_async(ignore_result=True)
-            lost = pending.claim_lost(now, now + settings.pending_stale_s, settings.heartbeat_ttl_s)
-            if look_in_queue:  # it may have popped tasks kombu never recorded
-                lost += pending.claim_missing(
-                    now,
-                    now + settings.pending_stale_s,
-                    settings.heartbeat_ttl_s,
-                    # Batches untouched (published, started, claimed) for a moment: not one
-                    # between its store and its send, or one just popped by a live worker.
-                    settled=now + settings.pending_stale_s - SETTLED_S,
-                )
-                look_in_queue = False
-            for batch_id in lost:
-                log.warning("batch %s had no task in the queue or in a worker; sending it again", batch_id)
-                queue.send(batch_id, now)
+            sweeper.sweep(time.time())
         except Exception as exc:  # Redis away: try again next tick
             log.warning("sweep failed: %s", type(exc).__name__)
 

@@ -51,7 +51,15 @@ from bridge.domain.mapped import Mapped
 from bridge.domain.version import __version__
 from bridge.ingest import auth
 from bridge.ingest.backlog import Backlog
-from bridge.ingest.body import MAX_JSON_DEPTH, ApiError, depth_ok, read_body, split_items, unavailable
+from bridge.ingest.body import (
+    INGEST_PATH,
+    MAX_JSON_DEPTH,
+    ApiError,
+    depth_ok,
+    read_body,
+    split_items,
+    unavailable,
+)
 from bridge.ingest.group_commit import DirectCommit, GroupCommit, Member
 from bridge.ingest.metrics import IngestMetricsMiddleware, Metrics
 from bridge.ingest.openapi import install as install_openapi
@@ -59,12 +67,9 @@ from bridge.ingest.schemas import ErrorBody, IngestResult, Readiness
 from bridge.runtime import Runtime, build_runtime
 from bridge.stages import accept
 from bridge.stages.prepare import JSONDecodeProblem, decode_json
-from bridge.stores.keys import KOMBU_QUEUE
 
 log = logging.getLogger("bridge.api")
 
-#: The ingest endpoint.
-INGEST_PATH = "/v1/outcomes"
 #: ``Retry-After`` (seconds) when the queue backlog is over ``max_backlog``.
 RETRY_AFTER_BACKLOG_S = 2
 #: Requests of at most this many outcomes are validated on the event loop (a fraction of a
@@ -142,7 +147,7 @@ class Ingest:
 
         commit_class = GroupCommit if group_commit else DirectCommit
         self.committer = commit_class(publish, on_flush=lambda _n: metrics.enqueue_calls.inc())
-        self.backlog = Backlog(lambda: int(self.redis.llen(KOMBU_QUEUE)), on_read=metrics.queue_depth.set)
+        self.backlog = Backlog(runtime.store_set.pending.queue_depth, on_read=metrics.queue_depth.set)
         self.authenticators = auth.AuthenticatorCache(clock=clock, on_new=_warn_if_disabled)
         self.authenticator()  # logs the warning at start when authentication is off
 

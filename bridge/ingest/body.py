@@ -11,6 +11,8 @@ from starlette.requests import ClientDisconnect, Request
 from bridge.domain.models import json_type_name
 from bridge.domain.wire import LongNumber
 
+#: The ingest endpoint.
+INGEST_PATH = "/v1/outcomes"
 #: Bodies nested deeper than this are refused (400) before anything recurses into them.
 MAX_JSON_DEPTH = 64
 #: After refusing a body as too large, read on (discarding) up to this many bytes, so the

@@ -22,9 +22,8 @@ from bridge.config import Settings
 from bridge.domain.json_schema import outcome_schemas
 from bridge.domain.models import KINDS
 from bridge.ingest.auth import SIGNATURE_HEADER, TOLERANCE_S, WWW_AUTHENTICATE
+from bridge.ingest.body import INGEST_PATH
 
-#: The ingest operation's path (``bridge.ingest.app.INGEST_PATH``; not imported, to spare a cycle).
-INGEST_PATH = "/v1/outcomes"
 #: The security schemes' names in ``components.securitySchemes``.
 SIGNATURE_SCHEME, BEARER_SCHEME = "bridgeSignature", "bearerToken"
 

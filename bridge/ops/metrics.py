@@ -22,8 +22,6 @@ from prometheus_client.registry import Collector
 from bridge.stores.keys import DLQ_COUNTS, DLQ_STREAM, DLQ_TRIMMED, KOMBU_QUEUE, KOMBU_UNACKED, PARKED_DUE
 
 #: The Celery queue (a Redis list) and kombu's hash of tasks delivered but not yet acknowledged.
-QUEUE_KEY = KOMBU_QUEUE
-UNACKED_KEY = KOMBU_UNACKED
 
 LATENCY_BUCKETS = (
     0.05,
@@ -103,8 +101,8 @@ class RedisStateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         try:
             pipe = self._client.pipeline(transaction=False)
-            pipe.llen(QUEUE_KEY)
-            pipe.hlen(UNACKED_KEY)
+            pipe.llen(KOMBU_QUEUE)
+            pipe.hlen(KOMBU_UNACKED)
             pipe.zcard(PARKED_DUE)
             pipe.xlen(DLQ_STREAM)
             pipe.hgetall(DLQ_COUNTS)

@@ -24,7 +24,7 @@ from bridge.config import MerchantsConfig
 from bridge.domain.errors import FieldProblem, InvalidOutcome
 from bridge.domain.mapped import Mapped
 from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
-from bridge.stages.prepare import JSONDecodeProblem, prepare
+from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
 from bridge.stores.dedup import unseen_outcomes
 from bridge.stores.dlq import NewDeadLetter, invalid_outcome_letter
 from bridge.stores.protocols import DeadLetters, DedupStore, Pending
@@ -94,28 +94,38 @@ class Undecodable:
     problem: JSONDecodeProblem
 
 
+def decode_item(raw: str | bytes) -> Any:
+    """One raw outcome text decoded, or an :class:`Undecodable` that :func:`check` refuses."""
+    try:
+        return decode_json(raw)
+    except JSONDecodeProblem as exc:
+        return Undecodable(exc)
+
+
 def check(
     items: Sequence[Any],
     merchants: MerchantsConfig,
     now: float,
     *,
-    texts: Sequence[str] | None = None,
+    texts: Sequence[str | None] | None = None,
     lines: Sequence[int] | None = None,
 ) -> Checked:
     """Validate and map every decoded item (an :class:`Undecodable` is invalid).
 
-    ``texts``: the raw text of each item, kept as it came (a file's lines); by default each
-    item's JSON text, decimals exact. ``lines``: the line of each item, recorded in its dead
+    ``texts``: the raw text of each item, kept as it came (a file's lines); where none is given
+    (None), the item's JSON text, decimals exact. ``lines``: the line of each item, recorded in its dead
     letter."""
     checked = Checked()
     for index, item in enumerate(items):
         try:
             if isinstance(item, Undecodable):
                 raise item.problem
-            text = texts[index] if texts is not None else item_text_checked(item)
+            given = None if texts is None else texts[index]
+            text = given if given is not None else item_text_checked(item)
             prepared = prepare(item, merchants)
         except (InvalidOutcome, JSONDecodeProblem) as exc:
-            text = texts[index] if texts is not None else item_text(item)
+            given = None if texts is None else texts[index]
+            text = given if given is not None else item_text(item)
             details = exc.to_dict() if isinstance(exc, InvalidOutcome) else {"error": str(exc)}
             checked.errors.append({"index": index, **details})
             merchant_id = item.get("merchantId") if isinstance(item, dict) else None
@@ -173,7 +183,7 @@ def accept(
     publish: PublishTexts,
     window_s: float,
     now: float,
-    texts: Sequence[str] | None = None,
+    texts: Sequence[str | None] | None = None,
     lines: Sequence[int] | None = None,
 ) -> Checked:
     """The whole stage for a synchronous caller; returns what happened to each item."""

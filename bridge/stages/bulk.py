@@ -16,12 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from bridge.config import MerchantsConfig
 from bridge.domain.mapped import Mapped
-from bridge.stages.accept import Undecodable, accept
-from bridge.stages.prepare import JSONDecodeProblem, decode_json
+from bridge.stages.accept import accept, decode_item
 from bridge.stores.keys import OUTCOME_DEDUP_WINDOW_S
 from bridge.stores.protocols import DeadLetters, DedupStore
 
@@ -122,14 +120,8 @@ def _ingest_chunk(
     on_invalid: Callable[[int, str], None] | None,
     window_s: float,
 ) -> None:
-    items: list[Any] = []
-    texts: list[str] = []
-    for _, raw in chunk:
-        texts.append(raw.decode("utf-8", "replace").strip())
-        try:
-            items.append(decode_json(raw.strip()))
-        except JSONDecodeProblem as exc:
-            items.append(Undecodable(exc))
+    items = [decode_item(raw.strip()) for _, raw in chunk]
+    texts = [raw.decode("utf-8", "replace").strip() for _, raw in chunk]
     lines = [line_no for line_no, _ in chunk]
     checked = accept(
         items,

@@ -19,15 +19,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 from bridge.config import MerchantsConfig
 from bridge.domain.mapped import Mapped
-from bridge.stages.accept import Undecodable, check
+from bridge.stages.accept import check, decode_item
 from bridge.stages.context import Item, Report, Stores
 from bridge.stages.deliver import deliver_items, park
-from bridge.stages.prepare import JSONDecodeProblem, decode_json
 from bridge.stores.dlq import (
+    REASON_PROCESSING_ERROR,
     REASON_UNCONFIGURED_MERCHANT,
     NewDeadLetter,
 )
@@ -44,13 +43,7 @@ def prepare_texts(
 ) -> tuple[list[tuple[str, Mapped]], list[NewDeadLetter]]:
     """Decode and prepare each raw outcome text (the accept stage's check); invalid ones become
     dead letters."""
-    items: list[Any] = []
-    for text in texts:
-        try:
-            items.append(decode_json(text))
-        except JSONDecodeProblem as exc:
-            items.append(Undecodable(exc))
-    checked = check(items, merchants, now, texts=texts)
+    checked = check([decode_item(text) for text in texts], merchants, now, texts=texts)
     return checked.valid, checked.letters
 
 
@@ -170,3 +163,23 @@ def _deliver_once(
             retry_after=retry_after,
         )
         report.count("parked", retry)
+
+
+def processing_error_letters(texts: Sequence[str], exc: Exception, now: float) -> list[NewDeadLetter]:
+    """A batch whose processing failed unexpectedly (a bug, bad data no check caught): each of
+    its outcomes dead-lettered (reason ``processing_error``, kept, replayable) rather than
+    retried forever."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    return [
+        NewDeadLetter(
+            reason=REASON_PROCESSING_ERROR,
+            payload={"raw": text},
+            kind="outcome",
+            attempts=1,
+            first_error=error,
+            last_error=error,
+            first_failed_at=now,
+            last_failed_at=now,
+        )
+        for text in texts
+    ]

@@ -103,7 +103,7 @@ PACE_KEY_PREFIX = KEY_PREFIX + "pace:"
 
 # -- keys owned by Celery's Redis transport (kombu), read and repaired by the bridge -----------
 
-#: The Celery queue (a Redis list of task messages): ``workers.celery_app.QUEUE``.
+#: The Celery queue (a Redis list of task messages), the workers' ``-Q`` and default queue.
 KOMBU_QUEUE = "bridge"
 
 #: kombu's hash delivery tag -> JSON ``[message, exchange, routing key]`` of every task message
