@@ -1,4 +1,5 @@
-"""Thin Celery tasks: each calls one function of ``bridge.stages.process`` and handles failure.
+"""Thin Celery tasks: each calls one stage (``bridge.stages.process``, ``deliver``, ``recover``)
+and handles failure.
 
 Liveness (``bridge.stores.liveness``): the Celery worker's main process and each pool process hold
 a heartbeat of their own. The main process records itself as the owner of every batch whose
@@ -101,7 +102,7 @@ def stores() -> Stores:
 
 def _pending() -> Pending:
     pending = stores().pending
-    assert pending is not None  # build_stores always sets it
+    assert pending is not None  # the runtime always sets it
     return pending
 
 

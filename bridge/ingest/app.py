@@ -9,11 +9,12 @@ array is accepted too). For each request, in order:
 3. the raw body, capped at ``max_request_bytes`` (Content-Length first, then counted while
    streaming) -> 413; not JSON / not UTF-8 / NaN / nested too deeply -> 400; more than
    ``max_request_outcomes`` items -> 413;
-4. each item through ``pipeline.prepare`` (validation and mapping with the merchant's
+4. each item through the accept stage's check (``bridge.stages.accept``: validation and mapping with the merchant's
    configuration, so a message breaking Segment's rules is caught here); an invalid item
    gets a per-item error and is dead-lettered (reason ``invalid``) — valid items beside it
    are still taken;
-5. valid items already processed (dedup ``DONE``) are counted as duplicates and skipped;
+5. valid items already processed or accepted (dedup ``DONE`` or ``ACCEPTED``) are counted
+   as duplicates and skipped;
 6. the rest is enqueued through the group commit (``GroupCommit``): concurrent requests
    share one ``publish_texts`` call, and each request answers only after the call
    returned, i.e. after Redis holds its outcomes. Redis or the broker failing -> 503 +

@@ -2,7 +2,7 @@
 
 Workers run as several processes (Celery prefork), so counters are multiprocess-safe:
 ``bridge worker`` sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory unless given) before
-the pool forks, every process writes there, and the worker's ``--metrics-port`` serves the
+the pool forks, every process writes there, and the worker's ``BRIDGE_METRICS_PORT`` serves the
 aggregate. State that lives in Redis (queue depth, tasks in flight, parked batches, dead
 letters by reason) is read at scrape time by ``RedisStateCollector``.
 """
@@ -80,7 +80,7 @@ class WorkerMetrics:
         )
 
     def record(self, report: Any) -> None:
-        """Add one ``bridge.stages.process.Report``."""
+        """Add one ``bridge.stages.context.Report``."""
         for result, n in report.outcomes.items():
             self.outcomes.labels(result=result).inc(n)
         for (result, event, merchant), n in report.by_event.items():

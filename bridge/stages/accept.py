@@ -1,7 +1,7 @@
 """Accept: the one ingest stage, used by the HTTP API, ``bridge replay FILE`` and ``bridge.publish``.
 
-validate and map each item -> dead-letter the invalid ones -> drop those already seen ->
-enqueue the rest -> mark them accepted. Its steps are plain functions over injected stores,
+validate and map each item -> drop those already seen -> enqueue the rest -> mark them
+accepted -> dead-letter the invalid ones. Its steps are plain functions over injected stores,
 so the asynchronous HTTP API runs them one by one (in threads, around its group commit) and
 the synchronous callers run them all through :func:`accept`.
 

@@ -220,5 +220,5 @@ def _largest_field(raw: Any) -> str:
 
 
 def map_one(raw: Any, merchants: MerchantsConfig) -> list[tuple[Message, bytes]]:
-    """Like ``prepare`` but returning each message as a dict beside its bytes (for the CLI and tests)."""
+    """Like ``prepare`` but returning each message as a dict beside its bytes (for tests and the bench)."""
     return [(json.loads(encoded), encoded) for _, _, encoded in prepare(raw, merchants).messages]

@@ -5,7 +5,7 @@ outcome ends delivered, parked for a later retry, or dead-lettered, and only the
 marked processed. Delivery, parking and ``resume_parked`` are :mod:`bridge.stages.deliver`.
 
 Delivery is at-least-once, deduplicated by messageId per write key:
-1. ``reserve_messages`` takes a lease on each messageId (void once its worker is dead);
+1. ``reserve_message_states`` takes a lease on each messageId (void once its worker is dead);
 2. the batch is sent; 2xx -> ``confirm_messages`` (kept for the dedup window);
 3. a retryable failure parks the messages (leases released) with a backoff; a
    permanent refusal dead-letters them with Segment's answer.
