@@ -243,7 +243,7 @@ def _start_sweep_loop(**_: Any) -> None:
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port, registry=exposition_registry(_runtime(os.getpid()).redis))
+        start_http_server(port, registry=exposition_registry(_runtime(os.getpid()).store_set))
         log.info("worker metrics on port %d", port)
 
 

@@ -4,7 +4,7 @@ Workers run as several processes (Celery prefork), so counters are multiprocess-
 ``bridge worker`` sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory unless given) before
 the pool forks, every process writes there, and the worker's ``BRIDGE_METRICS_PORT`` serves the
 aggregate. State that lives in Redis (queue depth, tasks in flight, parked batches, dead
-letters by reason) is read at scrape time by ``RedisStateCollector``.
+letters by reason) is read from the stores at scrape time by ``StoreStateCollector``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bridge.stores.keys import DLQ_COUNTS, DLQ_STREAM, DLQ_TRIMMED, KOMBU_QUEUE, KOMBU_UNACKED, PARKED_DUE
-
-#: The Celery queue (a Redis list) and kombu's hash of tasks delivered but not yet acknowledged.
+from bridge.stores.protocols import StoreSet
 
 LATENCY_BUCKETS = (
     0.05,
@@ -92,28 +90,23 @@ class WorkerMetrics:
                 self.latency.observe(seconds)
 
 
-class RedisStateCollector(Collector):
-    """Gauges read from Redis at scrape time: queue depth, in flight, parked, dead letters by reason."""
+class StoreStateCollector(Collector):
+    """Gauges read from the stores at scrape time: queue depth, in flight, parked, dead letters by reason."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+    def __init__(self, stores: StoreSet) -> None:
+        self._stores = stores
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        up = GaugeMetricFamily("bridge_redis_up", "Whether Redis answered the last scrape.")
+        stores = self._stores
         try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.llen(KOMBU_QUEUE)
-            pipe.hlen(KOMBU_UNACKED)
-            pipe.zcard(PARKED_DUE)
-            pipe.xlen(DLQ_STREAM)
-            pipe.hgetall(DLQ_COUNTS)
-            pipe.get(DLQ_TRIMMED)
-            queued, in_flight, parked, dlq_size, by_reason, trimmed = pipe.execute()
+            queued, in_flight = stores.pending.queue_depth(), stores.pending.in_flight()
+            parked, dlq_size = stores.parking.size(), stores.dlq.size()
+            by_reason, trimmed = stores.dlq.counts_by_reason(), stores.dlq.trimmed()
         except redis.RedisError:
-            up = GaugeMetricFamily("bridge_redis_up", "Whether Redis answered the last scrape.")
             up.add_metric([], 0)
             yield up
             return
-        up = GaugeMetricFamily("bridge_redis_up", "Whether Redis answered the last scrape.")
         up.add_metric([], 1)
         yield up
         for name, doc, value in (
@@ -129,20 +122,20 @@ class RedisStateCollector(Collector):
             "bridge_dlq_invalid_trimmed",
             "Dead letters of reason invalid deleted by the cap (BRIDGE_DLQ_INVALID_MAX), oldest first.",
         )
-        dropped.add_metric([], float(trimmed or 0))
+        dropped.add_metric([], float(trimmed))
         yield dropped
         reasons = GaugeMetricFamily("bridge_dlq_entries", "Dead letters by reason.", labels=["reason"])
         for reason, count in sorted(by_reason.items()):
-            reasons.add_metric([reason.decode() if isinstance(reason, bytes) else str(reason)], float(count))
+            reasons.add_metric([reason], float(count))
         yield reasons
 
 
-def exposition_registry(client: redis.Redis | None = None) -> CollectorRegistry:
+def exposition_registry(stores: StoreSet | None = None) -> CollectorRegistry:
     """A registry for /metrics: this process's (or, in multiprocess mode, all processes') metrics,
-    plus the Redis-held state when a client is given."""
+    plus the state the stores hold when they are given."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    if client is not None:
-        registry.register(RedisStateCollector(client))
+    if stores is not None:
+        registry.register(StoreStateCollector(stores))
     return registry
