@@ -10,8 +10,7 @@ import pytest
 
 from bridge.config import MerchantsConfig
 from bridge.stages.bulk import checkpoint_path, ingest_file
-from bridge.stores.dedup import RedisDedup
-from bridge.stores.dlq import DeadLetterStore
+from tests.backends import Backend
 from tests.harness import ROOT, Pipeline, many_outcomes
 
 
@@ -39,14 +38,14 @@ class FlakyPublisher:
         self.texts.extend(texts)
 
 
-def test_interrupted_run_resumes_and_counts(redis_client, tmp_path):
+def test_interrupted_run_resumes_and_counts(backend: Backend, tmp_path):
+    """On both backends (the in-memory twins and a real redis-server)."""
     outcomes = many_outcomes(2300, prefix="bulk")
     path = tmp_path / "history.jsonl"
     _write(path, outcomes, bad_lines=[(10, "{broken"), (700, json.dumps({"outcomeId": "x", "kind": "nope"}))])
     publish = FlakyPublisher(fail_after=2)
-    stores = dict(
-        merchants=MerchantsConfig(), dedup=RedisDedup(redis_client), dlq=DeadLetterStore(redis_client)
-    )
+    dedup, dlq = backend.stores.dedup, backend.stores.dlq
+    stores = dict(merchants=MerchantsConfig(), dedup=dedup, dlq=dlq)
 
     with pytest.raises(ConnectionError):
         ingest_file(path, publish_texts=publish, chunk_lines=500, **stores)
@@ -59,10 +58,10 @@ def test_interrupted_run_resumes_and_counts(redis_client, tmp_path):
         o["outcomeId"] for o in outcomes
     )
     assert not checkpoint_path(path).exists()
-    assert DeadLetterStore(redis_client).counts_by_reason() == {"invalid": 2}
+    assert dlq.counts_by_reason() == {"invalid": 2}
 
     # Once processed, the same file sends nothing.
-    RedisDedup(redis_client).confirm_outcomes([(o["merchantId"], o["outcomeId"]) for o in outcomes])
+    dedup.confirm_outcomes([(o["merchantId"], o["outcomeId"]) for o in outcomes])
     again = FlakyPublisher()
     counts = ingest_file(path, publish_texts=again, chunk_lines=500, **stores)
     assert (counts.accepted, counts.duplicate) == (0, 2300)
