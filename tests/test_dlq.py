@@ -10,18 +10,18 @@ from decimal import Decimal
 import pytest
 import redis
 
-from bridge.stores.dlq import (
+from bridge.stores.dlq import DeadLetterStore
+from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED, key_id
+from bridge.stores.memory import MemoryDeadLetters
+from bridge.stores.protocols import DeadLetters
+from bridge.stores.records import (
     MAX_ERROR_CHARS,
     REASON_INVALID,
     REASON_SEGMENT_REJECTED,
     REASON_UNCONFIGURED_MERCHANT,
     DeadLetter,
-    DeadLetterStore,
     NewDeadLetter,
 )
-from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED, key_id
-from bridge.stores.memory import MemoryDeadLetters
-from bridge.stores.protocols import DeadLetters
 from tests.backends import Backend
 from tests.redis_server import RedisServer
 

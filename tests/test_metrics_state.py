@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from bridge.ops.metrics import exposition_registry
-from bridge.stores.dlq import NewDeadLetter
+from bridge.stores.records import NewDeadLetter
 from tests.backends import T0, Backend
 
 

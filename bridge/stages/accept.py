@@ -25,9 +25,8 @@ from bridge.domain.errors import FieldProblem, InvalidOutcome
 from bridge.domain.mapped import Mapped
 from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
 from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
-from bridge.stores.dedup import unseen_outcomes
-from bridge.stores.dlq import NewDeadLetter, invalid_outcome_letter
-from bridge.stores.protocols import DeadLetters, DedupStore, Pending
+from bridge.stores.protocols import DeadLetters, DedupStore, Pending, Reservation
+from bridge.stores.records import NewDeadLetter, invalid_outcome_letter
 
 
 class TaskQueue(Protocol):
@@ -138,6 +137,19 @@ def check(
             continue
         checked.valid.append((text, prepared.mapped()))
     return checked
+
+
+def unseen_outcomes(dedup: DedupStore, keys: Sequence[tuple[int, str]]) -> list[int]:
+    """Indexes of the outcomes to enqueue: neither processed nor accepted earlier (one Redis
+    read), and the first of any repeated within ``keys``. The ingest API and ``bridge replay``
+    count the others as duplicates."""
+    seen: set[tuple[int, str]] = set()
+    fresh: list[int] = []
+    for index, (key, state) in enumerate(zip(keys, dedup.outcome_states(keys), strict=True)):
+        if state not in (Reservation.DONE, Reservation.ACCEPTED) and key not in seen:
+            seen.add(key)
+            fresh.append(index)
+    return fresh
 
 
 def drop_seen(checked: Checked, dedup: DedupStore) -> Checked:

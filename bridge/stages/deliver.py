@@ -11,15 +11,16 @@ from bridge.config import Source
 from bridge.delivery.policy import retry_delay
 from bridge.delivery.sender import DeliveryReport, deliver
 from bridge.stages.context import Item, Report, Stores
-from bridge.stores.dlq import (
+from bridge.stores.keys import key_id
+from bridge.stores.protocols import Reservation
+from bridge.stores.records import (
     REASON_RETENTION_EXPIRED,
     REASON_SEGMENT_REJECTED,
     REASON_UNCONFIGURED_SOURCE,
     NewDeadLetter,
+    ParkedBatch,
+    ParkedMessage,
 )
-from bridge.stores.keys import key_id
-from bridge.stores.protocols import Reservation
-from bridge.stores.records import ParkedBatch, ParkedMessage
 
 log = logging.getLogger("bridge.processing")
 

@@ -25,12 +25,8 @@ from bridge.domain.mapped import Mapped
 from bridge.stages.accept import check, decode_item
 from bridge.stages.context import Item, Report, Stores
 from bridge.stages.deliver import deliver_items, park
-from bridge.stores.dlq import (
-    REASON_PROCESSING_ERROR,
-    REASON_UNCONFIGURED_MERCHANT,
-    NewDeadLetter,
-)
 from bridge.stores.protocols import Reservation
+from bridge.stores.records import REASON_PROCESSING_ERROR, REASON_UNCONFIGURED_MERCHANT, NewDeadLetter
 
 log = logging.getLogger("bridge.processing")
 

@@ -58,19 +58,6 @@ _CHUNK = 1000
 _CODES = {1: Reservation.NEW, 0: Reservation.DONE, 2: Reservation.LEASED}
 
 
-def unseen_outcomes(dedup: DedupStore, keys: Sequence[tuple[int, str]]) -> list[int]:
-    """Indexes of the outcomes to enqueue: neither processed nor accepted earlier (one Redis
-    read), and the first of any repeated within ``keys``. The ingest API and ``bridge replay``
-    count the others as duplicates."""
-    seen: set[tuple[int, str]] = set()
-    fresh: list[int] = []
-    for index, (key, state) in enumerate(zip(keys, dedup.outcome_states(keys), strict=True)):
-        if state not in (Reservation.DONE, Reservation.ACCEPTED) and key not in seen:
-            seen.add(key)
-            fresh.append(index)
-    return fresh
-
-
 def _chunks(keys: list[str]) -> list[list[str]]:
     return [keys[i : i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
 

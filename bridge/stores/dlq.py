@@ -31,42 +31,13 @@ import redis
 from bridge.stores import lua
 from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED
 from bridge.stores.records import (
-    MAX_ERROR_CHARS,
+    REASON_INVALID,
     DeadLetter,
     Kind,
     NewDeadLetter,
     decode_dead_letter,
     encode_dead_letter,
 )
-
-__all__ = [
-    "DEFAULT_INVALID_MAX",
-    "MAX_ERROR_CHARS",
-    "REASON_INVALID",
-    "REASON_PROCESSING_ERROR",
-    "REASON_RETENTION_EXPIRED",
-    "REASON_SEGMENT_REJECTED",
-    "REASON_UNCONFIGURED_MERCHANT",
-    "REASON_UNCONFIGURED_SOURCE",
-    "DeadLetter",
-    "DeadLetterStore",
-    "Kind",
-    "NewDeadLetter",
-    "invalid_outcome_letter",
-]
-
-#: Outcome failed validation (``InvalidOutcome``).
-REASON_INVALID = "invalid"
-#: Outcome for a merchant with no configured Segment source; replay once configured.
-REASON_UNCONFIGURED_MERCHANT = "unconfigured_merchant"
-#: Segment refused the batch for good (``PermanentDelivery``: 4xx other than 408/429, 501, 505).
-REASON_SEGMENT_REJECTED = "segment_rejected"
-#: Retries went on past the retention window (Segment outage longer than we keep trying).
-REASON_RETENTION_EXPIRED = "retention_expired"
-#: A parked batch's source was removed from the configuration before it could be retried.
-REASON_UNCONFIGURED_SOURCE = "unconfigured_source"
-#: Processing a batch raised an unexpected error (a bug): kept whole, replayable once fixed.
-REASON_PROCESSING_ERROR = "processing_error"
 
 #: Default most ``invalid`` dead letters kept (``Settings.dlq_invalid_max``).
 DEFAULT_INVALID_MAX = 100_000
@@ -86,31 +57,6 @@ def _check_ids(ids: Sequence[str]) -> list[str]:
             raise ValueError(f"not a dead-letter id: {i!r} (expected <ms>-<seq>)")
         out.append(i)
     return out
-
-
-def invalid_outcome_letter(
-    text: str, exc: Exception, now: float, *, merchant_id: int | None = None, **payload: Any
-) -> NewDeadLetter:
-    """The dead letter of an outcome refused as invalid: its raw text, the error (every bad field
-    for an ``InvalidOutcome``, the reason for undecodable input) and ``payload`` extras."""
-    from bridge.domain.errors import InvalidOutcome
-
-    if isinstance(exc, InvalidOutcome):
-        outcome_id, errors = exc.outcome_id, exc.to_dict()["errors"]
-    else:
-        outcome_id, errors = None, [{"path": "", "reason": str(exc)}]
-    return NewDeadLetter(
-        reason=REASON_INVALID,
-        payload={"raw": text, "errors": errors, **payload},
-        kind="outcome",
-        merchant_id=merchant_id,
-        outcome_id=outcome_id,
-        attempts=1,
-        first_error=str(exc),
-        last_error=str(exc),
-        first_failed_at=now,
-        last_failed_at=now,
-    )
 
 
 class DeadLetterStore:

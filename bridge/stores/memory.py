@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.domain.mapped import Mapped
-from bridge.stores.dlq import DEFAULT_INVALID_MAX, REASON_INVALID
+from bridge.stores.dlq import DEFAULT_INVALID_MAX
 from bridge.stores.keys import (
     ACCEPTED,
     DEFAULT_LEASE_S,
@@ -45,6 +45,7 @@ from bridge.stores.keys import (
 from bridge.stores.pacing import DEFAULT_RATE_PER_S, check_pacer_key_id, gcra_params
 from bridge.stores.protocols import Reservation, SourceHealth, StoreSet
 from bridge.stores.records import (
+    REASON_INVALID,
     DeadLetter,
     Kind,
     NewDeadLetter,

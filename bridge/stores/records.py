@@ -26,6 +26,7 @@ from typing import Any, Literal
 import orjson
 
 from bridge.domain import wire
+from bridge.domain.errors import InvalidOutcome
 from bridge.domain.mapped import Mapped
 
 #: Layout version the encoders write.
@@ -317,3 +318,42 @@ def decode_dead_letter(entry_id: Any, raw: Any) -> DeadLetter:
         raise
     except (ValueError, TypeError, KeyError) as exc:
         raise RecordError(f"dead letter {_s(entry_id)} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- dead-letter reasons
+
+#: Outcome failed validation (``InvalidOutcome``).
+REASON_INVALID = "invalid"
+#: Outcome for a merchant with no configured Segment source; replay once configured.
+REASON_UNCONFIGURED_MERCHANT = "unconfigured_merchant"
+#: Segment refused the batch for good (``PermanentDelivery``: 4xx other than 408/429, 501, 505).
+REASON_SEGMENT_REJECTED = "segment_rejected"
+#: Retries went on past the retention window (Segment outage longer than we keep trying).
+REASON_RETENTION_EXPIRED = "retention_expired"
+#: A parked batch's source was removed from the configuration before it could be retried.
+REASON_UNCONFIGURED_SOURCE = "unconfigured_source"
+#: Processing a batch raised an unexpected error (a bug): kept whole, replayable once fixed.
+REASON_PROCESSING_ERROR = "processing_error"
+
+
+def invalid_outcome_letter(
+    text: str, exc: Exception, now: float, *, merchant_id: int | None = None, **payload: Any
+) -> NewDeadLetter:
+    """The dead letter of an outcome refused as invalid: its raw text, the error (every bad field
+    for an ``InvalidOutcome``, the reason for undecodable input) and ``payload`` extras."""
+    if isinstance(exc, InvalidOutcome):
+        outcome_id, errors = exc.outcome_id, exc.to_dict()["errors"]
+    else:
+        outcome_id, errors = None, [{"path": "", "reason": str(exc)}]
+    return NewDeadLetter(
+        reason=REASON_INVALID,
+        payload={"raw": text, "errors": errors, **payload},
+        kind="outcome",
+        merchant_id=merchant_id,
+        outcome_id=outcome_id,
+        attempts=1,
+        first_error=str(exc),
+        last_error=str(exc),
+        first_failed_at=now,
+        last_failed_at=now,
+    )
