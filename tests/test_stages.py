@@ -24,6 +24,7 @@ from bridge.stages.process import process_outcomes
 from bridge.stages.replay import replay
 from bridge.stores.keys import PARKED_DUE, PARKED_PAYLOADS, PENDING_BATCHES, PENDING_DUE, key_id
 from bridge.stores.protocols import Reservation
+from bridge.stores.records import NewDeadLetter
 from tests.backends import (
     T0,
     WRITE_KEY_1738,
@@ -373,9 +374,13 @@ def test_replaying_a_message_already_delivered_sends_nothing(stage: Stage) -> No
     process_outcomes(_texts([outcome]), stage.stores)
     mid = _messages([outcome])[0][1]
     text = stage.segment.bodies[WRITE_KEY_1738][0].decode()
-    stage.stores.dlq.add(
-        "segment_rejected", {"source": "Paytronix_Prod", "message": text}, kind="message", merchant_id=1738
+    letter = NewDeadLetter(
+        reason="segment_rejected",
+        payload={"source": "Paytronix_Prod", "message": text},
+        kind="message",
+        merchant_id=1738,
     )
+    stage.stores.dlq.add_many([letter])
     replay(stage.stores.dlq, stage.stores.parking, list, clock=stage.backend.clock)
     report = resume_parked(stage.stores)
     assert report.messages["duplicate"] == 1 and stage.segment.sent[WRITE_KEY_1738].count(mid) == 1

@@ -46,7 +46,6 @@ from bridge.stores.pacing import DEFAULT_RATE_PER_S, check_pacer_key_id, gcra_pa
 from bridge.stores.protocols import Reservation, SourceHealth, StoreSet
 from bridge.stores.records import (
     DeadLetter,
-    Kind,
     NewDeadLetter,
     ParkedBatch,
     PendingBatch,
@@ -285,36 +284,6 @@ class MemoryDeadLetters:
         if self._counts[reason] <= 0:
             del self._counts[reason]
 
-    def add(
-        self,
-        reason: str,
-        payload: dict[str, Any],
-        *,
-        kind: Kind,
-        merchant_id: int | None = None,
-        outcome_id: str | None = None,
-        write_key_id: str | None = None,
-        attempts: int = 0,
-        first_error: str = "",
-        last_error: str = "",
-        first_failed_at: float = 0.0,
-        last_failed_at: float = 0.0,
-    ) -> str:
-        letter = NewDeadLetter(
-            reason=reason,
-            payload=payload,
-            kind=kind,
-            merchant_id=merchant_id,
-            outcome_id=outcome_id,
-            write_key_id=write_key_id,
-            attempts=attempts,
-            first_error=first_error,
-            last_error=last_error,
-            first_failed_at=first_failed_at,
-            last_failed_at=last_failed_at,
-        )
-        return self.add_many([letter])[0]
-
     def add_many(self, letters: Sequence[NewDeadLetter]) -> builtins.list[str]:
         encoded = [encode_dead_letter(letter) for letter in letters]  # fail before storing anything
         ids = []
@@ -349,11 +318,6 @@ class MemoryDeadLetters:
     def counts_by_reason(self) -> dict[str, int]:
         with self._lock:
             return {k: v for k, v in sorted(self._counts.items()) if v > 0}
-
-    def get(self, ids: Sequence[str]) -> builtins.list[DeadLetter]:
-        keys = [_stream_id(i) for i in ids]
-        with self._lock:
-            return [self._letter(key) for key in keys if key in self._entries]
 
     def list(
         self, reason: str | None = None, limit: int = 100, after: str | None = None

@@ -23,7 +23,7 @@ import builtins
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from bridge.domain.mapped import Mapped
 from bridge.stores.keys import (
@@ -32,7 +32,7 @@ from bridge.stores.keys import (
     OUTCOME_DEDUP_WINDOW_S,
     PARKING_LEASE_S,
 )
-from bridge.stores.records import DeadLetter, Kind, NewDeadLetter, ParkedBatch, PendingBatch
+from bridge.stores.records import DeadLetter, NewDeadLetter, ParkedBatch, PendingBatch
 
 # --------------------------------------------------------------------------- dedup
 
@@ -110,24 +110,6 @@ class DedupStore(Protocol):
 
 class DeadLetters(Protocol):
     """Dead letters kept with their reason, counted per reason; ``invalid`` ones capped."""
-
-    def add(
-        self,
-        reason: str,
-        payload: dict[str, Any],
-        *,
-        kind: Kind,
-        merchant_id: int | None = None,
-        outcome_id: str | None = None,
-        write_key_id: str | None = None,
-        attempts: int = 0,
-        first_error: str = "",
-        last_error: str = "",
-        first_failed_at: float = 0.0,
-        last_failed_at: float = 0.0,
-    ) -> str:
-        """Store one dead letter; returns its id."""
-        ...
 
     def add_many(self, letters: Sequence[NewDeadLetter]) -> list[str]:
         """Store dead letters all or none; returns their ids in order."""
