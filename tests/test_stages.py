@@ -30,7 +30,9 @@ from tests.backends import (
     WRITE_KEY_1738,
     Backend,
     FakeSegment,
+    dedup_as,
     merchants_config,
+    message_states,
     oldest_parked_due,
     parked,
     stage_stores,
@@ -100,7 +102,7 @@ def test_every_message_is_delivered_once_to_every_source_of_its_merchant(stage: 
         Reservation.DONE
     }
     ids_1738 = [mid for merchant, mid, _ in _messages(outcomes) if merchant == 1738]
-    assert set(dedup.message_states(KID_1738, ids_1738)) == {Reservation.DONE}
+    assert set(message_states(dedup, KID_1738, ids_1738)) == {Reservation.DONE}
     stats = stage.backend.stores.stats
     assert stats.delivered_since(60) == len(expected)
     assert {(h.source, h.merchant_id, h.healthy, h.last_status) for h in stats.health()} == {
@@ -207,7 +209,7 @@ def test_an_outage_parks_the_batch_with_a_backoff_and_releases_its_leases(stage:
         (mid, event, T0 - 1) for _, mid, event in messages
     ]
     ids = [mid for _, mid, _ in messages]
-    assert set(stage.stores.dedup.message_states(KID_1738, ids)) == {Reservation.NEW}
+    assert set(message_states(stage.stores.dedup, KID_1738, ids)) == {Reservation.NEW}
     [source] = stage.backend.stores.stats.health()
     assert (source.healthy, source.consecutive_failures, source.last_status) == (False, 1, "503")
 
@@ -297,16 +299,16 @@ def test_a_message_refused_for_good_is_dead_lettered_and_the_rest_delivered(stag
     )
     assert json.loads(letter.message)["messageId"] == bad
     assert letter.last_error == "segment 400 invalid_request: bad message"
-    assert stage.stores.dedup.message_states(KID_1738, [bad]) == [Reservation.NEW]  # replayable
+    assert message_states(stage.stores.dedup, KID_1738, [bad]) == [Reservation.NEW]  # replayable
     assert stage.stores.parking.size() == 0
 
 
 def test_a_message_another_live_worker_holds_waits_for_it_and_a_dead_ones_is_taken(stage: Stage) -> None:
     [outcome] = many_outcomes(1, "l", 1738)
     ids = [mid for _, mid, _ in _messages([outcome])]
-    other = stage.stores.dedup.for_owner("w.other")  # type: ignore[attr-defined]
+    other = dedup_as(stage.stores.dedup, "w.other")
     stage.backend.beat("w.other")
-    assert other.reserve_messages(KID_1738, ids[:1]) == [True]
+    assert other.reserve_message_states(KID_1738, ids[:1]) == [Reservation.NEW]
     process_outcomes(_texts([outcome]), stage.stores)
     assert stage.segment.all_sent() == [(WRITE_KEY_1738, mid) for mid in sorted(ids[1:])]
     # Parked until the other worker's heartbeat can have expired (BRIDGE_HEARTBEAT_TTL_S).

@@ -136,13 +136,6 @@ class MemoryDedup:
         self._data: dict[str, tuple[str, float]] = {}  # key -> (value, expires_at)
         self._lock = threading.Lock()
 
-    def for_owner(self, owner: str | None = None) -> MemoryDedup:
-        """Another view of the same data with its own lease owner (another worker)."""
-        other = MemoryDedup(clock=self._clock, owner=owner, alive=self._alive)
-        other._data = self._data
-        other._lock = self._lock
-        return other
-
     def _get(self, key: str, now: float) -> str | None:
         entry = self._data.get(key)
         if entry is None:
@@ -195,18 +188,10 @@ class MemoryDedup:
         states = {None: Reservation.NEW, DONE: Reservation.DONE, ACCEPTED: Reservation.ACCEPTED}
         return [states.get(v, Reservation.LEASED) for v in values]
 
-    def reserve_outcomes(
-        self, items: Sequence[tuple[int, str]], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[Reservation]:
-        return self._reserve_keys(outcome_keys(items), lease_s)
-
     def confirm_outcomes(
         self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
     ) -> None:
         self._confirm_keys(outcome_keys(items), window_s)
-
-    def release_outcomes(self, items: Sequence[tuple[int, str]]) -> int:
-        return self._release_keys(outcome_keys(items))
 
     def outcome_states(self, items: Sequence[tuple[int, str]]) -> list[Reservation]:
         return self._states(outcome_keys(items))
@@ -220,20 +205,10 @@ class MemoryDedup:
                 if self._get(key, now) is None:
                     self._data[key] = (ACCEPTED, now + ttl_ms(window_s) / 1000)
 
-    def reserve_messages(
-        self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[bool]:
-        return [
-            r is Reservation.NEW for r in self._reserve_keys(message_keys(write_key_id, message_ids), lease_s)
-        ]
-
     def reserve_message_states(
         self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
     ) -> list[Reservation]:
         return self._reserve_keys(message_keys(write_key_id, message_ids), lease_s)
-
-    def message_states(self, write_key_id: str, message_ids: Sequence[str]) -> list[Reservation]:
-        return self._states(message_keys(write_key_id, message_ids))
 
     def confirm_messages(
         self, write_key_id: str, message_ids: Sequence[str], window_s: float = MESSAGE_DEDUP_WINDOW_S

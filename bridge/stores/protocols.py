@@ -38,7 +38,7 @@ from bridge.stores.records import DeadLetter, NewDeadLetter, ParkedBatch, Pendin
 
 
 class Reservation(enum.Enum):
-    """State of an item as seen by ``reserve_outcomes``; truthy only for ``NEW``."""
+    """State of an item as seen by ``reserve_message_states`` or ``outcome_states``; truthy only for ``NEW``."""
 
     NEW = "new"  # reserved now by this caller: process it, then confirm or release
     DONE = "done"  # processed within the dedup window: skip
@@ -50,22 +50,13 @@ class Reservation(enum.Enum):
 
 
 class DedupStore(Protocol):
-    """Two-phase dedup of outcomes ``(merchant_id, outcome_id)`` and of messageIds per write key."""
-
-    def reserve_outcomes(
-        self, items: Sequence[tuple[int, str]], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[Reservation]:
-        """Reserve each ``(merchant_id, outcome_id)``; one state per item, in order."""
-        ...
+    """Dedup of outcomes ``(merchant_id, outcome_id)`` (marked accepted, then processed) and
+    two-phase dedup of messageIds per write key (reserved with a lease, then confirmed or released)."""
 
     def confirm_outcomes(
         self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
     ) -> None:
         """Mark outcomes processed for ``window_s`` seconds."""
-        ...
-
-    def release_outcomes(self, items: Sequence[tuple[int, str]]) -> int:
-        """Drop this owner's leases on the outcomes; returns how many were dropped."""
         ...
 
     def outcome_states(self, items: Sequence[tuple[int, str]]) -> list[Reservation]:
@@ -78,20 +69,11 @@ class DedupStore(Protocol):
         """Note outcomes the ingest has stored (where no marker exists yet), so a repeat is a duplicate."""
         ...
 
-    def reserve_messages(
-        self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[bool]:
-        """Reserve messageIds for one write key; True = this caller may send it."""
-        ...
-
     def reserve_message_states(
         self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
     ) -> list[Reservation]:
-        """Like ``reserve_messages`` but says why an id was refused (DONE or LEASED)."""
-        ...
-
-    def message_states(self, write_key_id: str, message_ids: Sequence[str]) -> list[Reservation]:
-        """Read-only look at messageIds: ``NEW`` means free (nothing is reserved)."""
+        """Reserve messageIds for one write key, one state per id in order: ``NEW`` (this caller
+        may send it), ``DONE`` (delivered: skip) or ``LEASED`` (another worker holds it)."""
         ...
 
     def confirm_messages(
