@@ -99,6 +99,8 @@ class MemoryLiveness:
         return self._expires.get(worker_id, now) > now
 
     def is_alive(self, worker_id: str) -> bool:
+        """Whether the heartbeat lives: the ``alive`` the other twins ask (``memory_stores``),
+        where the Redis stores' Lua reads the heartbeat key."""
         with self._lock:
             return self._alive(worker_id, self._clock())
 

@@ -320,10 +320,6 @@ class Liveness(Protocol):
         """Drop a heartbeat (the process is done with all its work)."""
         ...
 
-    def is_alive(self, worker_id: str) -> bool:
-        """Whether the worker's heartbeat lives."""
-        ...
-
     def found_dead(self) -> list[str]:
         """Workers that had a heartbeat and lost it since the last call (each to one caller)."""
         ...
