@@ -439,11 +439,6 @@ class MemoryBroker:
         """A task sent (LPUSH)."""
         self.queue.insert(0, message.encode() if isinstance(message, str) else message)
 
-    def fetch(self, tag: str, entry: bytes | str, at: float) -> None:
-        """A task message a worker fetched (kombu's ``unacked`` entry and its time)."""
-        self.unacked[tag] = entry.encode() if isinstance(entry, str) else entry
-        self.unacked_index[tag] = at
-
     def ack(self, tag: str) -> None:
         self.unacked.pop(tag, None)
         self.unacked_index.pop(tag, None)
