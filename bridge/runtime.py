@@ -97,18 +97,6 @@ class ConfigWatcher:
             return self._config
 
 
-def build_stores(settings: Settings, merchants: MerchantsConfig | None = None, worker_id: str = "") -> Stores:
-    """Production stores on a new client to the Redis of ``settings``. ``worker_id`` (a process
-    with a heartbeat, ``bridge.stores.liveness``) owns the leases and claims these stores take."""
-    return _stores(settings, redis_client(settings), merchants, worker_id)
-
-
-def _stores(
-    settings: Settings, client: redis.Redis, merchants: MerchantsConfig | None, worker_id: str
-) -> Stores:
-    return _stages_stores(settings, _store_set(settings, client, worker_id), merchants, worker_id)
-
-
 def _store_set(settings: Settings, client: redis.Redis, worker_id: str) -> StoreSet:
     return redis_stores(
         client, owner=worker_id or None, invalid_max=settings.dlq_invalid_max, rate_per_s=settings.rate_per_s

@@ -97,11 +97,6 @@ class Prop:
     def description(self) -> str:
         return str(self.schema.get("description", ""))
 
-    @property
-    def json_type(self) -> str:
-        kind = self.schema.get("type", "")
-        return "/".join(kind) if isinstance(kind, list) else str(kind)
-
 
 @dataclass(frozen=True)
 class EventSpec:

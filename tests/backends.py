@@ -23,6 +23,7 @@ from bridge.config import MerchantsConfig, Settings, load_merchants_file
 from bridge.domain.errors import DeliveryError
 from bridge.stages.context import Stores
 from bridge.stores.backends import redis_stores
+from bridge.stores.dedup import RedisDedup
 from bridge.stores.keys import (
     KOMBU_QUEUE,
     KOMBU_UNACKED,
@@ -30,10 +31,11 @@ from bridge.stores.keys import (
     PARKED_DUE,
     PARKED_PAYLOADS,
     PENDING_OWNERS,
+    message_keys,
     worker_key,
 )
-from bridge.stores.memory import MemoryLiveness, MemoryParking, MemoryPending, memory_stores
-from bridge.stores.protocols import StoreSet
+from bridge.stores.memory import MemoryDedup, MemoryLiveness, MemoryParking, MemoryPending, memory_stores
+from bridge.stores.protocols import DedupStore, Reservation, StoreSet
 from bridge.stores.records import ParkedBatch, decode_parked
 
 #: Where every backend's fake clock starts (unix seconds).
@@ -272,3 +274,23 @@ def pending_owner(pending: Any, batch_id: str) -> str | None:
         raw = pending._client.hget(PENDING_OWNERS, batch_id)
         entry = None if raw is None else raw.decode()
     return None if entry is None else entry.split(" ")[0]
+
+
+def message_states(dedup: DedupStore, write_key_id: str, message_ids: Sequence[str]) -> list[Reservation]:
+    """State of messageIds without reserving them: NEW (free), DONE or LEASED."""
+    assert isinstance(dedup, MemoryDedup | RedisDedup)
+    return dedup._states(message_keys(write_key_id, message_ids))
+
+
+# --------------------------------------------------------------------------- another worker
+
+
+def dedup_as(dedup: DedupStore, owner: str | None = None) -> DedupStore:
+    """The same dedup store as another process sees it: its leases belong to ``owner`` (a
+    worker id, or a random owner if None), as with its own ``RedisDedup`` on the same Redis."""
+    if isinstance(dedup, MemoryDedup):
+        other = MemoryDedup(clock=dedup._clock, owner=owner, alive=dedup._alive)
+        other._data, other._lock = dedup._data, dedup._lock
+        return other
+    assert isinstance(dedup, RedisDedup)
+    return RedisDedup(dedup._client, owner=owner)

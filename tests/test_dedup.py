@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from bridge.stores.dedup import RedisDedup, Reservation, key_id
 from bridge.stores.keys import KEY_PREFIX, MESSAGE_PREFIX, OUTCOME_PREFIX, check_key_id
 from bridge.stores.memory import MemoryDedup
-from tests.backends import Backend
+from bridge.stores.protocols import DedupStore
+from tests.backends import Backend, dedup_as, message_states
 from tests.redis_server import RedisServer
 
 NEW, DONE, LEASED = Reservation.NEW, Reservation.DONE, Reservation.LEASED
@@ -55,43 +56,19 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
 # -- outcomes ---------------------------------------------------------------------------------
 
 
-def test_reserve_then_second_reserve_is_leased(env: Env) -> None:
-    items = [(1, "o-1"), (1, "o-2")]
-    assert env.store.reserve_outcomes(items) == [NEW, NEW]
-    assert env.store.reserve_outcomes(items) == [LEASED, LEASED]
-    assert env.store.for_owner().reserve_outcomes(items) == [LEASED, LEASED]
-
-
-def test_reservation_is_truthy_only_when_new(env: Env) -> None:
-    assert bool(NEW) and not bool(DONE) and not bool(LEASED)
-    assert [bool(s) for s in env.store.reserve_outcomes([(1, "a"), (1, "a")])] == [True, False]
-
-
 def test_confirm_marks_done_for_everyone(env: Env) -> None:
     items = [(7, "x")]
-    env.store.reserve_outcomes(items)
     env.store.confirm_outcomes(items)
-    assert env.store.reserve_outcomes(items) == [DONE]
-    assert env.store.for_owner().reserve_outcomes(items) == [DONE]
     assert env.store.outcome_states(items) == [DONE]
+    assert dedup_as(env.store).outcome_states(items) == [DONE]
 
 
 def test_done_expires_after_window(env: Env) -> None:
     items = [(7, "x")]
-    env.store.reserve_outcomes(items)
     env.store.confirm_outcomes(items, window_s=SHORT)
-    assert env.store.reserve_outcomes(items) == [DONE]
+    assert env.store.outcome_states(items) == [DONE]
     env.advance(SHORT * 2)
-    assert env.store.reserve_outcomes(items) == [NEW]
-
-
-def test_lease_expiry_makes_outcome_reservable_again(env: Env) -> None:
-    """A worker that dies between reserve and confirm does not hide the outcome for good."""
-    crashed = env.store.for_owner("crashed-worker")
-    assert crashed.reserve_outcomes([(1, "o")], lease_s=SHORT) == [NEW]
-    assert env.store.reserve_outcomes([(1, "o")]) == [LEASED]
-    env.advance(SHORT * 2)
-    assert env.store.reserve_outcomes([(1, "o")]) == [NEW]
+    assert env.store.outcome_states(items) == [NEW]
 
 
 def test_accepted_marks_only_new_outcomes_and_expires(env: Env) -> None:
@@ -112,102 +89,135 @@ def test_accepted_marks_only_new_outcomes_and_expires(env: Env) -> None:
     assert env.store.outcome_states([(1, "done"), many[0], many[-1]]) == [DONE, NEW, NEW]
 
 
-def test_release_makes_reservable_and_keeps_done(env: Env) -> None:
-    env.store.reserve_outcomes([(1, "a"), (1, "b")])
-    env.store.confirm_outcomes([(1, "b")])
-    assert env.store.release_outcomes([(1, "a"), (1, "b"), (1, "never-seen")]) == 1
-    assert env.store.for_owner().reserve_outcomes([(1, "a"), (1, "b")]) == [NEW, DONE]
-
-
-def test_release_does_not_drop_another_owners_lease(env: Env) -> None:
-    slow = env.store.for_owner("slow")
-    slow.reserve_outcomes([(1, "a")], lease_s=SHORT)
-    env.advance(SHORT * 2)  # slow's lease expired; another worker takes the outcome
-    fast = env.store.for_owner("fast")
-    assert fast.reserve_outcomes([(1, "a")]) == [NEW]
-    assert slow.release_outcomes([(1, "a")]) == 0  # slow fails late: must not free fast's lease
-    assert env.store.for_owner().reserve_outcomes([(1, "a")]) == [LEASED]
-
-
-def test_items_in_one_batch_are_independent(env: Env) -> None:
-    other = env.store.for_owner()
-    other.reserve_outcomes([(1, "leased")])
-    env.store.reserve_outcomes([(1, "done")])
+def test_outcomes_are_per_merchant(env: Env) -> None:
     env.store.confirm_outcomes([(1, "done")])
-    got = env.store.reserve_outcomes([(1, "done"), (1, "new"), (1, "leased"), (2, "done")])
-    assert got == [DONE, NEW, LEASED, NEW]  # merchant 2's "done" is another outcome
+    env.store.mark_outcomes_accepted([(1, "accepted")])
+    got = env.store.outcome_states([(1, "done"), (1, "accepted"), (1, "new"), (2, "done"), (2, "accepted")])
+    assert got == [DONE, Reservation.ACCEPTED, NEW, NEW, NEW]  # merchant 2's "done" is another outcome
 
 
-def test_duplicate_ids_within_one_call_only_first_wins(env: Env) -> None:
-    assert env.store.reserve_outcomes([(1, "d"), (1, "d"), (1, "e"), (1, "d")]) == [NEW, LEASED, NEW, LEASED]
-    assert env.store.reserve_messages(WK, ["m", "m", "n"]) == [True, False, True]
-
-
-def test_empty_batches(env: Env) -> None:
-    assert env.store.reserve_outcomes([]) == []
-    env.store.confirm_outcomes([])
-    assert env.store.release_outcomes([]) == 0
-    assert env.store.reserve_messages(WK, []) == []
-    assert env.store.outcome_states([]) == []
-
-
-def test_large_batch_keeps_order_across_chunks(env: Env) -> None:
-    ids = [f"m-{i}" for i in range(2_500)]
-    env.store.reserve_messages(WK, ids[::3])
-    env.store.confirm_messages(WK, ids[::3])
-    got = env.store.reserve_messages(WK, ids)
-    assert got == [i % 3 != 0 for i in range(2_500)]
-
-
-def test_outcome_states_does_not_reserve(env: Env) -> None:
+def test_outcome_states_does_not_mark(env: Env) -> None:
     assert env.store.outcome_states([(1, "a")]) == [NEW]
-    assert env.store.reserve_outcomes([(1, "a")]) == [NEW]
-    assert env.store.outcome_states([(1, "a"), (1, "b")]) == [LEASED, NEW]
+    assert env.store.outcome_states([(1, "a")]) == [NEW]
+    env.store.mark_outcomes_accepted([(1, "a")])  # marks only where nothing is: looking left nothing
+    assert env.store.outcome_states([(1, "a"), (1, "b")]) == [Reservation.ACCEPTED, NEW]
 
 
 # -- messages ---------------------------------------------------------------------------------
 
 
+def test_reserve_then_second_reserve_is_leased(env: Env) -> None:
+    ids = ["m-1", "m-2"]
+    assert env.store.reserve_message_states(WK, ids) == [NEW, NEW]
+    assert env.store.reserve_message_states(WK, ids) == [LEASED, LEASED]
+    assert dedup_as(env.store).reserve_message_states(WK, ids) == [LEASED, LEASED]
+
+
+def test_reservation_is_truthy_only_when_new(env: Env) -> None:
+    assert bool(NEW) and not bool(DONE) and not bool(LEASED) and not bool(Reservation.ACCEPTED)
+    assert [bool(s) for s in env.store.reserve_message_states(WK, ["a", "a"])] == [True, False]
+
+
+def test_confirm_marks_message_done_for_everyone(env: Env) -> None:
+    env.store.reserve_message_states(WK, ["x"])
+    env.store.confirm_messages(WK, ["x"])
+    assert env.store.reserve_message_states(WK, ["x"]) == [DONE]
+    assert dedup_as(env.store).reserve_message_states(WK, ["x"]) == [DONE]
+
+
+def test_lease_expiry_makes_message_reservable_again(env: Env) -> None:
+    """A worker that dies between reserve and confirm does not hide the message for good."""
+    crashed = dedup_as(env.store, "crashed-worker")
+    assert crashed.reserve_message_states(WK, ["m"], lease_s=SHORT) == [NEW]
+    assert env.store.reserve_message_states(WK, ["m"]) == [LEASED]
+    env.advance(SHORT * 2)
+    assert env.store.reserve_message_states(WK, ["m"]) == [NEW]
+
+
+def test_release_makes_reservable_and_keeps_done(env: Env) -> None:
+    env.store.reserve_message_states(WK, ["a", "b"])
+    env.store.confirm_messages(WK, ["b"])
+    assert env.store.release_messages(WK, ["a", "b", "never-seen"]) == 1
+    assert dedup_as(env.store).reserve_message_states(WK, ["a", "b"]) == [NEW, DONE]
+
+
+def test_release_does_not_drop_another_owners_lease(env: Env) -> None:
+    slow = dedup_as(env.store, "slow")
+    slow.reserve_message_states(WK, ["a"], lease_s=SHORT)
+    env.advance(SHORT * 2)  # slow's lease expired; another worker takes the message
+    fast = dedup_as(env.store, "fast")
+    assert fast.reserve_message_states(WK, ["a"]) == [NEW]
+    assert slow.release_messages(WK, ["a"]) == 0  # slow fails late: must not free fast's lease
+    assert dedup_as(env.store).reserve_message_states(WK, ["a"]) == [LEASED]
+
+
+def test_items_in_one_batch_are_independent(env: Env) -> None:
+    dedup_as(env.store).reserve_message_states(WK, ["leased"])
+    env.store.reserve_message_states(WK, ["done"])
+    env.store.confirm_messages(WK, ["done"])
+    got = env.store.reserve_message_states(WK, ["done", "new", "leased"])
+    assert got == [DONE, NEW, LEASED]
+
+
+def test_duplicate_ids_within_one_call_only_first_wins(env: Env) -> None:
+    assert env.store.reserve_message_states(WK, ["d", "d", "e", "d"]) == [NEW, LEASED, NEW, LEASED]
+
+
+def test_empty_batches(env: Env) -> None:
+    assert env.store.outcome_states([]) == []
+    env.store.confirm_outcomes([])
+    env.store.mark_outcomes_accepted([])
+    assert env.store.reserve_message_states(WK, []) == []
+    env.store.confirm_messages(WK, [])
+    assert env.store.release_messages(WK, []) == 0
+
+
+def test_large_batch_keeps_order_across_chunks(env: Env) -> None:
+    ids = [f"m-{i}" for i in range(2_500)]
+    env.store.reserve_message_states(WK, ids[::3])
+    env.store.confirm_messages(WK, ids[::3])
+    got = env.store.reserve_message_states(WK, ids)
+    assert got == [DONE if i % 3 == 0 else NEW for i in range(2_500)]
+
+
 def test_message_reserve_confirm_release_cycle(env: Env) -> None:
     ids = ["m1", "m2", "m3"]
-    assert env.store.reserve_messages(WK, ids) == [True, True, True]
-    assert env.store.reserve_messages(WK, ids) == [False, False, False]
+    assert env.store.reserve_message_states(WK, ids) == [NEW, NEW, NEW]
+    assert env.store.reserve_message_states(WK, ids) == [LEASED, LEASED, LEASED]
     env.store.confirm_messages(WK, ["m1"])
     assert env.store.release_messages(WK, ["m1", "m2"]) == 1  # m1 is delivered, stays
-    assert env.store.for_owner().reserve_messages(WK, ids) == [False, True, False]
+    assert dedup_as(env.store).reserve_message_states(WK, ids) == [DONE, NEW, LEASED]
 
 
 def test_message_lease_and_window_expire(env: Env) -> None:
-    assert env.store.reserve_messages(WK, ["a", "b"], lease_s=SHORT) == [True, True]
+    assert env.store.reserve_message_states(WK, ["a", "b"], lease_s=SHORT) == [NEW, NEW]
     env.store.confirm_messages(WK, ["b"], window_s=SHORT * 4)
     env.advance(SHORT * 2)
-    assert env.store.reserve_messages(WK, ["a", "b"]) == [True, False]
+    assert env.store.reserve_message_states(WK, ["a", "b"]) == [NEW, DONE]
     env.advance(SHORT * 3)
-    assert env.store.reserve_messages(WK, ["b"]) == [True]
+    assert env.store.reserve_message_states(WK, ["b"]) == [NEW]
 
 
 def test_message_states_say_why_refused(env: Env) -> None:
-    env.store.for_owner().reserve_messages(WK, ["leased"])
-    env.store.reserve_messages(WK, ["done"])
+    dedup_as(env.store).reserve_message_states(WK, ["leased"])
+    env.store.reserve_message_states(WK, ["done"])
     env.store.confirm_messages(WK, ["done"])
-    assert env.store.message_states(WK, ["done", "leased", "free"]) == [DONE, LEASED, NEW]
-    assert env.store.message_states(WK, ["free"]) == [NEW]  # looking does not reserve
     got = env.store.reserve_message_states(WK, ["done", "leased", "free", "free"])
     assert got == [DONE, LEASED, NEW, LEASED]
-    assert env.store.reserve_messages(WK, ["free"]) == [False]
+    assert env.store.reserve_message_states(WK, ["free"]) == [LEASED]
 
 
 def test_messages_are_per_write_key(env: Env) -> None:
     other_wk = key_id("another write key")
-    env.store.reserve_messages(WK, ["m"])
+    env.store.reserve_message_states(WK, ["m"])
     env.store.confirm_messages(WK, ["m"])
-    assert env.store.reserve_messages(other_wk, ["m"]) == [True]
-    assert env.store.reserve_messages(WK, ["m"]) == [False]
+    assert env.store.reserve_message_states(other_wk, ["m"]) == [NEW]
+    assert env.store.reserve_message_states(WK, ["m"]) == [DONE]
 
 
 def test_raw_write_key_is_refused(env: Env) -> None:
     with pytest.raises(ValueError, match="write key id") as excinfo:
-        env.store.reserve_messages("wk_example_write_key_0123456789", ["m"])
+        env.store.reserve_message_states("wk_example_write_key_0123456789", ["m"])
     assert "wk_example" not in str(excinfo.value)  # never echo what may be a secret
 
 
@@ -223,13 +233,11 @@ def test_key_id() -> None:
 # -- concurrency --------------------------------------------------------------------------------
 
 
-def _race(make_store: Callable[[int], RedisDedup | MemoryDedup], n_threads: int = 8) -> None:
+def _race(make_store: Callable[[int], DedupStore], n_threads: int = 8) -> None:
     """Each thread reserves the same ids (in its own order); exactly one winner per id."""
     ids = [f"m-{i}" for i in range(600)]
-    outcomes = [(3, i) for i in ids]
     barrier = threading.Barrier(n_threads)
-    won_messages: list[list[str]] = [[] for _ in range(n_threads)]
-    won_outcomes: list[list[str]] = [[] for _ in range(n_threads)]
+    won: list[list[str]] = [[] for _ in range(n_threads)]
 
     def worker(n: int) -> None:
         store = make_store(n)
@@ -237,20 +245,17 @@ def _race(make_store: Callable[[int], RedisDedup | MemoryDedup], n_threads: int 
         barrier.wait()
         for start in range(0, len(order), 50):
             chunk = order[start : start + 50]
-            got = store.reserve_messages(WK, chunk)
-            won_messages[n].extend(m for m, ok in zip(chunk, got, strict=True) if ok)
-            states = store.reserve_outcomes([(3, m) for m in chunk])
-            won_outcomes[n].extend(m for m, s in zip(chunk, states, strict=True) if s is NEW)
+            states = store.reserve_message_states(WK, chunk)
+            won[n].extend(m for m, s in zip(chunk, states, strict=True) if s is NEW)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(n_threads)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for won in (won_messages, won_outcomes):
-        flat = [m for per_thread in won for m in per_thread]
-        assert sorted(flat) == sorted(ids), "every id won exactly once"
-    assert make_store(99).outcome_states(outcomes) == [LEASED] * len(ids)
+    flat = [m for per_thread in won for m in per_thread]
+    assert sorted(flat) == sorted(ids), "every id won exactly once"
+    assert message_states(make_store(99), WK, ids) == [LEASED] * len(ids)
 
 
 def test_concurrent_reservers_real_redis(redis_url: str) -> None:
@@ -270,7 +275,7 @@ def test_concurrent_reservers_real_redis(redis_url: str) -> None:
 
 def test_concurrent_reservers_memory() -> None:
     shared = MemoryDedup()
-    _race(lambda n: shared.for_owner())
+    _race(lambda n: dedup_as(shared))
 
 
 # -- real redis-server specifics ------------------------------------------------------------------
@@ -278,28 +283,38 @@ def test_concurrent_reservers_memory() -> None:
 
 def test_keys_layout_and_ttls(redis_client: redis.Redis) -> None:
     store = RedisDedup(redis_client, owner="w1")
-    store.reserve_outcomes([(42, "out-1")], lease_s=30)
-    store.reserve_messages(WK, ["msg-1", "msg-2"], lease_s=30)
+    store.mark_outcomes_accepted([(42, "out-1")], window_s=30)
+    store.confirm_outcomes([(42, "out-2")], window_s=60)
+    store.reserve_message_states(WK, ["msg-1", "msg-2"], lease_s=30)
     store.confirm_messages(WK, ["msg-2"], window_s=3600)
     keys = sorted(k.decode() for k in redis_client.keys("*"))
     assert keys == [
         f"{MESSAGE_PREFIX}{WK}:msg-1",
         f"{MESSAGE_PREFIX}{WK}:msg-2",
         f"{OUTCOME_PREFIX}42:out-1",
+        f"{OUTCOME_PREFIX}42:out-2",
     ]
     assert all(k.startswith(KEY_PREFIX) for k in keys)
-    assert redis_client.get(f"{OUTCOME_PREFIX}42:out-1") == b"L:w1"
+    assert redis_client.get(f"{OUTCOME_PREFIX}42:out-1") == b"A"
+    assert redis_client.get(f"{OUTCOME_PREFIX}42:out-2") == b"D"
+    assert redis_client.get(f"{MESSAGE_PREFIX}{WK}:msg-1") == b"L:w1"
     assert redis_client.get(f"{MESSAGE_PREFIX}{WK}:msg-2") == b"D"
     assert 29_000 < redis_client.pttl(f"{OUTCOME_PREFIX}42:out-1") <= 30_000
+    assert 59_000 < redis_client.pttl(f"{OUTCOME_PREFIX}42:out-2") <= 60_000
+    assert 29_000 < redis_client.pttl(f"{MESSAGE_PREFIX}{WK}:msg-1") <= 30_000
     assert 3_599_000 < redis_client.pttl(f"{MESSAGE_PREFIX}{WK}:msg-2") <= 3_600_000
 
 
 def test_works_with_decode_responses_client(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     store = RedisDedup(client)
-    assert store.reserve_outcomes([(1, "a")]) == [NEW]
+    assert store.reserve_message_states(WK, ["a", "b"]) == [NEW, NEW]
+    store.confirm_messages(WK, ["a"])
+    assert store.reserve_message_states(WK, ["a", "b"]) == [DONE, LEASED]
+    assert store.release_messages(WK, ["b"]) == 1
     store.confirm_outcomes([(1, "a")])
-    assert store.outcome_states([(1, "a"), (1, "b")]) == [DONE, NEW]
+    store.mark_outcomes_accepted([(1, "b")])
+    assert store.outcome_states([(1, "a"), (1, "b"), (1, "c")]) == [DONE, Reservation.ACCEPTED, NEW]
     client.close()
 
 
@@ -307,27 +322,28 @@ def test_survives_redis_kill_and_restart_with_aof(redis_server: RedisServer) -> 
     client = redis_server.client()
     store = RedisDedup(client)
     delivered = [f"m-{i}" for i in range(1_000)]
-    assert all(store.reserve_messages(WK, delivered))
+    assert all(store.reserve_message_states(WK, delivered))
     store.confirm_messages(WK, delivered)
-    store.reserve_outcomes([(1, "done")])
     store.confirm_outcomes([(1, "done")])
-    assert store.reserve_outcomes([(1, "in-flight")], lease_s=1.0) == [NEW]
+    store.mark_outcomes_accepted([(1, "accepted")])
+    assert store.reserve_message_states(WK, ["in-flight"], lease_s=1.0) == [NEW]
 
     redis_server.kill()  # SIGKILL: only what appendfsync=always already wrote survives
     redis_server.restart()
 
     after = RedisDedup(redis_server.client())
-    assert after.reserve_messages(WK, [*delivered, "m-new"]) == [False] * 1_000 + [True]
-    assert after.reserve_outcomes([(1, "done"), (1, "in-flight")]) == [DONE, LEASED]
+    assert after.reserve_message_states(WK, [*delivered, "m-new"]) == [DONE] * 1_000 + [NEW]
+    assert after.outcome_states([(1, "done"), (1, "accepted")]) == [DONE, Reservation.ACCEPTED]
+    assert after.reserve_message_states(WK, ["in-flight"]) == [LEASED]
     assert client.pttl(f"{MESSAGE_PREFIX}{WK}:m-0") > 6 * 24 * 3600 * 1000  # window TTL kept
     time.sleep(1.1)  # the lease taken before the crash still expires after the restart
-    assert after.reserve_outcomes([(1, "in-flight")]) == [NEW]
+    assert after.reserve_message_states(WK, ["in-flight"]) == [NEW]
 
 
 # -- model check: RedisDedup behaves like MemoryDedup ---------------------------------------------
 
 _op = st.tuples(
-    st.sampled_from(["reserve", "confirm", "release", "states"]),
+    st.sampled_from(["reserve", "confirm", "release", "states", "accept", "done", "outcome_states"]),
     st.integers(0, 2),  # owner
     st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=5),
 )
@@ -339,18 +355,27 @@ def test_redis_matches_memory_model(redis_client: redis.Redis, ops: list[tuple[s
     redis_client.flushall()
     real = [RedisDedup(redis_client, owner=f"o{n}") for n in range(3)]
     model_root = MemoryDedup(owner="o0")
-    model = [model_root, model_root.for_owner("o1"), model_root.for_owner("o2")]
+    model = [model_root, dedup_as(model_root, "o1"), dedup_as(model_root, "o2")]
     for op, owner, names in ops:
+        r, m = real[owner], model[owner]
         items = [(5, name) for name in names]
         if op == "reserve":
-            assert real[owner].reserve_outcomes(items) == model[owner].reserve_outcomes(items)
+            assert r.reserve_message_states(WK, names) == m.reserve_message_states(WK, names)
         elif op == "confirm":
-            real[owner].confirm_outcomes(items)
-            model[owner].confirm_outcomes(items)
+            r.confirm_messages(WK, names)
+            m.confirm_messages(WK, names)
         elif op == "release":
-            assert real[owner].release_outcomes(items) == model[owner].release_outcomes(items)
+            assert r.release_messages(WK, names) == m.release_messages(WK, names)
+        elif op == "states":
+            assert message_states(r, WK, names) == message_states(m, WK, names)
+        elif op == "accept":
+            r.mark_outcomes_accepted(items)
+            m.mark_outcomes_accepted(items)
+        elif op == "done":
+            r.confirm_outcomes(items)
+            m.confirm_outcomes(items)
         else:
-            assert real[owner].outcome_states(items) == model[owner].outcome_states(items)
+            assert r.outcome_states(items) == m.outcome_states(items)
 
 
 def test_a_dead_workers_lease_is_free_at_once_a_live_ones_holds(backend: Backend) -> None:
@@ -358,7 +383,7 @@ def test_a_dead_workers_lease_is_free_at_once_a_live_ones_holds(backend: Backend
     their TTL: a batch taken over from a dead worker is sent at once, never after the lease."""
     base = backend.stores.dedup
     beat, die = backend.beat, backend.kill
-    slow, dead, other = base.for_owner("w.slow"), base.for_owner("w.dead"), base.for_owner("w.other")
+    slow, dead, other = dedup_as(base, "w.slow"), dedup_as(base, "w.dead"), dedup_as(base, "w.other")
     beat("w.slow")
     beat("w.dead")
     beat("w.other")
@@ -372,6 +397,6 @@ def test_a_dead_workers_lease_is_free_at_once_a_live_ones_holds(backend: Backend
     # Redis restart between reserve and confirm) takes it again instead of waiting for its TTL.
     assert slow.reserve_message_states(WK, ["m-slow"], lease_s=300) == [NEW]
     # A lease without a heartbeat behind it (another kind of owner) keeps its TTL semantics.
-    plain = base.for_owner("api-process")
+    plain = dedup_as(base, "api-process")
     assert plain.reserve_message_states(WK, ["m-plain"], lease_s=300) == [NEW]
     assert other.reserve_message_states(WK, ["m-plain"], lease_s=300) == [LEASED]

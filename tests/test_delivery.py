@@ -31,7 +31,7 @@ from bridge.delivery.policy import (
     parse_retry_after,
     retry_delay,
 )
-from bridge.delivery.sender import BATCH_BODY_BUDGET, DeliveryReport, deliver, pack_batches, send_batch
+from bridge.delivery.sender import BATCH_BODY_BUDGET, DeliveryReport, batch_bounds, deliver, send_batch
 from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
 from bridge.domain.wire import dumps
@@ -146,6 +146,12 @@ def free_port() -> int:
 
 # --------------------------------------------------------------------------- packing
 
+
+def pack(msgs: Sequence[bytes], **limits: int) -> list[list[bytes]]:
+    """The batches ``deliver`` sends: ``batch_bounds`` over the messages' wire size bounds."""
+    return [list(msgs[a:b]) for a, b in batch_bounds([wire_size_bound(m) for m in msgs], **limits)]
+
+
 encoded_messages = st.lists(
     st.builds(
         lambda i, text, n: dumps({"type": "track", "messageId": f"m{i}", "userId": "u", "p": text * n}),
@@ -159,8 +165,8 @@ encoded_messages = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(encoded_messages, st.integers(1, 50), st.integers(50, 20_000))
-def test_pack_batches_keeps_order_and_limits(msgs: list[bytes], max_messages: int, max_bytes: int) -> None:
-    batches = pack_batches(msgs, max_messages=max_messages, max_bytes=max_bytes)
+def test_batch_bounds_keep_order_and_limits(msgs: list[bytes], max_messages: int, max_bytes: int) -> None:
+    batches = pack(msgs, max_messages=max_messages, max_bytes=max_bytes)
     assert [m for batch in batches for m in batch] == msgs
     assert all(batches)
     for batch in batches:
@@ -177,7 +183,7 @@ def test_pack_batches_keeps_order_and_limits(msgs: list[bytes], max_messages: in
 @given(st.lists(st.integers(10, 40_000), min_size=1, max_size=60), st.sampled_from(["x", "é", "😀"]))
 def test_real_request_bodies_stay_under_500kb(pad_sizes: list[int], char: str) -> None:
     msgs = [message(i, pad=char * (n // len(char.encode()))) for i, n in enumerate(pad_sizes)]
-    for batch in pack_batches(msgs):
+    for batch in pack(msgs):
         body = {
             "batch": [json.loads(m) for m in batch],
             "sentAt": datetime.now(UTC).isoformat(),
@@ -186,10 +192,12 @@ def test_real_request_bodies_stay_under_500kb(pad_sizes: list[int], char: str) -
         assert len(json.dumps(body)) <= MAX_BATCH_BYTES  # as segment's request layer encodes it
 
 
-def test_pack_batches_message_count_limit_and_empty() -> None:
+def test_batch_bounds_message_count_limit_and_empty() -> None:
     msgs = [message(i) for i in range(6000)]
-    assert [len(b) for b in pack_batches(msgs)] == [MAX_BATCH_MESSAGES, MAX_BATCH_MESSAGES, 1000]
-    assert pack_batches([]) == []
+    assert [len(b) for b in pack(msgs)] == [MAX_BATCH_MESSAGES, MAX_BATCH_MESSAGES, 1000]
+    assert batch_bounds([]) == []
+    with pytest.raises(ValueError, match="max_messages"):
+        batch_bounds([1], max_messages=0)
     assert BATCH_BODY_BUDGET == MAX_BATCH_BYTES - 1024
 
 

@@ -46,22 +46,26 @@ def _letter(reason: str = REASON_INVALID, n: int = 0) -> NewDeadLetter:
     )
 
 
-def test_add_and_get_round_trip(dlq: DeadLetters) -> None:
+def test_add_and_list_round_trip(dlq: DeadLetters) -> None:
     wk = key_id("secret write key")
-    entry_id = dlq.add(
-        REASON_SEGMENT_REJECTED,
-        {"batch": [{"messageId": "m1", "properties": {"total": Decimal("15.61")}}]},
-        kind="message",
-        merchant_id=1738,
-        outcome_id="o-1",
-        write_key_id=wk,
-        attempts=3,
-        first_error="400 first",
-        last_error="400 last",
-        first_failed_at=1_700_000_000.25,
-        last_failed_at=1_700_000_100.5,
+    [entry_id] = dlq.add_many(
+        [
+            NewDeadLetter(
+                reason=REASON_SEGMENT_REJECTED,
+                payload={"batch": [{"messageId": "m1", "properties": {"total": Decimal("15.61")}}]},
+                kind="message",
+                merchant_id=1738,
+                outcome_id="o-1",
+                write_key_id=wk,
+                attempts=3,
+                first_error="400 first",
+                last_error="400 last",
+                first_failed_at=1_700_000_000.25,
+                last_failed_at=1_700_000_100.5,
+            )
+        ]
     )
-    [got] = dlq.get([entry_id])
+    [got] = dlq.list()
     assert got == DeadLetter(
         id=entry_id,
         reason=REASON_SEGMENT_REJECTED,
@@ -80,14 +84,16 @@ def test_add_and_get_round_trip(dlq: DeadLetters) -> None:
 
 
 def test_optional_fields_stay_none(dlq: DeadLetters) -> None:
-    entry_id = dlq.add(REASON_INVALID, {"raw": "not json"}, kind="outcome")
-    [got] = dlq.get([entry_id])
+    dlq.add_many([NewDeadLetter(reason=REASON_INVALID, payload={"raw": "not json"}, kind="outcome")])
+    [got] = dlq.list()
     assert (got.merchant_id, got.outcome_id, got.write_key_id, got.attempts) == (None, None, None, 0)
 
 
 def test_long_errors_are_cut(dlq: DeadLetters) -> None:
-    entry_id = dlq.add(REASON_SEGMENT_REJECTED, {}, kind="message", last_error="x" * 100_000)
-    [got] = dlq.get([entry_id])
+    dlq.add_many(
+        [NewDeadLetter(reason=REASON_SEGMENT_REJECTED, payload={}, kind="message", last_error="x" * 100_000)]
+    )
+    [got] = dlq.list()
     assert len(got.last_error) == MAX_ERROR_CHARS
 
 
@@ -130,10 +136,11 @@ def test_drop_all(dlq: DeadLetters) -> None:
 def test_ids_increase_and_date_the_letter(dlq: DeadLetters, store_backend: Backend) -> None:
     first = dlq.add_many([_letter(n=n) for n in range(3)])
     store_backend.clock.advance(2)
-    later = dlq.add(REASON_INVALID, {}, kind="outcome")
+    [later] = dlq.add_many([NewDeadLetter(reason=REASON_INVALID, payload={}, kind="outcome")])
     ids = [tuple(int(p) for p in i.split("-")) for i in [*first, later]]
     assert ids == sorted(ids) and len(set(ids)) == 4
-    [letter] = dlq.get([later])
+    [letter] = dlq.list(after=first[-1])
+    assert letter.id == later
     assert int(letter.id.split("-")[0]) / 1000 > 1_600_000_000
 
 
@@ -151,12 +158,15 @@ def test_keys_layout(redis_client: redis.Redis) -> None:
 
 
 def test_bad_ids_are_refused_before_touching_redis(dlq: DeadLetters) -> None:
-    good = dlq.add(REASON_INVALID, {}, kind="outcome")
+    [good] = dlq.add_many([NewDeadLetter(reason=REASON_INVALID, payload={}, kind="outcome")])
     with pytest.raises(ValueError, match="not a dead-letter id"):
         dlq.drop([good, "nope"])
     assert dlq.size() == 1  # nothing was deleted: the batch is checked first
-    with pytest.raises(ValueError):
-        dlq.get(["1-2-3"])
+    with pytest.raises(ValueError, match="not a dead-letter id"):
+        dlq.take_for_replay([good, "1-2-3"])
+    assert dlq.size() == 1  # nothing was taken
+    with pytest.raises(ValueError, match="not a dead-letter id"):
+        dlq.list(after="1-2-3")
 
 
 def test_add_many_is_all_or_nothing(dlq: DeadLetters) -> None:
@@ -179,7 +189,7 @@ def test_take_for_replay_by_reason_and_limit(dlq: DeadLetters) -> None:
     assert [t.id for t in dlq.take_for_replay([ids[1], ids[12]], reason=REASON_UNCONFIGURED_MERCHANT)] == [
         ids[12]
     ]
-    assert dlq.get([ids[1]])[0].id == ids[1]
+    assert [d.id for d in dlq.list(limit=1)] == [ids[1]]  # ids[0] was taken, ids[1] (invalid) was not
     rest = dlq.take_for_replay(limit=1000)
     assert len(rest) == 25
     assert dlq.size() == 0
@@ -192,7 +202,9 @@ def test_restore_puts_back_a_failed_replay(dlq: DeadLetters) -> None:
     assert dlq.size() == 0
     new_ids = dlq.restore(taken)
     assert dlq.counts_by_reason() == {REASON_UNCONFIGURED_MERCHANT: 3}
-    assert [d.payload for d in dlq.get(new_ids)] == [t.payload for t in taken]
+    assert [(d.id, d.payload) for d in dlq.list()] == [
+        (i, t.payload) for i, t in zip(new_ids, taken, strict=True)
+    ]
 
 
 @pytest.fixture(params=["memory", "redis"])

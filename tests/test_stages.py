@@ -24,12 +24,15 @@ from bridge.stages.process import process_outcomes
 from bridge.stages.replay import replay
 from bridge.stores.keys import PARKED_DUE, PARKED_PAYLOADS, PENDING_BATCHES, PENDING_DUE, key_id
 from bridge.stores.protocols import Reservation
+from bridge.stores.records import NewDeadLetter
 from tests.backends import (
     T0,
     WRITE_KEY_1738,
     Backend,
     FakeSegment,
+    dedup_as,
     merchants_config,
+    message_states,
     oldest_parked_due,
     parked,
     stage_stores,
@@ -99,7 +102,7 @@ def test_every_message_is_delivered_once_to_every_source_of_its_merchant(stage: 
         Reservation.DONE
     }
     ids_1738 = [mid for merchant, mid, _ in _messages(outcomes) if merchant == 1738]
-    assert set(dedup.message_states(KID_1738, ids_1738)) == {Reservation.DONE}
+    assert set(message_states(dedup, KID_1738, ids_1738)) == {Reservation.DONE}
     stats = stage.backend.stores.stats
     assert stats.delivered_since(60) == len(expected)
     assert {(h.source, h.merchant_id, h.healthy, h.last_status) for h in stats.health()} == {
@@ -206,7 +209,7 @@ def test_an_outage_parks_the_batch_with_a_backoff_and_releases_its_leases(stage:
         (mid, event, T0 - 1) for _, mid, event in messages
     ]
     ids = [mid for _, mid, _ in messages]
-    assert set(stage.stores.dedup.message_states(KID_1738, ids)) == {Reservation.NEW}
+    assert set(message_states(stage.stores.dedup, KID_1738, ids)) == {Reservation.NEW}
     [source] = stage.backend.stores.stats.health()
     assert (source.healthy, source.consecutive_failures, source.last_status) == (False, 1, "503")
 
@@ -296,16 +299,16 @@ def test_a_message_refused_for_good_is_dead_lettered_and_the_rest_delivered(stag
     )
     assert json.loads(letter.message)["messageId"] == bad
     assert letter.last_error == "segment 400 invalid_request: bad message"
-    assert stage.stores.dedup.message_states(KID_1738, [bad]) == [Reservation.NEW]  # replayable
+    assert message_states(stage.stores.dedup, KID_1738, [bad]) == [Reservation.NEW]  # replayable
     assert stage.stores.parking.size() == 0
 
 
 def test_a_message_another_live_worker_holds_waits_for_it_and_a_dead_ones_is_taken(stage: Stage) -> None:
     [outcome] = many_outcomes(1, "l", 1738)
     ids = [mid for _, mid, _ in _messages([outcome])]
-    other = stage.stores.dedup.for_owner("w.other")  # type: ignore[attr-defined]
+    other = dedup_as(stage.stores.dedup, "w.other")
     stage.backend.beat("w.other")
-    assert other.reserve_messages(KID_1738, ids[:1]) == [True]
+    assert other.reserve_message_states(KID_1738, ids[:1]) == [Reservation.NEW]
     process_outcomes(_texts([outcome]), stage.stores)
     assert stage.segment.all_sent() == [(WRITE_KEY_1738, mid) for mid in sorted(ids[1:])]
     # Parked until the other worker's heartbeat can have expired (BRIDGE_HEARTBEAT_TTL_S).
@@ -373,9 +376,13 @@ def test_replaying_a_message_already_delivered_sends_nothing(stage: Stage) -> No
     process_outcomes(_texts([outcome]), stage.stores)
     mid = _messages([outcome])[0][1]
     text = stage.segment.bodies[WRITE_KEY_1738][0].decode()
-    stage.stores.dlq.add(
-        "segment_rejected", {"source": "Paytronix_Prod", "message": text}, kind="message", merchant_id=1738
+    letter = NewDeadLetter(
+        reason="segment_rejected",
+        payload={"source": "Paytronix_Prod", "message": text},
+        kind="message",
+        merchant_id=1738,
     )
+    stage.stores.dlq.add_many([letter])
     replay(stage.stores.dlq, stage.stores.parking, list, clock=stage.backend.clock)
     report = resume_parked(stage.stores)
     assert report.messages["duplicate"] == 1 and stage.segment.sent[WRITE_KEY_1738].count(mid) == 1

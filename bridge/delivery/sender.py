@@ -1,7 +1,7 @@
 """Sending to Segment's ``/v1/batch``: packing, sending, isolation.
 
 The policy (what an answer means, backoff, ``Retry-After``) is :mod:`bridge.delivery.policy`.
-Packing first (:func:`pack_batches`), then the two that touch the network: :func:`send_batch` (one request through segment-analytics-python's
+Packing first (:func:`batch_bounds`), then the two that touch the network: :func:`send_batch` (one request through segment-analytics-python's
 request layer, errors mapped to :class:`~bridge.domain.errors.RetryableDelivery` /
 :class:`~bridge.domain.errors.PermanentDelivery`) and :func:`deliver` (all the messages
 of one write key: packs, paces, sends, isolates bad messages by splitting a
@@ -92,25 +92,6 @@ def batch_bounds(
     if count:
         bounds.append((start, len(sizes)))
     return bounds
-
-
-def pack_batches(
-    encoded_messages: Sequence[bytes],
-    *,
-    max_messages: int = MAX_BATCH_MESSAGES,
-    max_bytes: int = BATCH_BODY_BUDGET,
-) -> list[list[bytes]]:
-    """Split messages, in order, into batches of at most 2,500 messages and 500 KB per request body.
-
-    Sizes are the wire sizes (upper bound, see
-    :func:`bridge.domain.segment_rules.wire_size_bound`) plus separators; the envelope
-    is covered by :data:`ENVELOPE_RESERVE_BYTES`.
-    """
-    sizes = [wire_size_bound(m) for m in encoded_messages]
-    return [
-        list(encoded_messages[a:b])
-        for a, b in batch_bounds(sizes, max_messages=max_messages, max_bytes=max_bytes)
-    ]
 
 
 # --------------------------------------------------------------------------- sending

@@ -1,15 +1,17 @@
-"""Two-phase, crash-safe dedup of outcomes and of Segment messages per write key.
+"""Crash-safe dedup of outcomes, and two-phase dedup of Segment messages per write key.
 
 Each item (an outcome ``(merchant_id, outcome_id)``, or a ``messageId`` for one write key)
 has one Redis string key (see ``bridge.stores.keys``) that is either
 
 - absent: never seen, or its window has passed;
-- ``"L:<owner>"`` with the lease TTL: a worker reserved it and is working on it;
+- ``"A"`` with the dedup-window TTL: an outcome the ingest stored, not processed yet;
+- ``"L:<owner>"`` with the lease TTL: a worker reserved the message and is sending it;
 - ``"D"`` with the dedup-window TTL: processed, skip it.
 
-``reserve_*`` takes absent items atomically (``SET NX PX`` inside one Lua script);
-``confirm_*`` turns them into ``D``; ``release_*`` drops our own leases after a failure so
-a retry can take them. A worker that dies between reserve and confirm leaves leases behind;
+``mark_outcomes_accepted`` writes ``A`` where no key exists; ``outcome_states`` reads.
+``reserve_message_states`` takes absent messageIds atomically (``SET NX PX`` inside one Lua
+script); ``confirm_*`` turns items into ``D``; ``release_messages`` drops our own leases after a
+failure so a retry can take them. A worker that dies between reserve and confirm leaves leases behind;
 when the owner is a worker with a heartbeat (``bridge.stores.liveness``, ids ``w.…``), its leases
 are free for anyone as soon as the heartbeat is gone, and any other lease expires with its
 TTL. So a task taken over from a dead worker reserves the items again at once: nothing is
@@ -65,7 +67,7 @@ def _chunks(keys: list[str]) -> list[list[str]]:
 class RedisDedup:
     """``DedupStore`` on Redis. Thread-safe; share one per process (or per worker).
 
-    ``owner`` tags this instance's leases so ``release_*`` never drops a lease another
+    ``owner`` tags this instance's leases so ``release_messages`` never drops a lease another
     worker took after ours expired. Defaults to a random id per instance.
     """
 
@@ -77,10 +79,6 @@ class RedisDedup:
         self._confirm = client.register_script(lua.load("dedup_confirm"))
         self._release = client.register_script(lua.load("dedup_release"))
         self._mark_new = client.register_script(lua.load("dedup_mark_accepted"))
-
-    def for_owner(self, owner: str | None = None) -> RedisDedup:
-        """Another view of the same store with its own lease owner (another worker)."""
-        return RedisDedup(self._client, owner=owner)
 
     # -- generic per-key operations ----------------------------------------------------------
 
@@ -131,21 +129,11 @@ class RedisDedup:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def reserve_outcomes(
-        self, items: Sequence[tuple[int, str]], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[Reservation]:
-        """Reserve each outcome for ``lease_s``: NEW (ours now), DONE (skip) or LEASED (in flight)."""
-        return self._reserve_keys(outcome_keys(items), lease_s)
-
     def confirm_outcomes(
         self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
     ) -> None:
         """Mark outcomes DONE for ``window_s`` (replaces any lease)."""
         self._confirm_keys(outcome_keys(items), window_s)
-
-    def release_outcomes(self, items: Sequence[tuple[int, str]]) -> int:
-        """Drop our leases (not DONE markers, not others' leases) so a retry can reserve."""
-        return self._release_keys(outcome_keys(items))
 
     def outcome_states(self, items: Sequence[tuple[int, str]]) -> list[Reservation]:
         """Current state without reserving: NEW = free, DONE, ACCEPTED or LEASED."""
@@ -158,23 +146,11 @@ class RedisDedup:
 
     # -- messages -------------------------------------------------------------------------------
 
-    def reserve_messages(
-        self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[bool]:
-        """True for each messageId this caller may now send to the write key (leased to us)."""
-        return [
-            r is Reservation.NEW for r in self._reserve_keys(message_keys(write_key_id, message_ids), lease_s)
-        ]
-
     def reserve_message_states(
         self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
     ) -> list[Reservation]:
         """Reserve messageIds; NEW (ours now), DONE (delivered: skip) or LEASED (in flight)."""
         return self._reserve_keys(message_keys(write_key_id, message_ids), lease_s)
-
-    def message_states(self, write_key_id: str, message_ids: Sequence[str]) -> list[Reservation]:
-        """Current state without reserving: NEW = free, DONE, or LEASED."""
-        return self._states(message_keys(write_key_id, message_ids))
 
     def confirm_messages(
         self, write_key_id: str, message_ids: Sequence[str], window_s: float = MESSAGE_DEDUP_WINDOW_S
@@ -183,5 +159,6 @@ class RedisDedup:
         self._confirm_keys(message_keys(write_key_id, message_ids), window_s)
 
     def release_messages(self, write_key_id: str, message_ids: Sequence[str]) -> int:
-        """Drop our leases on messageIds that were not delivered."""
+        """Drop our leases (not DONE markers, not others' leases) on messageIds that were not
+        delivered, so a retry can reserve them."""
         return self._release_keys(message_keys(write_key_id, message_ids))

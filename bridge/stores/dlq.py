@@ -70,37 +70,6 @@ class DeadLetterStore:
 
     # -- adding ---------------------------------------------------------------------------------
 
-    def add(
-        self,
-        reason: str,
-        payload: dict[str, Any],
-        *,
-        kind: Kind,
-        merchant_id: int | None = None,
-        outcome_id: str | None = None,
-        write_key_id: str | None = None,
-        attempts: int = 0,
-        first_error: str = "",
-        last_error: str = "",
-        first_failed_at: float = 0.0,
-        last_failed_at: float = 0.0,
-    ) -> str:
-        """Store one dead letter; returns its id."""
-        letter = NewDeadLetter(
-            reason=reason,
-            payload=payload,
-            kind=kind,
-            merchant_id=merchant_id,
-            outcome_id=outcome_id,
-            write_key_id=write_key_id,
-            attempts=attempts,
-            first_error=first_error,
-            last_error=last_error,
-            first_failed_at=first_failed_at,
-            last_failed_at=last_failed_at,
-        )
-        return self.add_many([letter])[0]
-
     def add_many(self, letters: Sequence[NewDeadLetter]) -> list[str]:
         """Store dead letters in one MULTI/EXEC (all or none); returns their ids in order."""
         if not letters:
@@ -140,19 +109,6 @@ class DeadLetterStore:
         raw = self._client.hgetall(DLQ_COUNTS)
         counts = {_s(k): int(v) for k, v in raw.items()}
         return {k: v for k, v in sorted(counts.items()) if v > 0}
-
-    def get(self, ids: Sequence[str]) -> list[DeadLetter]:
-        """The dead letters with these ids that still exist, in the order asked."""
-        ids = _check_ids(ids)
-        if not ids:
-            return []
-        pipe = self._client.pipeline(transaction=False)
-        for i in ids:
-            pipe.xrange(DLQ_STREAM, i, i)
-        out: builtins.list[DeadLetter] = []
-        for entries in pipe.execute():
-            out.extend(decode_dead_letter(eid, fields) for eid, fields in entries)
-        return out
 
     def _scan(self, reason: str | None, after: str | None) -> Iterator[DeadLetter]:
         start = f"({_check_ids([after])[0]}" if after else "-"

@@ -55,9 +55,6 @@ class RedisLiveness:
         self._client.delete(worker_key(worker_id))
         self._client.zrem(WORKERS, worker_id)
 
-    def is_alive(self, worker_id: str) -> bool:
-        return bool(self._client.exists(worker_key(worker_id)))
-
     def found_dead(self) -> list[str]:
         raw = self._dead(keys=[WORKERS], args=[WORKER_PREFIX])
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]

@@ -47,7 +47,6 @@ from bridge.stores.protocols import Reservation, SourceHealth, StoreSet
 from bridge.stores.records import (
     REASON_INVALID,
     DeadLetter,
-    Kind,
     NewDeadLetter,
     ParkedBatch,
     PendingBatch,
@@ -101,6 +100,8 @@ class MemoryLiveness:
         return self._expires.get(worker_id, now) > now
 
     def is_alive(self, worker_id: str) -> bool:
+        """Whether the heartbeat lives: the ``alive`` the other twins ask (``memory_stores``),
+        where the Redis stores' Lua reads the heartbeat key."""
         with self._lock:
             return self._alive(worker_id, self._clock())
 
@@ -137,13 +138,6 @@ class MemoryDedup:
         self._lease_value = LEASE_PREFIX + self.owner
         self._data: dict[str, tuple[str, float]] = {}  # key -> (value, expires_at)
         self._lock = threading.Lock()
-
-    def for_owner(self, owner: str | None = None) -> MemoryDedup:
-        """Another view of the same data with its own lease owner (another worker)."""
-        other = MemoryDedup(clock=self._clock, owner=owner, alive=self._alive)
-        other._data = self._data
-        other._lock = self._lock
-        return other
 
     def _get(self, key: str, now: float) -> str | None:
         entry = self._data.get(key)
@@ -197,18 +191,10 @@ class MemoryDedup:
         states = {None: Reservation.NEW, DONE: Reservation.DONE, ACCEPTED: Reservation.ACCEPTED}
         return [states.get(v, Reservation.LEASED) for v in values]
 
-    def reserve_outcomes(
-        self, items: Sequence[tuple[int, str]], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[Reservation]:
-        return self._reserve_keys(outcome_keys(items), lease_s)
-
     def confirm_outcomes(
         self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
     ) -> None:
         self._confirm_keys(outcome_keys(items), window_s)
-
-    def release_outcomes(self, items: Sequence[tuple[int, str]]) -> int:
-        return self._release_keys(outcome_keys(items))
 
     def outcome_states(self, items: Sequence[tuple[int, str]]) -> list[Reservation]:
         return self._states(outcome_keys(items))
@@ -222,20 +208,10 @@ class MemoryDedup:
                 if self._get(key, now) is None:
                     self._data[key] = (ACCEPTED, now + ttl_ms(window_s) / 1000)
 
-    def reserve_messages(
-        self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[bool]:
-        return [
-            r is Reservation.NEW for r in self._reserve_keys(message_keys(write_key_id, message_ids), lease_s)
-        ]
-
     def reserve_message_states(
         self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
     ) -> list[Reservation]:
         return self._reserve_keys(message_keys(write_key_id, message_ids), lease_s)
-
-    def message_states(self, write_key_id: str, message_ids: Sequence[str]) -> list[Reservation]:
-        return self._states(message_keys(write_key_id, message_ids))
 
     def confirm_messages(
         self, write_key_id: str, message_ids: Sequence[str], window_s: float = MESSAGE_DEDUP_WINDOW_S
@@ -286,36 +262,6 @@ class MemoryDeadLetters:
         if self._counts[reason] <= 0:
             del self._counts[reason]
 
-    def add(
-        self,
-        reason: str,
-        payload: dict[str, Any],
-        *,
-        kind: Kind,
-        merchant_id: int | None = None,
-        outcome_id: str | None = None,
-        write_key_id: str | None = None,
-        attempts: int = 0,
-        first_error: str = "",
-        last_error: str = "",
-        first_failed_at: float = 0.0,
-        last_failed_at: float = 0.0,
-    ) -> str:
-        letter = NewDeadLetter(
-            reason=reason,
-            payload=payload,
-            kind=kind,
-            merchant_id=merchant_id,
-            outcome_id=outcome_id,
-            write_key_id=write_key_id,
-            attempts=attempts,
-            first_error=first_error,
-            last_error=last_error,
-            first_failed_at=first_failed_at,
-            last_failed_at=last_failed_at,
-        )
-        return self.add_many([letter])[0]
-
     def add_many(self, letters: Sequence[NewDeadLetter]) -> builtins.list[str]:
         encoded = [encode_dead_letter(letter) for letter in letters]  # fail before storing anything
         ids = []
@@ -350,11 +296,6 @@ class MemoryDeadLetters:
     def counts_by_reason(self) -> dict[str, int]:
         with self._lock:
             return {k: v for k, v in sorted(self._counts.items()) if v > 0}
-
-    def get(self, ids: Sequence[str]) -> builtins.list[DeadLetter]:
-        keys = [_stream_id(i) for i in ids]
-        with self._lock:
-            return [self._letter(key) for key in keys if key in self._entries]
 
     def list(
         self, reason: str | None = None, limit: int = 100, after: str | None = None
@@ -498,11 +439,6 @@ class MemoryBroker:
     def push(self, message: bytes | str) -> None:
         """A task sent (LPUSH)."""
         self.queue.insert(0, message.encode() if isinstance(message, str) else message)
-
-    def fetch(self, tag: str, entry: bytes | str, at: float) -> None:
-        """A task message a worker fetched (kombu's ``unacked`` entry and its time)."""
-        self.unacked[tag] = entry.encode() if isinstance(entry, str) else entry
-        self.unacked_index[tag] = at
 
     def ack(self, tag: str) -> None:
         self.unacked.pop(tag, None)

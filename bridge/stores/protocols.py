@@ -23,7 +23,7 @@ import builtins
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from bridge.domain.mapped import Mapped
 from bridge.stores.keys import (
@@ -32,13 +32,13 @@ from bridge.stores.keys import (
     OUTCOME_DEDUP_WINDOW_S,
     PARKING_LEASE_S,
 )
-from bridge.stores.records import DeadLetter, Kind, NewDeadLetter, ParkedBatch, PendingBatch
+from bridge.stores.records import DeadLetter, NewDeadLetter, ParkedBatch, PendingBatch
 
 # --------------------------------------------------------------------------- dedup
 
 
 class Reservation(enum.Enum):
-    """State of an item as seen by ``reserve_outcomes``; truthy only for ``NEW``."""
+    """State of an item as seen by ``reserve_message_states`` or ``outcome_states``; truthy only for ``NEW``."""
 
     NEW = "new"  # reserved now by this caller: process it, then confirm or release
     DONE = "done"  # processed within the dedup window: skip
@@ -50,22 +50,13 @@ class Reservation(enum.Enum):
 
 
 class DedupStore(Protocol):
-    """Two-phase dedup of outcomes ``(merchant_id, outcome_id)`` and of messageIds per write key."""
-
-    def reserve_outcomes(
-        self, items: Sequence[tuple[int, str]], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[Reservation]:
-        """Reserve each ``(merchant_id, outcome_id)``; one state per item, in order."""
-        ...
+    """Dedup of outcomes ``(merchant_id, outcome_id)`` (marked accepted, then processed) and
+    two-phase dedup of messageIds per write key (reserved with a lease, then confirmed or released)."""
 
     def confirm_outcomes(
         self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
     ) -> None:
         """Mark outcomes processed for ``window_s`` seconds."""
-        ...
-
-    def release_outcomes(self, items: Sequence[tuple[int, str]]) -> int:
-        """Drop this owner's leases on the outcomes; returns how many were dropped."""
         ...
 
     def outcome_states(self, items: Sequence[tuple[int, str]]) -> list[Reservation]:
@@ -78,20 +69,11 @@ class DedupStore(Protocol):
         """Note outcomes the ingest has stored (where no marker exists yet), so a repeat is a duplicate."""
         ...
 
-    def reserve_messages(
-        self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
-    ) -> list[bool]:
-        """Reserve messageIds for one write key; True = this caller may send it."""
-        ...
-
     def reserve_message_states(
         self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
     ) -> list[Reservation]:
-        """Like ``reserve_messages`` but says why an id was refused (DONE or LEASED)."""
-        ...
-
-    def message_states(self, write_key_id: str, message_ids: Sequence[str]) -> list[Reservation]:
-        """Read-only look at messageIds: ``NEW`` means free (nothing is reserved)."""
+        """Reserve messageIds for one write key, one state per id in order: ``NEW`` (this caller
+        may send it), ``DONE`` (delivered: skip) or ``LEASED`` (another worker holds it)."""
         ...
 
     def confirm_messages(
@@ -110,24 +92,6 @@ class DedupStore(Protocol):
 
 class DeadLetters(Protocol):
     """Dead letters kept with their reason, counted per reason; ``invalid`` ones capped."""
-
-    def add(
-        self,
-        reason: str,
-        payload: dict[str, Any],
-        *,
-        kind: Kind,
-        merchant_id: int | None = None,
-        outcome_id: str | None = None,
-        write_key_id: str | None = None,
-        attempts: int = 0,
-        first_error: str = "",
-        last_error: str = "",
-        first_failed_at: float = 0.0,
-        last_failed_at: float = 0.0,
-    ) -> str:
-        """Store one dead letter; returns its id."""
-        ...
 
     def add_many(self, letters: Sequence[NewDeadLetter]) -> list[str]:
         """Store dead letters all or none; returns their ids in order."""
@@ -354,10 +318,6 @@ class Liveness(Protocol):
 
     def forget(self, worker_id: str) -> None:
         """Drop a heartbeat (the process is done with all its work)."""
-        ...
-
-    def is_alive(self, worker_id: str) -> bool:
-        """Whether the worker's heartbeat lives."""
         ...
 
     def found_dead(self) -> list[str]:
