@@ -33,7 +33,6 @@ from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIM
 from bridge.stores.records import (
     REASON_INVALID,
     DeadLetter,
-    Kind,
     NewDeadLetter,
     decode_dead_letter,
     encode_dead_letter,

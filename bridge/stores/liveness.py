@@ -69,11 +69,6 @@ class RedisLiveness:
         return [worker_id for worker_id, alive in zip(ids, pipe.execute(), strict=True) if alive]
 
 
-def found_dead(client: redis.Redis) -> list[str]:
-    """``RedisLiveness(client).found_dead()`` (for the sweeper in ``workers.tasks``)."""
-    return RedisLiveness(client).found_dead()
-
-
 class Heartbeat:
     """Keeps ``bridge:worker:{worker_id}`` alive while this process runs.
 
