@@ -176,17 +176,6 @@ def merchants_config() -> MerchantsConfig:
     return load_merchants_file(MERCHANTS_FILE, env={"TEST_WRITE_KEY_1738": WRITE_KEY_1738})
 
 
-#: Settings of the in-process stage tests: short enough numbers to reason about.
-STAGE_SETTINGS = {
-    "retry_base_s": 1.0,
-    "retry_cap_s": 600.0,
-    "retention_s": 3600,
-    "heartbeat_interval_s": 2.0,
-    "heartbeat_ttl_s": 10.0,
-    "lease_s": 300,
-}
-
-
 @dataclass
 class FakeSegment:
     """Segment's ``/v1/batch`` as a function (``Stores.send``): records what each write key got;
@@ -223,12 +212,11 @@ class FakeSegment:
         return sorted((key, mid) for key, ids in self.sent.items() for mid in ids)
 
 
-def stage_stores(
-    backend: Backend, segment: Callable[..., int], *, worker_id: str = "", **settings: Any
-) -> Stores:
-    """The stages' ``Stores`` on ``backend``'s stores, with ``segment`` for Segment and its clock."""
+def stage_stores(backend: Backend, segment: Callable[..., int], *, worker_id: str = "") -> Stores:
+    """The stages' ``Stores`` on ``backend``'s stores, with ``segment`` for Segment and its clock,
+    and the shipped settings (the fake clock makes their real durations free to wait out)."""
     return Stores(
-        settings=Settings(**{**STAGE_SETTINGS, **settings}),
+        settings=Settings(),
         merchants=merchants_config(),
         dedup=backend.stores.dedup,
         dlq=backend.stores.dlq,

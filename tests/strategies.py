@@ -1076,7 +1076,7 @@ def broken_outcomes(draw: st.DrawFn) -> Broken:
             expected.add(leaf.parent_error_path)
         if leaf.path == ("outcomeId",):
             outcome_id = None
-        return Broken(raw, frozenset(expected), outcome_id, f"missing {leaf.error_path}")
+        return Broken(raw, _either_spelling(expected), outcome_id, f"missing {leaf.error_path}")
     leaf = draw(_prefer_deep([leaf for leaf in leaves if _garbage_for(leaf.shape)]))
     garbage = copy.deepcopy(draw(st.sampled_from(_garbage_for(leaf.shape))))
     _set(raw, leaf.path, garbage)
@@ -1085,7 +1085,12 @@ def broken_outcomes(draw: st.DrawFn) -> Broken:
         expected.add(leaf.parent_error_path)
     if leaf.path == ("outcomeId",):
         outcome_id = garbage if isinstance(garbage, str) else None
-    return Broken(raw, frozenset(expected), outcome_id, f"{leaf.error_path} = {garbage!r}")
+    return Broken(raw, _either_spelling(expected), outcome_id, f"{leaf.error_path} = {garbage!r}")
+
+
+def _either_spelling(paths: set[str]) -> frozenset[str]:
+    """The reference's own "pointsBalances" typo may be named as sent or by its proper name."""
+    return frozenset(paths | {p.replace("pointsBalances", "pointBalances") for p in paths})
 
 
 @st.composite

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
+from bridge.config import Settings
 from bridge.stages import accept
 from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
 from bridge.stages.process import process_outcomes
 from tests.backends import T0, WRITE_KEY_1738, Backend, FakeSegment, merchants_config, stage_stores
 from tests.harness import many_outcomes
 
-WINDOW_S = 3600.0
+WINDOW_S = Settings().dedup_window_s  # the shipped dedup window
 
 
 @dataclass

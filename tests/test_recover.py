@@ -13,7 +13,7 @@ from bridge.stages.recover import Sweeper
 from bridge.stores.records import ParkedBatch, ParkedMessage
 from tests.backends import T0, Backend
 
-SETTINGS = Settings(heartbeat_ttl_s=10.0, pending_stale_s=60.0)
+SETTINGS = Settings()  # the shipped heartbeat TTL (10 s) and pending staleness (60 s)
 
 
 @dataclass
