@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 import redis
 
 from bridge.config import MerchantsConfig, Settings
+from bridge.stages.accept import Enqueuer
 from bridge.stages.context import Stores
 from bridge.stores.backends import redis_stores
 from bridge.stores.protocols import StoreSet
 
 if TYPE_CHECKING:
-    from bridge.stages.accept import Enqueuer, TaskQueue
+    from bridge.stages.accept import TaskQueue
 
 #: How often (seconds) a running process looks at the merchants file's modification time.
 CONFIG_CHECK_INTERVAL_S = 1.0
@@ -97,28 +98,6 @@ class ConfigWatcher:
             return self._config
 
 
-def _store_set(settings: Settings, client: redis.Redis, worker_id: str) -> StoreSet:
-    return redis_stores(
-        client, owner=worker_id or None, invalid_max=settings.dlq_invalid_max, rate_per_s=settings.rate_per_s
-    )
-
-
-def _stages_stores(
-    settings: Settings, stores: StoreSet, merchants: MerchantsConfig | None, worker_id: str
-) -> Stores:
-    return Stores(
-        settings=settings,
-        merchants=merchants if merchants is not None else settings.load_merchants(),
-        dedup=stores.dedup,
-        dlq=stores.dlq,
-        parking=stores.parking,
-        pacer=stores.pacer,
-        stats=stores.stats,
-        pending=stores.pending,
-        worker_id=worker_id,
-    )
-
-
 @dataclass
 class Runtime:
     """One process's wiring, built once from its ``Settings`` by :func:`build_runtime`.
@@ -139,12 +118,29 @@ class Runtime:
     @cached_property
     def store_set(self) -> StoreSet:
         """One of each store, on this process's Redis client."""
-        return _store_set(self.settings, self.redis, self.worker_id)
+        settings = self.settings
+        return redis_stores(
+            self.redis,
+            owner=self.worker_id or None,
+            invalid_max=settings.dlq_invalid_max,
+            rate_per_s=settings.rate_per_s,
+        )
 
     @cached_property
     def stores(self) -> Stores:
         """What the stages are given: the store set, the settings and the configuration."""
-        return _stages_stores(self.settings, self.store_set, self.merchants(), self.worker_id)
+        stores = self.store_set
+        return Stores(
+            settings=self.settings,
+            merchants=self.merchants(),
+            dedup=stores.dedup,
+            dlq=stores.dlq,
+            parking=stores.parking,
+            pacer=stores.pacer,
+            stats=stores.stats,
+            pending=stores.pending,
+            worker_id=self.worker_id,
+        )
 
     def current_stores(self) -> Stores:
         """The stores, with the configuration in force now."""
@@ -162,8 +158,6 @@ class Runtime:
 
     @cached_property
     def enqueuer(self) -> Enqueuer:
-        from bridge.stages.accept import Enqueuer
-
         return Enqueuer(
             self.store_set.pending,
             self.queue,
