@@ -13,7 +13,15 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.stores.keys import PARKED_DUE, PARKED_OWNERS, PARKED_PAYLOADS, key_id
+from bridge.stores.keys import (
+    PARKED_DUE,
+    PARKED_OWNERS,
+    PARKED_PAYLOADS,
+    PARKED_SOURCE_PREFIX,
+    PARKED_SOURCES,
+    PARKED_WOKEN,
+    key_id,
+)
 from bridge.stores.memory import MemoryParking
 from bridge.stores.parking import ParkingLot
 from bridge.stores.protocols import Parking
@@ -122,6 +130,36 @@ def test_first_due_lists_the_earliest_first(lot: Parking) -> None:
     assert lot.first_due(0) == []
 
 
+def test_a_source_that_delivers_again_wakes_its_parked_batches_only(lot: Parking) -> None:
+    lot.park("late", _batch(1, attempts=7), T0 + 120)
+    lot.park("due", _batch(2, attempts=2), T0 - 1)
+    lot.park("other", replace(_batch(3), source="Paytronix_Staging"), T0 + 120)
+    lot.park("gone", _batch(4), T0 + 120)
+    assert lot.done("gone") is True
+    assert lot.wake(1738, "Paytronix_Prod", T0 + 1) == 2
+    assert parked(lot, "late") == (T0 + 1, _batch(1, attempts=7))  # due at once
+    assert parked(lot, "due") == (T0 - 1, _batch(2, attempts=2))  # already due: stays so
+    assert parked(lot, "other") == (T0 + 120, replace(_batch(3), source="Paytronix_Staging"))
+    assert lot.wake(1738, "Paytronix_Prod", T0 + 1) == 0  # woken once, until parked again
+    assert lot.wake(2001, "Paytronix_Prod", T0 + 1) == 0
+    assert lot.claim_due(T0 + 1) == [
+        ("due", replace(_batch(2, attempts=2), woken=True)),
+        ("late", replace(_batch(1, attempts=7), woken=True)),
+    ]
+    lot.park("late", _batch(1, attempts=8), T0 + 200)  # failed again: no longer woken
+    assert dict(lot.claim_due(T0 + 200))["late"] == _batch(1, attempts=8)
+
+
+def test_wake_leaves_a_batch_a_worker_holds(lot: Parking) -> None:
+    lot.park("x", _batch(), T0)
+    assert [b for b, _ in lot.claim_due(T0, lease_s=300, owner="w.a")] == ["x"]
+    assert lot.wake(1738, "Paytronix_Prod", T0 + 1) == 0
+    assert parked(lot, "x") == (T0 + 300, _batch())  # its lease stands
+    lot.park("x", _batch(attempts=2), T0 + 60)  # its attempt failed: parked again, wakeable again
+    assert lot.wake(1738, "Paytronix_Prod", T0 + 2) == 1
+    assert lot.claim_due(T0 + 2) == [("x", replace(_batch(attempts=2), woken=True))]
+
+
 def test_batches_due_at_the_same_time_come_in_id_order(lot: Parking) -> None:
     for batch_id in ("c", "a", "b"):
         lot.park(batch_id, _batch(), T0)
@@ -141,6 +179,22 @@ def test_keys_layout(redis_client: redis.Redis) -> None:
     assert redis_client.hexists(PARKED_PAYLOADS, "x")
     lot.done("x")
     assert redis_client.exists(PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS) == 0
+    assert (
+        redis_client.exists(PARKED_SOURCES, PARKED_WOKEN, PARKED_SOURCE_PREFIX + "1738:Paytronix_Prod") == 0
+    )
+
+
+def test_wake_keys_layout(redis_client: redis.Redis) -> None:
+    lot = ParkingLot(redis_client)
+    lot.park("x", _batch(), T0 + 5)
+    index = PARKED_SOURCE_PREFIX + "1738:Paytronix_Prod"
+    assert redis_client.smembers(index) == {b"x"}
+    assert redis_client.hget(PARKED_SOURCES, "x") == b"1738:Paytronix_Prod"
+    lot.wake(1738, "Paytronix_Prod", T0)
+    assert redis_client.exists(index, PARKED_SOURCES) == 0
+    assert redis_client.smembers(PARKED_WOKEN) == {b"x"}
+    lot.claim_due(T0)
+    assert redis_client.exists(PARKED_WOKEN) == 0
 
 
 def test_member_without_payload_is_dropped_not_claimed_forever(redis_client: redis.Redis) -> None:

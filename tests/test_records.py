@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,10 @@ def test_round_trips() -> None:
         ),
     )
     assert decode_parked(encode_parked(batch)) == batch
+    backing_off = replace(batch, backoff=2)
+    assert decode_parked(encode_parked(backing_off)) == backing_off
+    assert replace(batch, woken=True).backoff_attempts == 3 and backing_off.backoff_attempts == 2
+    assert decode_parked(encode_parked(replace(batch, woken=True))) == batch  # not stored
     pending = PendingBatch(["{}", '{"a":1}'], 2.5)
     assert decode_pending(encode_pending(pending)) == pending
     letter = NewDeadLetter(

@@ -245,6 +245,39 @@ def test_a_parked_batch_is_retried_when_due_until_delivered_once(stage: Stage) -
     assert stage.segment.all_sent() == _expected_sends(outcomes)
 
 
+def test_a_delivery_that_succeeds_wakes_its_sources_parked_batches(stage: Stage) -> None:
+    """A batch whose backoff grew (attempt 7: 64-128 s) is retried as soon as its source delivers
+    again, with its backoff started over, instead of waiting out the rest of it."""
+    parking = stage.stores.parking
+    unlucky = many_outcomes(2, "u", 1738)
+    stage.segment.fail = OUTAGE
+    process_outcomes(_texts(unlucky), stage.stores, accepted_at=T0 - 1)
+    for _ in range(6):  # six more failed attempts
+        due = oldest_parked_due(parking)
+        assert due is not None
+        stage.advance(due - stage.now)
+        resume_parked(stage.stores)
+    [batch] = parking.first_due(10)
+    due = oldest_parked_due(parking)
+    assert batch.attempts == 7 and due is not None and due >= stage.now + 64
+
+    stage.segment.fail = None
+    process_outcomes(_texts(many_outcomes(1, "n", 1738)), stage.stores)  # the source works again
+    assert oldest_parked_due(parking) == stage.now
+    stage.segment.fail = OUTAGE  # and fails once more, as one request in five did in the chaos run
+    resume_parked(stage.stores)
+    [batch] = parking.first_due(10)
+    due = oldest_parked_due(parking)
+    assert (batch.attempts, batch.backoff) == (8, 1)
+    assert due is not None and stage.now + 1 <= due <= stage.now + 2  # backoff started over
+
+    stage.segment.fail = None
+    stage.advance(2)
+    resume_parked(stage.stores)
+    assert parking.size() == 0
+    assert set(stage.segment.all_sent()) >= set(_expected_sends(unlucky))
+
+
 def test_past_the_retention_window_a_parked_batch_is_dead_lettered(stage: Stage) -> None:
     outcomes = many_outcomes(2, "e", 1738)
     stage.segment.fail = OUTAGE

@@ -55,6 +55,9 @@ def deliver_items(
     report.statuses.update(result.statuses)
     now = stores.clock()
     delivered = _confirm_delivered(stores, kid, [to_send[i] for i in result.delivered], report, now)
+    if delivered:
+        # The source works: what it has parked need not sit out its backoff.
+        stores.parking.wake(delivered[0].merchant_id, source.name, now)
     _record_stats(stores, source, kid, to_send, result, delivered)
     if result.rejected:
         _dead_letter_rejected(stores, source, kid, to_send, result, report, attempt=attempt, now=now)
@@ -169,14 +172,18 @@ def park(
     error: str,
     retry_after: float | None,
     batch_id: str | None = None,
+    backoff: int | None = None,
 ) -> None:
-    """Keep messages in Redis until their next attempt is due (no Celery countdown involved)."""
+    """Keep messages in Redis until their next attempt is due (no Celery countdown involved).
+    ``backoff``: failures in a row since the source last delivered (default ``attempts``)."""
     settings = stores.settings
-    delay = retry_delay(attempts, retry_after, base=settings.retry_base_s, cap=settings.retry_cap_s)
+    backoff = attempts if backoff is None else backoff
+    delay = retry_delay(backoff, retry_after, base=settings.retry_base_s, cap=settings.retry_cap_s)
     batch = ParkedBatch(
         merchant_id=merchant_id,
         source=source_name,
         attempts=attempts,
+        backoff=backoff,
         first_failed_at=first_failed_at,
         last_error=error[:2000],
         messages=tuple(
@@ -273,6 +280,8 @@ def resume_parked(stores: Stores, limit: int = 50) -> Report:
                 error=err,
                 retry_after=retry_after,
                 batch_id=batch_id,
+                # Woken: its source delivered since it was parked, so its backoff starts over.
+                backoff=1 if batch.woken else batch.backoff_attempts + 1,
             )
             report.count("parked", retry)
         else:

@@ -54,6 +54,25 @@ PARKED_DUE = KEY_PREFIX + "parked:due"
 #: Hash batch id -> JSON payload of the parked batch (same members as ``PARKED_DUE``).
 PARKED_PAYLOADS = KEY_PREFIX + "parked:payloads"
 
+#: Parked batches per source, until its source next delivers something:
+#: ``bridge:parked:source:{merchant_id}:{source name}`` (a set of batch ids). A delivery that
+#: succeeds makes these batches due at once (``Parking.wake``) and empties the set.
+PARKED_SOURCE_PREFIX = KEY_PREFIX + "parked:source:"
+
+#: Hash parked batch id -> ``{merchant_id}:{source name}``: which ``PARKED_SOURCE_PREFIX`` set
+#: holds it, so forgetting a batch also takes it out of that set.
+PARKED_SOURCES = KEY_PREFIX + "parked:sources"
+
+#: Set of parked batch ids made due early by ``Parking.wake``: ``claim_due`` reports them as
+#: woken (their backoff starts over) and takes them out.
+PARKED_WOKEN = KEY_PREFIX + "parked:woken"
+
+
+def parked_source(merchant_id: int, source: str) -> str:
+    """The member of ``PARKED_SOURCES`` (and suffix of ``PARKED_SOURCE_PREFIX``) of a source."""
+    return f"{merchant_id}:{source}"
+
+
 #: Delivered-message counters per minute: ``bridge:stats:delivered:{unix_minute}`` (INCRBY),
 #: kept ``STATS_TTL_S`` for ``bridge status`` (last minute, last hour).
 STATS_DELIVERED_PREFIX = KEY_PREFIX + "stats:delivered:"

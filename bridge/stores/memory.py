@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bridge.domain.mapped import Mapped
@@ -40,6 +40,7 @@ from bridge.stores.keys import (
     check_key_id,
     message_keys,
     outcome_keys,
+    parked_source,
     ttl_ms,
 )
 from bridge.stores.pacing import DEFAULT_RATE_PER_S, check_pacer_key_id, gcra_params
@@ -361,6 +362,9 @@ class MemoryParking:
         self._due: dict[str, float] = {}
         self._payloads: dict[str, bytes] = {}
         self._owners: dict[str, str] = {}
+        self._sources: dict[str, str] = {}
+        self._by_source: dict[str, set[str]] = {}
+        self._woken: set[str] = set()
         self._lock = threading.Lock()
 
     def _by_due(self, until: float | None = None) -> list[str]:
@@ -369,10 +373,14 @@ class MemoryParking:
 
     def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
         data = encode_parked(batch)
+        source = parked_source(batch.merchant_id, batch.source)
         with self._lock:
             self._payloads[batch_id] = data
             self._due[batch_id] = float(due_at)
             self._owners.pop(batch_id, None)
+            self._woken.discard(batch_id)
+            self._sources[batch_id] = source
+            self._by_source.setdefault(source, set()).add(batch_id)
 
     def claim_due(
         self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""
@@ -389,14 +397,35 @@ class MemoryParking:
                 self._due[batch_id] = float(now + lease_s)
                 if owner:
                     self._owners[batch_id] = owner
-                out.append((batch_id, decode_parked(data)))
+                batch = decode_parked(data)
+                if batch_id in self._woken:
+                    self._woken.discard(batch_id)
+                    batch = replace(batch, woken=True)
+                out.append((batch_id, batch))
         return out
 
     def done(self, batch_id: str) -> bool:
         with self._lock:
+            source = self._sources.pop(batch_id, None)
+            if source is not None:
+                self._by_source.get(source, set()).discard(batch_id)
             self._payloads.pop(batch_id, None)
             self._owners.pop(batch_id, None)
+            self._woken.discard(batch_id)
             return self._due.pop(batch_id, None) is not None
+
+    def wake(self, merchant_id: int, source: str, now: float) -> int:
+        """As ``lua/parking_wake.lua``."""
+        woken = 0
+        with self._lock:
+            for batch_id in self._by_source.pop(parked_source(merchant_id, source), set()):
+                self._sources.pop(batch_id, None)
+                due = self._due.get(batch_id)
+                if due is not None and batch_id not in self._owners:
+                    self._due[batch_id] = min(due, float(now))
+                    self._woken.add(batch_id)
+                    woken += 1
+        return woken
 
     def take_over_dead(self, now: float) -> int:
         n = 0

@@ -14,17 +14,33 @@ again at once (``take_over_dead``) instead of waiting for the lease. A worker th
 its lease may race the next claimer; the message-level dedup (``bridge.stores.dedup``) keeps that
 from sending anything twice.
 
+A source that delivers again wakes its parked batches (``wake``): each is due at once and its
+backoff starts over, so a batch does not sit out a long backoff (grown during an outage or
+through unlucky failures) while its source already works. ``PARKED_SOURCE_PREFIX`` sets
+index the batches by source; ``PARKED_WOKEN`` marks the woken ones until claimed.
+
 Times are unix seconds passed in by the caller (inject a clock; no sleeping in tests).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import redis
 
 from bridge.stores import lua
-from bridge.stores.keys import PARKED_DUE, PARKED_OWNERS, PARKED_PAYLOADS, PARKING_LEASE_S, WORKER_PREFIX
+from bridge.stores.keys import (
+    PARKED_DUE,
+    PARKED_OWNERS,
+    PARKED_PAYLOADS,
+    PARKED_SOURCE_PREFIX,
+    PARKED_SOURCES,
+    PARKED_WOKEN,
+    PARKING_LEASE_S,
+    WORKER_PREFIX,
+    parked_source,
+)
 from bridge.stores.records import ParkedBatch, decode_parked, encode_parked
 
 
@@ -39,14 +55,20 @@ class ParkingLot:
         self._client = client
         self._claim = client.register_script(lua.load("parking_claim"))
         self._take_over = client.register_script(lua.load("parking_take_over"))
+        self._done = client.register_script(lua.load("parking_done"))
+        self._wake = client.register_script(lua.load("parking_wake"))
 
     def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
         """Store (or replace) a batch, due at unix time ``due_at``."""
         data = encode_parked(batch)
+        source = parked_source(batch.merchant_id, batch.source)
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(PARKED_PAYLOADS, batch_id, data)
         pipe.zadd(PARKED_DUE, {batch_id: float(due_at)})
         pipe.hdel(PARKED_OWNERS, batch_id)
+        pipe.srem(PARKED_WOKEN, batch_id)
+        pipe.hset(PARKED_SOURCES, batch_id, source)
+        pipe.sadd(PARKED_SOURCE_PREFIX + source, batch_id)
         pipe.execute()
 
     def claim_due(
@@ -61,19 +83,31 @@ class ParkingLot:
         if limit <= 0:
             return []
         raw = self._claim(
-            keys=[PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS],
+            keys=[PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS, PARKED_WOKEN],
             args=[repr(float(now)), int(limit), repr(float(now + lease_s)), owner],
         )
-        return [(_s(raw[i]), decode_parked(raw[i + 1])) for i in range(0, len(raw), 2)]
+        out = []
+        for i in range(0, len(raw), 3):
+            batch = decode_parked(raw[i + 1])
+            out.append((_s(raw[i]), replace(batch, woken=True) if int(raw[i + 2]) else batch))
+        return out
 
     def done(self, batch_id: str) -> bool:
         """Forget a batch (delivered or dead-lettered); False if it was not parked."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.zrem(PARKED_DUE, batch_id)
-        pipe.hdel(PARKED_PAYLOADS, batch_id)
-        pipe.hdel(PARKED_OWNERS, batch_id)
-        removed, _, _ = pipe.execute()
-        return bool(removed)
+        keys = [PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS, PARKED_SOURCES, PARKED_WOKEN]
+        return bool(self._done(keys=keys, args=[batch_id, PARKED_SOURCE_PREFIX]))
+
+    def wake(self, merchant_id: int, source: str, now: float) -> int:
+        """The source delivered again: its parked batches that no worker holds are due at ``now``
+        (if later) and woken, so their backoff starts over; how many."""
+        keys = [
+            PARKED_SOURCE_PREFIX + parked_source(merchant_id, source),
+            PARKED_DUE,
+            PARKED_OWNERS,
+            PARKED_WOKEN,
+            PARKED_SOURCES,
+        ]
+        return int(self._wake(keys=keys, args=[repr(float(now))]))
 
     def take_over_dead(self, now: float) -> int:
         """Make the batches claimed by dead workers (no heartbeat) due at ``now``; how many."""

@@ -149,7 +149,7 @@ class Parking(Protocol):
         self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""
     ) -> list[tuple[str, ParkedBatch]]:
         """Lease up to ``limit`` batches due at ``now``, oldest first; two callers never get the same one.
-        A claim of ``owner`` (a worker id with a heartbeat) ends when that heartbeat does (``take_over_dead``)."""
+        A batch woken since it was parked comes with ``woken`` set. A claim of ``owner`` (a worker id with a heartbeat) ends when that heartbeat does (``take_over_dead``)."""
         ...
 
     def done(self, batch_id: str) -> bool:
@@ -158,6 +158,12 @@ class Parking(Protocol):
 
     def take_over_dead(self, now: float) -> int:
         """Make the batches claimed by dead workers due at ``now``; how many."""
+        ...
+
+    def wake(self, merchant_id: int, source: str, now: float) -> int:
+        """The source delivered again: each of its parked batches that no worker holds is woken
+        (``claim_due`` returns it with ``woken`` set: its backoff starts over) and, if due later,
+        due at ``now``; how many."""
         ...
 
     def first_due(self, limit: int) -> list[ParkedBatch]:

@@ -88,25 +88,36 @@ class ParkedBatch:
     first_failed_at: float
     last_error: str = ""
     messages: tuple[ParkedMessage, ...] = ()
+    #: Failed attempts in a row since its source last delivered anything: the exponent of the
+    #: next backoff (0: as ``attempts``, which records written before it existed hold).
+    backoff: int = 0
+    #: Not stored: set by ``claim_due`` when the batch was made due early because its source
+    #: delivered again (``Parking.wake``); its backoff then starts over.
+    woken: bool = False
     version: int = RECORD_VERSION
+
+    @property
+    def backoff_attempts(self) -> int:
+        """The exponent of the next backoff (``backoff``, or ``attempts`` when unset)."""
+        return self.backoff or self.attempts
 
 
 def encode_parked(batch: ParkedBatch) -> bytes:
     """JSON object; each message a positional list ``[messageId, outcomeId, message, event,
-    accepted_at]`` (compact: a batch parked during an outage may hold thousands)."""
-    return orjson.dumps(
-        {
-            "v": RECORD_VERSION,
-            "merchant_id": batch.merchant_id,
-            "source": batch.source,
-            "attempts": batch.attempts,
-            "first_failed_at": batch.first_failed_at,
-            "last_error": batch.last_error,
-            "messages": [
-                [m.message_id, m.outcome_id, m.message, m.event, m.accepted_at] for m in batch.messages
-            ],
-        }
-    )
+    accepted_at]`` (compact: a batch parked during an outage may hold thousands). ``backoff``
+    only when set, so a record without one reads back the same."""
+    record: dict[str, Any] = {
+        "v": RECORD_VERSION,
+        "merchant_id": batch.merchant_id,
+        "source": batch.source,
+        "attempts": batch.attempts,
+        "first_failed_at": batch.first_failed_at,
+        "last_error": batch.last_error,
+        "messages": [[m.message_id, m.outcome_id, m.message, m.event, m.accepted_at] for m in batch.messages],
+    }
+    if batch.backoff:
+        record["backoff"] = batch.backoff
+    return orjson.dumps(record)
 
 
 def _parked_message(entry: Sequence[Any]) -> ParkedMessage:
@@ -134,6 +145,7 @@ def decode_parked(data: bytes | str) -> ParkedBatch:
             first_failed_at=float(raw["first_failed_at"]),
             last_error=str(raw.get("last_error", "")),
             messages=tuple(_parked_message(entry) for entry in raw["messages"]),
+            backoff=int(raw.get("backoff", 0)),
         )
     except RecordError:
         raise

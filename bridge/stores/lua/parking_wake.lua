@@ -1,0 +1,18 @@
+-- KEYS: the source's set (PARKED_SOURCE_PREFIX + source), due zset, owners hash, woken set,
+-- sources hash. ARGV: now.
+-- The source delivered again: each of its parked batches not claimed by a worker is marked
+-- woken (its backoff starts over) and, if due later than now, becomes due now. The set is
+-- emptied (a batch that fails again is parked, and so added, again). Returns how many woke.
+local now = tonumber(ARGV[1])
+local woken = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local due = redis.call('ZSCORE', KEYS[2], id)
+  if due and redis.call('HEXISTS', KEYS[3], id) == 0 then
+    if tonumber(due) > now then redis.call('ZADD', KEYS[2], 'XX', ARGV[1], id) end
+    redis.call('SADD', KEYS[4], id)
+    woken = woken + 1
+  end
+  redis.call('HDEL', KEYS[5], id)
+end
+redis.call('DEL', KEYS[1])
+return woken
