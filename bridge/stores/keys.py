@@ -82,7 +82,7 @@ STATS_DELIVERED_PREFIX = KEY_PREFIX + "stats:delivered:"
 #: consecutive_failures, source, merchant_id; kept ``HEALTH_TTL_S`` after the last attempt.
 HEALTH_PREFIX = KEY_PREFIX + "health:"
 
-#: Hash batch id -> a pending-batch record (``bridge.stores.records``: versioned, zlib, the
+#: Hash batch id -> a pending-batch record (``bridge.stores.records``: versioned, zstd, the
 #: texts and their mapped messages): every batch of accepted
 #: outcomes until a worker has handed all of it off (delivered, parked or dead-lettered).
 #: The Celery task carries only the batch id; this is the durable copy.

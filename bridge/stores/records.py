@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+import zstandard
 
 from bridge.domain import wire
 from bridge.domain.errors import InvalidOutcome
@@ -167,45 +168,68 @@ class PendingBatch:
     version: int = RECORD_VERSION
 
 
-#: Marks the stored form of raw texts only: zlib (level 1) of orjson ``{"v", "t": enqueued_at,
-#: "x": [texts]}``. Outcome texts compress about 7:1, which keeps a large backlog in little memory.
+#: Marks the stored form written now: zstd (level 1) of a header line, orjson ``{"v", "t":
+#: enqueued_at, "n": [byte length of each text], "m": [[merchant id, outcome id, [[messageId,
+#: label], ...]], ...]}`` ("m" only when the ingest mapped them), then every text's UTF-8 bytes
+#: back to back (cut by "n": a text may hold any character), then every message's wire bytes
+#: joined by newlines (compact JSON never holds a raw one). Nothing is escaped twice, and zstd
+#: keeps a queued outcome in about half of what zlib did, in a third of zlib's time.
+_ZSTD = b"S"
+ZSTD_LEVEL = 1
+#: Earlier forms, still read (an upgrade finds them in Redis): zlib of orjson ``{"v", "t": enqueued_at,
+#: "x": [texts]}``, and zlib of texts with their mapped messages, orjson ``{"v", "t", "x", "m"}``,
+#: a newline, then the messages' wire bytes joined by newlines.
 _COMPRESSED = b"Z"
-#: Marks texts with their mapped messages (from the ingest API): zlib (level 1) of orjson
-#: ``{"v", "t", "x", "m": [[merchant id, outcome id, [[messageId, label], ...]], ...]}``, a
-#: newline, then every message's wire bytes joined by newlines (compact JSON never holds a raw
-#: one), so messages are stored as they will be sent, without JSON-in-JSON escaping.
 _MAPPED = b"M"
 
 
 def encode_pending(batch: PendingBatch) -> bytes:
-    if batch.mapped is None:
-        body = orjson.dumps({"v": RECORD_VERSION, "t": batch.enqueued_at, "x": batch.texts})
-        return _COMPRESSED + zlib.compress(body, 1)
-    if len(batch.mapped) != len(batch.texts):
+    if batch.mapped is not None and len(batch.mapped) != len(batch.texts):
         raise ValueError(f"{len(batch.mapped)} mapped outcomes for {len(batch.texts)} texts")
-    header = {
-        "v": RECORD_VERSION,
-        "t": batch.enqueued_at,
-        "x": batch.texts,
-        "m": [
+    texts = [text.encode("utf-8") for text in batch.texts]
+    header: dict[str, Any] = {"v": RECORD_VERSION, "t": batch.enqueued_at, "n": [len(t) for t in texts]}
+    parts = [b"", *texts]
+    if batch.mapped is not None:
+        header["m"] = [
             [m.merchant_id, m.outcome_id, [[mid, label] for mid, label, _ in m.messages]]
             for m in batch.mapped
-        ],
-    }
-    blob = b"\n".join(encoded for m in batch.mapped for _, _, encoded in m.messages)
-    return _MAPPED + zlib.compress(orjson.dumps(header) + b"\n" + blob, 1)
+        ]
+        parts.append(b"\n".join(encoded for m in batch.mapped for _, _, encoded in m.messages))
+    parts[0] = orjson.dumps(header) + b"\n"
+    return _ZSTD + zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(b"".join(parts))
+
+
+def _decode_zstd(data: bytes) -> PendingBatch:
+    plain = zstandard.ZstdDecompressor().decompress(data)
+    cut = plain.index(b"\n")
+    header: dict[str, Any] = orjson.loads(plain[:cut])
+    texts, at = [], cut + 1
+    for size in header["n"]:
+        texts.append(plain[at : at + size].decode("utf-8"))
+        at += size
+    version = _version(header.get("v"), "pending batch")
+    if "m" not in header:
+        return PendingBatch(texts, float(header["t"]), None, version)
+    return PendingBatch(texts, float(header["t"]), _mapped(header["m"], plain[at:]), version)
+
+
+def _mapped(ids: list[Any], messages: bytes) -> list[Mapped]:
+    """The header's ``"m"`` with the messages' newline-joined wire bytes."""
+    encoded = iter(messages.split(b"\n"))
+    return [
+        Mapped(int(merchant_id), str(outcome_id), [(mid, label, next(encoded)) for mid, label in pairs])
+        for merchant_id, outcome_id, pairs in ids
+    ]
 
 
 def _decode_pending(data: bytes) -> PendingBatch:
+    if data[:1] == _ZSTD:
+        return _decode_zstd(data[1:])
     if data[:1] == _MAPPED:
         plain = zlib.decompress(data[1:])
         cut = plain.index(b"\n")
         header: dict[str, Any] = orjson.loads(plain[:cut])
-        encoded = iter(plain[cut + 1 :].split(b"\n"))
-        mapped = [
-            Mapped(int(merchant_id), str(outcome_id), [(mid, label, next(encoded)) for mid, label in ids])
-            for merchant_id, outcome_id, ids in header["m"]
-        ]
+        mapped = _mapped(header["m"], plain[cut + 1 :])
         version = _version(header.get("v"), "pending batch")
         return PendingBatch(list(header["x"]), float(header["t"]), mapped, version)
     if data[:1] == _COMPRESSED:
@@ -224,7 +248,15 @@ def decode_pending(raw: bytes | str) -> PendingBatch:
         return _decode_pending(raw.encode() if isinstance(raw, str) else raw)
     except RecordError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, StopIteration, zlib.error) as exc:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        StopIteration,
+        zlib.error,
+        zstandard.ZstdError,
+    ) as exc:
         raise RecordError(f"not a pending batch: {type(exc).__name__}: {exc}") from None
 
 
