@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -520,8 +521,35 @@ def test_depth_bound_is_exact() -> None:
             value = [value] if i % 2 else {"k": value, "flat": [1, 2] if i else 0}
         return value
 
-    assert _depth_ok(nest(MAX_JSON_DEPTH))
-    assert not _depth_ok(nest(MAX_JSON_DEPTH + 1))
+    def ok(value: Any) -> bool:
+        return _depth_ok(json.dumps(value).encode(), value)
+
+    assert ok(nest(MAX_JSON_DEPTH))
+    assert not ok(nest(MAX_JSON_DEPTH + 1))
     # the deep branch need not be the first one
-    assert not _depth_ok({"a": 1, "b": [nest(3)], "c": nest(MAX_JSON_DEPTH)})
-    assert _depth_ok(7) and _depth_ok("text") and _depth_ok([])
+    assert not ok({"a": 1, "b": [nest(3)], "c": nest(MAX_JSON_DEPTH)})
+    assert ok(7) and ok("text") and ok([]) and ok({})
+    # brackets and escaped quotes inside strings are not nesting
+    brackets = "[{" * MAX_JSON_DEPTH + '\\"]}\\'
+    assert ok({"a": brackets, brackets: [brackets], "b": nest(MAX_JSON_DEPTH - 1, leaf=brackets)})
+    assert not ok({"a": brackets, "b": nest(MAX_JSON_DEPTH, leaf=[brackets])})
+    # without a bracket in a string the text alone decides (the decoded value is not looked at)
+    assert not _depth_ok(json.dumps(nest(MAX_JSON_DEPTH + 1, leaf='a\\"b\\\\')).encode(), None)
+    assert _depth_ok(json.dumps(nest(MAX_JSON_DEPTH, leaf='a\\"b\\\\')).encode(), None)
+    # the same answer as walking the decoded value, for many shapes
+    for seed in range(200):
+        rng = random.Random(seed)
+        value = nest(
+            rng.randrange(MAX_JSON_DEPTH - 3, MAX_JSON_DEPTH + 3), leaf=rng.choice([1, "x]", [], {}])
+        )
+        siblings = [nest(rng.randrange(0, MAX_JSON_DEPTH), leaf="{") for _ in range(rng.randrange(3))]
+        doc = [*siblings, value] if seed % 2 else {"s": siblings, "v": value}
+        assert ok(doc) == (_tree_depth(doc) <= MAX_JSON_DEPTH), seed
+
+
+def _tree_depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_tree_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_tree_depth(v) for v in value), default=0)
+    return 0
