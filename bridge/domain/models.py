@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -261,14 +262,26 @@ class _Scalar(BeforeValidator):
     branch are dropped (``_problems``): an input it refuses gets the rule's own error."""
 
     fast: Callable[[], core_schema.CoreSchema] | None = None
+    #: A text's length limit, checked in Rust after the rule (``Field(max_length=…)`` on a scalar
+    #: would check it in Python, after the union); ``fast`` must check it too.
+    max_length: int | None = None
 
     def __get_pydantic_core_schema__(
         self, source_type: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
         rule = BeforeValidator.__get_pydantic_core_schema__(self, source_type, handler)
+        if self.max_length is not None:
+            rule["schema"] = core_schema.str_schema(max_length=self.max_length)
         if self.fast is None:
             return rule
-        return core_schema.union_schema([(self.fast(), _FAST), (rule, _RULE)], mode="left_to_right")
+        if self.max_length is None:
+            return core_schema.union_schema([(self.fast(), _FAST), (rule, _RULE)], mode="left_to_right")
+        # published as a Field(max_length=…) was: beside the text's branches (json_schema._tidy)
+        return core_schema.union_schema(
+            [(self.fast(), _FAST), (rule, _RULE)],
+            mode="left_to_right",
+            metadata={"pydantic_js_updates": {"maxLength": self.max_length}},
+        )
 
 
 def _fast_money() -> core_schema.CoreSchema:
@@ -297,8 +310,9 @@ def _fast_money() -> core_schema.CoreSchema:
     )
 
 
-def _fast_text() -> core_schema.CoreSchema:
-    return core_schema.str_schema(strict=True)  # the model's str_max_length still applies
+def _fast_text(max_length: int | None = None) -> core_schema.CoreSchema:
+    # without a max_length, the model's str_max_length applies
+    return core_schema.str_schema(strict=True, max_length=max_length)
 
 
 def _fast_int() -> core_schema.CoreSchema:
@@ -329,6 +343,10 @@ Money = Annotated[Decimal, _Scalar(parse_decimal, fast=_fast_money)]
 PlatformTime = Annotated[datetime, _Scalar(parse_datetime, fast=_fast_time)]
 Text = Annotated[str, _Scalar(parse_text, fast=_fast_text)]
 Int = Annotated[int, _Scalar(parse_int, fast=_fast_int)]
+#: Texts of at most 100, 200 and 255 characters (a terminal; ids and codes; a check number).
+Text100 = Annotated[str, _Scalar(parse_text, fast=partial(_fast_text, 100), max_length=100)]
+Text200 = Annotated[str, _Scalar(parse_text, fast=partial(_fast_text, 200), max_length=200)]
+Text255 = Annotated[str, _Scalar(parse_text, fast=partial(_fast_text, 255), max_length=255)]
 Bool = Annotated[bool, _Scalar(parse_bool, fast=_fast_bool)]
 
 
@@ -462,7 +480,7 @@ CheckItem = Annotated[
 
 
 class Header(Model):
-    number: Text = Field(max_length=255)
+    number: Text255
     unique_identifier: Text | None = None
     is_return: Bool
     open_time: PlatformTime
@@ -534,7 +552,7 @@ class CheckRequest(Model):
     card_info: CardInfo | None = None
     cards: list[CardAmount] | None = None
     auto_activate_card: Bool | None = None
-    terminal: Text | None = Field(default=None, max_length=100)
+    terminal: Text100 | None = None
     operator: Text | None = None
     reward_selection_mode: RewardSelectionMode | None = None
     coupon_code: Text | None = None
@@ -820,8 +838,8 @@ Kind = Literal[
 
 
 class Guest(Model):
-    user_id: Text | None = Field(default=None, max_length=200)
-    account_code: Text | None = Field(default=None, max_length=200)
+    user_id: Text200 | None = None
+    account_code: Text200 | None = None
     first_name: Text | None = None
     last_name: Text | None = None
     email: Text | None = None
@@ -864,7 +882,7 @@ class Outcome(Model):
     kind: Kind
     occurred_at: PlatformTime
     merchant_id: Int
-    store_code: Text | None = Field(default=None, max_length=200)
+    store_code: Text200 | None = None
     guest: Guest | None = None
     request: CheckRequest | None = None
     response: CheckReply | None = None
