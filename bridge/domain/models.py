@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AliasChoices,
@@ -269,9 +269,11 @@ class _Scalar(BeforeValidator):
     def __get_pydantic_core_schema__(
         self, source_type: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        rule = BeforeValidator.__get_pydantic_core_schema__(self, source_type, handler)
-        if self.max_length is not None:
-            rule["schema"] = core_schema.str_schema(max_length=self.max_length)
+        if self.max_length is None:
+            rule = BeforeValidator.__get_pydantic_core_schema__(self, source_type, handler)
+        else:  # what BeforeValidator makes, with the length limit on the text the rule gives
+            inner = core_schema.str_schema(max_length=self.max_length)
+            rule = core_schema.no_info_before_validator_function(cast(Callable[[Any], Any], self.func), inner)
         if self.fast is None:
             return rule
         if self.max_length is None:
