@@ -817,6 +817,7 @@ OTHER_KINDS = (
     "survey.completed",
 )
 KINDS = CHECK_KINDS + OTHER_KINDS
+_KIND_SET = frozenset(KINDS)
 Kind = Literal[
     "check.postAndAccruePoints",
     "check.postAndAccruePointsWithRedeem",
@@ -1017,6 +1018,8 @@ def _given(value: Any) -> bool:
 
 
 def _as_int(value: Any) -> int | None:
+    if value.__class__ is int:  # a JSON integer: parse_int's answer, without its call
+        return value if INT64_MIN <= value <= INT64_MAX else None
     try:
         return parse_int(value)
     except ValueError:
@@ -1027,7 +1030,7 @@ def kind_problems(raw: dict[str, Any]) -> list[FieldProblem]:
     """What an outcome's kind requires beyond the types, read from the raw input, so that it is
     reported together with every type problem (a wrong value is the type check's to report)."""
     kind = raw.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
+    if not isinstance(kind, str) or kind not in _KIND_SET:
         return []
     problems: list[FieldProblem] = []
     request = raw.get("request")
