@@ -36,6 +36,7 @@ from bridge.domain.models import (
     Money,
     MultiItemDiscount,
     NoWorkSuccessReply,
+    PlatformTime,
     RewardPointInfo,
     ServiceChargeDiscount,
     ServiceChargeItem,
@@ -1222,6 +1223,38 @@ def test_fast_date_time_path_agrees_with_the_full_parser(shape: str, edits: list
 
 
 # --------------------------------------------------------------------------- compiled fast paths
+
+
+class _Time(Model):
+    at: PlatformTime
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(
+    st.sampled_from(
+        [*_TIME_SHAPES, "2024-05-05 13:22:10 -05:00", "1999-12-31T23:59:59+0100", "2999-12-31 23:59:59 -2359"]
+    ),
+    st.lists(st.tuples(st.integers(0, 26), st.sampled_from("0123456789-:TZ +z.t\n")), max_size=3),
+)
+def test_compiled_date_time_path_gives_the_rule_s_answer(shape: str, edits: list[tuple[int, str]]) -> None:
+    """``PlatformTime`` tries ``datetime.fromisoformat`` from Rust on the usual shapes first: the
+    answer (value and its UTC zone, or the rule's message) is ``parse_datetime``'s."""
+    chars = list(shape)
+    for index, char in edits:
+        chars[index % len(chars)] = char
+    text = "".join(chars)
+    try:
+        parsed = parse_datetime(text)
+        expected: Any = (parsed, parsed.tzinfo)
+    except ValueError as exc:
+        expected = ("refused", str(exc))
+    try:
+        got_at = _Time.model_validate({"at": text}).at
+        got: Any = (got_at, got_at.tzinfo)
+    except ValidationError as exc:
+        [problem] = _problems(exc)
+        got = ("refused", problem.reason)
+    assert got == expected, (text, got, expected)
 
 
 class _Scalars(Model):

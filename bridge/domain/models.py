@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from functools import partial
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AliasChoices,
@@ -260,14 +262,28 @@ class _Scalar(BeforeValidator):
     branch are dropped (``_problems``): an input it refuses gets the rule's own error."""
 
     fast: Callable[[], core_schema.CoreSchema] | None = None
+    #: A text's length limit, checked in Rust after the rule (``Field(max_length=…)`` on a scalar
+    #: would check it in Python, after the union); ``fast`` must check it too.
+    max_length: int | None = None
 
     def __get_pydantic_core_schema__(
         self, source_type: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        rule = BeforeValidator.__get_pydantic_core_schema__(self, source_type, handler)
+        if self.max_length is None:
+            rule = BeforeValidator.__get_pydantic_core_schema__(self, source_type, handler)
+        else:  # what BeforeValidator makes, with the length limit on the text the rule gives
+            inner = core_schema.str_schema(max_length=self.max_length)
+            rule = core_schema.no_info_before_validator_function(cast(Callable[[Any], Any], self.func), inner)
         if self.fast is None:
             return rule
-        return core_schema.union_schema([(self.fast(), _FAST), (rule, _RULE)], mode="left_to_right")
+        if self.max_length is None:
+            return core_schema.union_schema([(self.fast(), _FAST), (rule, _RULE)], mode="left_to_right")
+        # published as a Field(max_length=…) was: beside the text's branches (json_schema._tidy)
+        return core_schema.union_schema(
+            [(self.fast(), _FAST), (rule, _RULE)],
+            mode="left_to_right",
+            metadata={"pydantic_js_updates": {"maxLength": self.max_length}},
+        )
 
 
 def _fast_money() -> core_schema.CoreSchema:
@@ -296,8 +312,9 @@ def _fast_money() -> core_schema.CoreSchema:
     )
 
 
-def _fast_text() -> core_schema.CoreSchema:
-    return core_schema.str_schema(strict=True)  # the model's str_max_length still applies
+def _fast_text(max_length: int | None = None) -> core_schema.CoreSchema:
+    # without a max_length, the model's str_max_length applies
+    return core_schema.str_schema(strict=True, max_length=max_length)
 
 
 def _fast_int() -> core_schema.CoreSchema:
@@ -308,10 +325,30 @@ def _fast_bool() -> core_schema.CoreSchema:
     return core_schema.bool_schema(strict=True)
 
 
+#: The usual date-time shapes with an offset (``2024-05-05 13:22:10 -05:00``, ``…-0500``,
+#: ``2024-05-05T13:22:10Z``), in years 1000-2999 (no overflow when made UTC). For these the rule
+#: is ``datetime.fromisoformat`` made UTC (``_common_iso``): the fast path calls both from Rust.
+_USUAL_TIME = r"^[12][0-9]{3}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z| ?[+-][0-9]{2}:?[0-9]{2})$"
+
+
+def _fast_time() -> core_schema.CoreSchema:
+    return core_schema.chain_schema(
+        [
+            core_schema.str_schema(strict=True, pattern=_USUAL_TIME),
+            core_schema.no_info_plain_validator_function(datetime.fromisoformat),
+            core_schema.no_info_plain_validator_function(operator.methodcaller("astimezone", UTC)),
+        ]
+    )
+
+
 Money = Annotated[Decimal, _Scalar(parse_decimal, fast=_fast_money)]
-PlatformTime = Annotated[datetime, _Scalar(parse_datetime)]
+PlatformTime = Annotated[datetime, _Scalar(parse_datetime, fast=_fast_time)]
 Text = Annotated[str, _Scalar(parse_text, fast=_fast_text)]
 Int = Annotated[int, _Scalar(parse_int, fast=_fast_int)]
+#: Texts of at most 100, 200 and 255 characters (a terminal; ids and codes; a check number).
+Text100 = Annotated[str, _Scalar(parse_text, fast=partial(_fast_text, 100), max_length=100)]
+Text200 = Annotated[str, _Scalar(parse_text, fast=partial(_fast_text, 200), max_length=200)]
+Text255 = Annotated[str, _Scalar(parse_text, fast=partial(_fast_text, 255), max_length=255)]
 Bool = Annotated[bool, _Scalar(parse_bool, fast=_fast_bool)]
 
 
@@ -445,7 +482,7 @@ CheckItem = Annotated[
 
 
 class Header(Model):
-    number: Text = Field(max_length=255)
+    number: Text255
     unique_identifier: Text | None = None
     is_return: Bool
     open_time: PlatformTime
@@ -517,7 +554,7 @@ class CheckRequest(Model):
     card_info: CardInfo | None = None
     cards: list[CardAmount] | None = None
     auto_activate_card: Bool | None = None
-    terminal: Text | None = Field(default=None, max_length=100)
+    terminal: Text100 | None = None
     operator: Text | None = None
     reward_selection_mode: RewardSelectionMode | None = None
     coupon_code: Text | None = None
@@ -780,6 +817,7 @@ OTHER_KINDS = (
     "survey.completed",
 )
 KINDS = CHECK_KINDS + OTHER_KINDS
+_KIND_SET = frozenset(KINDS)
 Kind = Literal[
     "check.postAndAccruePoints",
     "check.postAndAccruePointsWithRedeem",
@@ -803,8 +841,8 @@ Kind = Literal[
 
 
 class Guest(Model):
-    user_id: Text | None = Field(default=None, max_length=200)
-    account_code: Text | None = Field(default=None, max_length=200)
+    user_id: Text200 | None = None
+    account_code: Text200 | None = None
     first_name: Text | None = None
     last_name: Text | None = None
     email: Text | None = None
@@ -847,7 +885,7 @@ class Outcome(Model):
     kind: Kind
     occurred_at: PlatformTime
     merchant_id: Int
-    store_code: Text | None = Field(default=None, max_length=200)
+    store_code: Text200 | None = None
     guest: Guest | None = None
     request: CheckRequest | None = None
     response: CheckReply | None = None
@@ -980,6 +1018,8 @@ def _given(value: Any) -> bool:
 
 
 def _as_int(value: Any) -> int | None:
+    if value.__class__ is int:  # a JSON integer: parse_int's answer, without its call
+        return value if INT64_MIN <= value <= INT64_MAX else None
     try:
         return parse_int(value)
     except ValueError:
@@ -990,7 +1030,7 @@ def kind_problems(raw: dict[str, Any]) -> list[FieldProblem]:
     """What an outcome's kind requires beyond the types, read from the raw input, so that it is
     reported together with every type problem (a wrong value is the type check's to report)."""
     kind = raw.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
+    if not isinstance(kind, str) or kind not in _KIND_SET:
         return []
     problems: list[FieldProblem] = []
     request = raw.get("request")
