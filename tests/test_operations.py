@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -152,3 +153,36 @@ def test_a_worker_stuck_after_an_unrecoverable_error_exits(monkeypatch):
     watch.filter(record(logging.ERROR, "Unrecoverable error: %r"))
     watch.filter(record(logging.CRITICAL, "something else"))
     assert not exited.wait(0.3) and codes == []
+
+
+_UNRECOVERABLE = """
+import sys
+from celery.worker.consumer.consumer import Consumer
+
+def start(self):  # what kombu raised when Redis restarted under a worker (seen in the suite)
+    raise AttributeError("'NoneType' object has no attribute 'hostname'")
+
+Consumer.start = start
+from workers.main import main
+main(["--concurrency", "1", "--loglevel", "WARNING"])
+"""
+
+
+def test_a_celery_worker_stopped_by_an_unrecoverable_error_exits_non_zero(tmp_path):
+    """``bridge worker`` starts its Celery worker again only after a non-zero exit. Celery stops
+    a worker with status 1 on an "Unrecoverable error" (kombu's, when Redis restarts under it),
+    but ``Celery.worker_main`` dropped that status and the process exited 0: the suite saw a
+    Redis restart leave no worker running. The real Celery worker runs here, its consumer
+    failing as kombu's did."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env["BRIDGE_REDIS_URL"] = "redis://127.0.0.1:9/0"  # never reached: the consumer fails first
+    done = subprocess.run(
+        [sys.executable, "-c", _UNRECOVERABLE],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Unrecoverable error" in done.stdout + done.stderr, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]

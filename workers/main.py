@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
+from typing import Any
+
+from celery import signals
 
 from bridge import logs
 from bridge.config import Settings
@@ -17,8 +21,13 @@ from workers import tasks
 from workers.celery_app import install_logging, make_app
 
 
-def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO") -> None:
-    """Run a Celery worker with ``concurrency`` pool processes until it is stopped."""
+def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO") -> int:
+    """Run a Celery worker with ``concurrency`` pool processes until it is stopped; its exit status.
+
+    The status is the worker's own, read when it shuts down: 1 after an "Unrecoverable error"
+    (kombu's, when Redis restarts under it), which ``bridge worker`` must see to start the
+    worker again. ``Celery.worker_main`` and ``Celery.start`` drop it (the process exited 0
+    there, and no worker ran)."""
     supervisor = os.environ.get(SUPERVISOR_PID_ENV)
     if supervisor:  # never outlive ``bridge worker`` (its kernel death signal is the first line)
         watch_parent(int(supervisor))
@@ -36,7 +45,17 @@ def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO") 
         "--without-gossip",
         "--without-mingle",
     ]
-    celery.worker_main([*argv, "--concurrency", str(concurrency)])
+    statuses: list[int] = []
+
+    def record_status(sender: Any = None, **_: Any) -> None:
+        statuses.append(int(getattr(sender, "exitcode", None) or 0))
+
+    signals.worker_shutdown.connect(record_status, weak=False)
+    try:
+        celery.worker_main([*argv, "--concurrency", str(concurrency)])
+    finally:
+        signals.worker_shutdown.disconnect(record_status)
+    return max(statuses, default=0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -44,4 +63,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
-    run_worker(Settings(), concurrency=args.concurrency, loglevel=args.loglevel)
+    sys.exit(run_worker(Settings(), concurrency=args.concurrency, loglevel=args.loglevel))
