@@ -23,6 +23,7 @@ from mappings.common import (
     Properties,
     base_properties,
     changed_wallets,
+    drop_unknown,
     known,
     person,
     points_changed,
@@ -63,13 +64,18 @@ def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     who = person(outcome)
     props: Properties = {
         **base_properties(outcome, ctx, who),
-        "pos_function": outcome.kind.removeprefix("check."),
-        "check_number": _check_number(outcome),
-        "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
-        **points_changed(wallets.changed_wallet_contents),
-        "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
-        "rewards_redeemed": rewards,
-        "reward_discounts": reward_discounts,
+        **drop_unknown(
+            {
+                "pos_function": outcome.kind.removeprefix("check."),
+                "check_number": _check_number(outcome),
+                "px_transaction_id": response.px_transaction_id
+                or (nested.px_transaction_id if nested else None),
+                **points_changed(wallets.changed_wallet_contents),
+                "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+                "rewards_redeemed": rewards,
+                "reward_discounts": reward_discounts,
+            }
+        ),
         **wallet_properties(wallets),
     }
     return track(outcome, ctx, ADD_REDEEM, props, who)
@@ -148,13 +154,17 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         who = person(seen_as, card_facts)
         props: Properties = {
             **base_properties(seen_as, ctx, who),
-            "pos_function": outcome.kind.removeprefix("check."),
-            "check_number": _check_number(outcome),
-            "card_index": index,
-            "amount_paid": paid.amount_paid if paid else None,
-            "px_transaction_id": card_facts.px_transaction_id,
-            **points_changed(wallets.changed_wallet_contents),
-            "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+            **drop_unknown(
+                {
+                    "pos_function": outcome.kind.removeprefix("check."),
+                    "check_number": _check_number(outcome),
+                    "card_index": index,
+                    "amount_paid": paid.amount_paid if paid else None,
+                    "px_transaction_id": card_facts.px_transaction_id,
+                    **points_changed(wallets.changed_wallet_contents),
+                    "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+                }
+            ),
             **wallet_properties(wallets),
         }
         messages += track(seen_as, ctx, ADD_REDEEM, props, who, slot_suffix=f":{index}")
@@ -169,9 +179,13 @@ def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     who = person(outcome)
     props: Properties = {
         **base_properties(outcome, ctx, who),
-        "px_transaction_id": data.px_transaction_id if data else None,
-        **points_changed(wallets.changed_wallet_contents),
-        "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+        **drop_unknown(
+            {
+                "px_transaction_id": data.px_transaction_id if data else None,
+                **points_changed(wallets.changed_wallet_contents),
+                "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+            }
+        ),
         **wallet_properties(wallets),
     }
     return track(outcome, ctx, ADD_REDEEM, props, who)

@@ -32,6 +32,7 @@ from mappings.common import (
     Properties,
     base_properties,
     changed_wallets,
+    drop_none,
     drop_unknown,
     exact_sum,
     known,
@@ -86,12 +87,12 @@ def _reward_selection(request: CheckRequest) -> Properties:
     selection = request.reward_selection_mode
     if selection is None:
         return {}
-    return {
-        "reward_selection_mode": selection.mode,
-        "chosen_rewards": [
+    props: Properties = {"reward_selection_mode": selection.mode}
+    if selection.chosen_rewards:
+        props["chosen_rewards"] = [
             {"wallet_code": c.wallet_code, "amount": c.amount} for c in selection.chosen_rewards
-        ],
-    }
+        ]
+    return props
 
 
 def _pos_id(value: str | None) -> str | None:
@@ -181,55 +182,81 @@ def redeemed_rewards(check: Check) -> list[dict[str, Any]]:
 
 
 def check_properties(outcome: Outcome) -> Properties:
-    """Check number, times, header facts, totals, items, discounts, tenders, terminal and operator."""
+    """Check number, times, header facts, totals, items, discounts, tenders, terminal and operator
+    (known values only)."""
     request = outcome.request
     if request is None:
         return {}
     check = request.check
     header = check.header
-    totals = check.totals
     response = outcome.response
-    lines = [line for line in check.items if isinstance(line, MenuItem | ComboItem)]
-    tenders = [line for line in check.items if isinstance(line, TenderItem)]
-    charges = [line for line in check.items if isinstance(line, ServiceChargeItem)]
     check_number = response.check_number if isinstance(response, SuccessReply | CouponSuccessReply) else None
-    return {
-        "check_number": known(check_number) or header.number,
-        "check_unique_identifier": header.unique_identifier,
-        "check_open_time": utc_text(header.open_time),
-        "check_close_time": utc_text(header.close_time) if header.close_time else None,
-        "is_return": header.is_return,
-        "is_void": header.is_void,
-        "is_catering": header.is_catering,
-        "order_method": header.order_method,
-        "delivery_method": header.delivery_method,
-        "revenue_center_number": header.revenue_center_number,
-        "revenue_center_name": header.revenue_center_name or None,
-        "table_number": header.table_number or None,
-        "seat_count": header.seat_count,
-        "cashier": _pos_id(header.cashier),
-        "terminal": _pos_id(request.terminal),
-        "operator": _pos_id(request.operator),
-        "agent_name": request.agent_name,
-        "coupon_code": request.coupon_code,
-        **_reward_selection(request),
-        "sub_total": totals.sub_total,
-        "tax_total": totals.tax_total,
-        "discount_total": totals.discount_total,
-        "service_charge_total": totals.service_charge_total,
-        "check_total": totals.check_total,
-        "tip_total": totals.tip_total,
-        "tender_total": totals.tender_total,
-        "item_count": sum(1 for line in lines if not line.is_voided),
-        "item_quantity": exact_sum(line.quantity for line in lines if not line.is_voided),
-        "items": [_item(line) for line in lines],
-        "discounts": [_discount(d) for d in all_discounts(check)],
-        "service_charges": [
+    props = drop_unknown(
+        {
+            "check_number": known(check_number) or header.number,
+            "check_unique_identifier": header.unique_identifier,
+            "check_open_time": utc_text(header.open_time),
+            "check_close_time": utc_text(header.close_time) if header.close_time else None,
+            "is_return": header.is_return,
+            "is_void": header.is_void,
+            "is_catering": header.is_catering,
+            "order_method": header.order_method,
+            "delivery_method": header.delivery_method,
+            "revenue_center_number": header.revenue_center_number,
+            "revenue_center_name": header.revenue_center_name,
+            "table_number": header.table_number,
+            "seat_count": header.seat_count,
+            "cashier": _pos_id(header.cashier),
+            "terminal": _pos_id(request.terminal),
+            "operator": _pos_id(request.operator),
+            "agent_name": request.agent_name,
+            "coupon_code": request.coupon_code,
+        }
+    )
+    props.update(_reward_selection(request))
+    props.update(_check_lines(check))
+    return props
+
+
+def _check_lines(check: Check) -> Properties:
+    """Totals, counts and the lines of the check (known values only)."""
+    totals = check.totals
+    lines = []
+    tenders = []
+    charges = []
+    for line in check.items:
+        if isinstance(line, MenuItem | ComboItem):
+            lines.append(line)
+        elif isinstance(line, TenderItem):
+            tenders.append(line)
+        elif isinstance(line, ServiceChargeItem):
+            charges.append(line)
+    counted = [line for line in lines if not line.is_voided]
+    props = drop_none(
+        {
+            "sub_total": totals.sub_total,
+            "tax_total": totals.tax_total,
+            "discount_total": totals.discount_total,
+            "service_charge_total": totals.service_charge_total,
+            "check_total": totals.check_total,
+            "tip_total": totals.tip_total,
+            "tender_total": totals.tender_total,
+        }
+    )
+    props["item_count"] = len(counted)
+    props["item_quantity"] = exact_sum(line.quantity for line in counted)
+    if lines:
+        props["items"] = [_item(line) for line in lines]
+    if discounts := all_discounts(check):
+        props["discounts"] = [_discount(d) for d in discounts]
+    if charges:
+        props["service_charges"] = [
             drop_unknown({"item_id": c.item_id, "name": c.name, "quantity": c.quantity, "price": c.price})
             for c in charges
-        ],
-        "tenders": [_tender(t) for t in tenders],
-    }
+        ]
+    if tenders:
+        props["tenders"] = [_tender(t) for t in tenders]
+    return props
 
 
 def _computed(kind: str, d: ItemDiscount | SubTotalDiscount | ServiceChargeDiscount) -> dict[str, Any]:
@@ -374,20 +401,23 @@ def reply_properties(outcome: Outcome) -> Properties:
         nested = response.reply if not isinstance(response.reply, list) else None
         wallets = wallet_lists(response, nested)
         changes = wallets.changed_wallet_contents
-        props: Properties = {
-            "pos_result": response.result,
-            "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
-            "visit_code": response.visit_code,
-            "reply_open_time": utc_text(response.open_time) if response.open_time else None,
-            ("applicable_rewards" if simulation else "reward_discounts"): reply_discounts(response),
-            "coupons_to_remove": response.coupons_to_remove,
-            "available_unit_discounts": available_unit_discounts(response),
-            **refused_rewards(response),
-            "failed_cards": failed_cards(response),
-        }
-        if simulation:
+        props: Properties = drop_unknown(
+            {
+                "pos_result": response.result,
+                "px_transaction_id": response.px_transaction_id
+                or (nested.px_transaction_id if nested else None),
+                "visit_code": response.visit_code,
+                "reply_open_time": utc_text(response.open_time) if response.open_time else None,
+                ("applicable_rewards" if simulation else "reward_discounts"): reply_discounts(response),
+                "coupons_to_remove": response.coupons_to_remove,
+                "available_unit_discounts": available_unit_discounts(response),
+                **refused_rewards(response),
+                "failed_cards": failed_cards(response),
+            }
+        )
+        if changes and simulation:
             props["simulated_wallet_changes"] = changed_wallets(changes)
-        else:
+        elif changes:
             props.update(points_changed(changes), changed_wallets=changed_wallets(changes))
         props.update(wallet_properties(wallets, with_changes=not simulation))
         return props
@@ -395,10 +425,10 @@ def reply_properties(outcome: Outcome) -> Properties:
         # noRewardsApplied: nothing was applied, so no change is reported even if one is listed.
         return {"pos_result": response.result, **wallet_properties(response, with_changes=False)}
     if isinstance(response, CouponSuccessReply):
-        return {
-            "pos_result": response.result,
-            "reply_open_time": utc_text(response.open_time) if response.open_time else None,
-        }
+        props = {"pos_result": response.result}
+        if response.open_time:
+            props["reply_open_time"] = utc_text(response.open_time)
+        return props
     return {}
 
 
@@ -417,8 +447,13 @@ def pos_activity(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         **check_properties(outcome),
         **reply_properties(outcome),
     }
-    if redeems_check_discounts(outcome) and outcome.request is not None:
-        props["rewards_redeemed"] = redeemed_rewards(outcome.request.check)
+    request = outcome.request
+    if (
+        request is not None
+        and redeems_check_discounts(outcome)
+        and (rewards := redeemed_rewards(request.check))
+    ):
+        props["rewards_redeemed"] = rewards
     return track(outcome, ctx, POS_ACTIVITY, props, who)
 
 
