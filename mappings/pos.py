@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from bridge.domain.models import (
@@ -26,10 +27,13 @@ from bridge.domain.models import (
     TenderItem,
 )
 from mappings.common import (
+    DEFAULT_CONTEXT,
     POS_ACTIVITY,
     MappingContext,
     Message,
+    Person,
     Properties,
+    Wallets,
     base_properties,
     changed_wallets,
     drop_none,
@@ -403,15 +407,63 @@ def failed_cards(reply: SuccessReply) -> list[dict[str, Any]]:
     ]
 
 
-def reply_properties(outcome: Outcome) -> Properties:
+class CheckFacts:
+    """What the messages of one ``check.*`` outcome (POS Activity, Add/Redeem) share, each
+    worked out on first use and then reused: the person, base properties, the reply's wallets
+    and their changes, computed discounts and redeemed rewards. Not to be modified."""
+
+    def __init__(self, outcome: Outcome, ctx: MappingContext) -> None:
+        self.outcome = outcome
+        self.ctx = ctx
+
+    @cached_property
+    def who(self) -> Person:
+        return person(self.outcome)
+
+    @cached_property
+    def base(self) -> Properties:
+        return base_properties(self.outcome, self.ctx, self.who)
+
+    @cached_property
+    def wallets(self) -> Wallets:
+        """The wallet lists of a success reply, top-level before its nested reply's."""
+        response = self.outcome.response
+        if not isinstance(response, SuccessReply):
+            return Wallets([], [], [])
+        return wallet_lists(response, response.reply if not isinstance(response.reply, list) else None)
+
+    @cached_property
+    def changes(self) -> Properties:
+        """points_earned, points_redeemed and changed_wallets (known ones) of the wallet changes."""
+        changes = self.wallets.changed_wallet_contents
+        return {**points_changed(changes), "changed_wallets": changed_wallets(changes)} if changes else {}
+
+    @cached_property
+    def wallet_properties(self) -> Properties:
+        """The wallet properties, changes included."""
+        return wallet_properties(self.wallets)
+
+    @cached_property
+    def reply_discounts(self) -> list[dict[str, Any]]:
+        response = self.outcome.response
+        return reply_discounts(response) if isinstance(response, SuccessReply) else []
+
+    @cached_property
+    def rewards_redeemed(self) -> list[dict[str, Any]]:
+        request = self.outcome.request
+        if request is None or not redeems_check_discounts(self.outcome):
+            return []
+        return redeemed_rewards(request.check)
+
+
+def reply_properties(outcome: Outcome, facts: CheckFacts | None = None) -> Properties:
     """Facts of the reply: result, transaction id, visit code, open time, computed discounts
     (applicable for simulations, applied otherwise), refused rewards, wallet changes, wallets."""
+    facts = facts or CheckFacts(outcome, DEFAULT_CONTEXT)
     response = outcome.response
     simulation = outcome.kind in SIMULATION_KINDS
     if isinstance(response, SuccessReply):
         nested = response.reply if not isinstance(response.reply, list) else None
-        wallets = wallet_lists(response, nested)
-        changes = wallets.changed_wallet_contents
         props: Properties = drop_unknown(
             {
                 "pos_result": response.result,
@@ -419,18 +471,20 @@ def reply_properties(outcome: Outcome) -> Properties:
                 or (nested.px_transaction_id if nested else None),
                 "visit_code": response.visit_code,
                 "reply_open_time": utc_text(response.open_time) if response.open_time else None,
-                ("applicable_rewards" if simulation else "reward_discounts"): reply_discounts(response),
+                ("applicable_rewards" if simulation else "reward_discounts"): facts.reply_discounts,
                 "coupons_to_remove": response.coupons_to_remove,
                 "available_unit_discounts": available_unit_discounts(response),
                 **refused_rewards(response),
                 "failed_cards": failed_cards(response),
             }
         )
-        if changes and simulation:
+        if not simulation:
+            props.update(facts.changes)
+            props.update(facts.wallet_properties)
+            return props
+        if changes := facts.wallets.changed_wallet_contents:
             props["simulated_wallet_changes"] = changed_wallets(changes)
-        elif changes:
-            props.update(points_changed(changes), changed_wallets=changed_wallets(changes))
-        props.update(wallet_properties(wallets, with_changes=not simulation))
+        props.update(wallet_properties(facts.wallets, with_changes=False))
         return props
     if isinstance(response, NoRewardsAppliedReply):
         # noRewardsApplied: nothing was applied, so no change is reported even if one is listed.
@@ -448,24 +502,19 @@ def is_successful(outcome: Outcome) -> bool:
     return isinstance(outcome.response, SuccessReply | NoRewardsAppliedReply | CouponSuccessReply)
 
 
-def pos_activity(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+def pos_activity(outcome: Outcome, ctx: MappingContext, facts: CheckFacts | None = None) -> list[Message]:
     if not is_successful(outcome):
         return []
-    who = person(outcome)
+    facts = facts or CheckFacts(outcome, ctx)
     props: Properties = {
-        **base_properties(outcome, ctx, who),
+        **facts.base,
         "pos_function": outcome.kind.removeprefix("check."),
         **check_properties(outcome),
-        **reply_properties(outcome),
+        **reply_properties(outcome, facts),
     }
-    request = outcome.request
-    if (
-        request is not None
-        and redeems_check_discounts(outcome)
-        and (rewards := redeemed_rewards(request.check))
-    ):
+    if rewards := facts.rewards_redeemed:
         props["rewards_redeemed"] = rewards
-    return track(outcome, ctx, POS_ACTIVITY, props, who)
+    return track(outcome, ctx, POS_ACTIVITY, props, facts.who)
 
 
 def redeems_check_discounts(outcome: Outcome) -> bool:
