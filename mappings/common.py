@@ -9,12 +9,12 @@ from __future__ import annotations
 import decimal
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from bridge.domain.models import (
     ChangedPointInfo,
@@ -29,6 +29,7 @@ from bridge.domain.models import (
 from bridge.domain.version import __version__
 
 Message = dict[str, Any]
+T = TypeVar("T")
 Properties = dict[str, Any]
 
 # The nine events of the Paytronix source page, by their documented names.
@@ -93,6 +94,20 @@ class MappingContext:
 
 
 DEFAULT_CONTEXT = MappingContext()
+
+
+class once(Generic[T]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes one on every first
+    read, which costs more than most of what is cached here): a method's value, worked out on
+    first read and then kept in the instance. For objects of one thread (one mapping call)."""
+
+    def __init__(self, method: Callable[[Any], T]) -> None:
+        self.method = method
+        self.name = method.__name__
+
+    def __get__(self, instance: Any, owner: Any = None) -> T:
+        value = instance.__dict__[self.name] = self.method(instance)
+        return value
 
 
 # --------------------------------------------------------------------------- ids
@@ -183,6 +198,39 @@ class Person:
     properties: Properties
 
 
+#: The guest fields ``person`` reads, for an outcome without a guest.
+_NO_GUEST: dict[str, Any] = dict.fromkeys(
+    ("user_id", "account_code", "printed_card_number", "first_name", "last_name", "tier_name")
+) | {"email_opt_in": None, "text_opt_in": None}
+
+
+def _first_of(value: str | None, replies: list[GuestFacts], name: str) -> str | None:
+    """``value`` if it says something, else the first reply's field ``name`` that does."""
+    if value is not None and value.strip():
+        return value
+    for reply in replies:
+        value = getattr(reply, name)
+        if value is not None and value.strip():
+            return value
+    return None
+
+
+def _card_number(outcome: Outcome, guest: dict[str, Any], replies: list[GuestFacts]) -> str | None:
+    """The printed card number: the guest's, else the replies', else a noRewardsApplied reply's,
+    else ``request.cardInfo``'s."""
+    card = _first_of(guest["printed_card_number"], replies, "printed_card_number")
+    if card is not None:
+        return card
+    response = outcome.response
+    request = outcome.request
+    return _first(
+        [
+            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
+            request.card_info.printed_card_number if request and request.card_info else None,
+        ]
+    )
+
+
 def person(outcome: Outcome, card_reply: GuestFacts | None = None) -> Person:
     """The person of ``outcome`` (of one card of a split check when ``card_reply`` is given).
 
@@ -191,40 +239,32 @@ def person(outcome: Outcome, card_reply: GuestFacts | None = None) -> Person:
     neither (blank is not a name), from the reply's ``customerName``. The printed card number
     is the guest's, else the reply's, else ``request.cardInfo``'s."""
     guest = outcome.guest
+    g = guest.__dict__ if guest is not None else _NO_GUEST  # the fields (see mappings.pos._item)
     replies = reply_guest_fields(outcome)
     if card_reply is not None:
         replies.insert(0, card_reply)
-    response = outcome.response
-    request = outcome.request
-    account = _first([guest.account_code if guest else None, *(r.account_code for r in replies)])
-    card = _first(
-        [
-            guest.printed_card_number if guest else None,
-            *(r.printed_card_number for r in replies),
-            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
-            request.card_info.printed_card_number if request and request.card_info else None,
-        ]
-    )
-    user_id = _first([guest.user_id, account]) if guest else account
+    account = _first_of(g["account_code"], replies, "account_code")
+    card = _card_number(outcome, g, replies)
+    user_id = _first((g["user_id"], account))
     if user_id is not None:
         ids = {"userId": user_id}
     elif card is not None:
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "card", card)}
-    elif (token := _first(r.anonymous_account_token for r in replies)) is not None:
+    elif (token := _first_of(None, replies, "anonymous_account_token")) is not None:
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "token", token)}
     else:  # nothing names the guest (a check without a card): the outcome itself is the subject
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "outcome", outcome.outcome_id)}
-    first = known(guest.first_name) if guest else None
-    last = known(guest.last_name) if guest else None
+    first = known(g["first_name"])
+    last = known(g["last_name"])
     if first is None and last is None:
-        first, last = split_name(_first(r.customer_name for r in replies))
+        first, last = split_name(_first_of(None, replies, "customer_name"))
     props: Properties = {
         "first_name": first,
         "last_name": last,
         "printed_card_number": card,
-        "email_opt_in": guest.email_opt_in if guest else None,
-        "text_opt_in": guest.text_opt_in if guest else None,
-        "tier_name": _first([guest.tier_name if guest else None, *(r.tier_name for r in replies)]),
+        "email_opt_in": g["email_opt_in"],
+        "text_opt_in": g["text_opt_in"],
+        "tier_name": _first_of(g["tier_name"], replies, "tier_name"),
         # Sent beside a userId, so that the ids of one person can be linked.
         "account_code": account,
     }

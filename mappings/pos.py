@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 from bridge.domain.models import (
@@ -40,6 +39,7 @@ from mappings.common import (
     drop_unknown,
     exact_sum,
     known,
+    once,
     person,
     points_changed,
     track,
@@ -416,15 +416,15 @@ class CheckFacts:
         self.outcome = outcome
         self.ctx = ctx
 
-    @cached_property
+    @once
     def who(self) -> Person:
         return person(self.outcome)
 
-    @cached_property
+    @once
     def base(self) -> Properties:
         return base_properties(self.outcome, self.ctx, self.who)
 
-    @cached_property
+    @once
     def wallets(self) -> Wallets:
         """The wallet lists of a success reply, top-level before its nested reply's."""
         response = self.outcome.response
@@ -432,23 +432,23 @@ class CheckFacts:
             return Wallets([], [], [])
         return wallet_lists(response, response.reply if not isinstance(response.reply, list) else None)
 
-    @cached_property
+    @once
     def changes(self) -> Properties:
         """points_earned, points_redeemed and changed_wallets (known ones) of the wallet changes."""
         changes = self.wallets.changed_wallet_contents
         return {**points_changed(changes), "changed_wallets": changed_wallets(changes)} if changes else {}
 
-    @cached_property
+    @once
     def wallet_properties(self) -> Properties:
         """The wallet properties, changes included."""
         return wallet_properties(self.wallets)
 
-    @cached_property
+    @once
     def reply_discounts(self) -> list[dict[str, Any]]:
         response = self.outcome.response
         return reply_discounts(response) if isinstance(response, SuccessReply) else []
 
-    @cached_property
+    @once
     def rewards_redeemed(self) -> list[dict[str, Any]]:
         request = self.outcome.request
         if request is None or not redeems_check_discounts(self.outcome):
