@@ -9,17 +9,16 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from bridge.domain.models import CHECK_KINDS, Outcome
-from mappings.add_redeem import add_redeem
+from mappings.add_redeem import add_redeem, check_events
 from mappings.common import DEFAULT_CONTEXT, EVENT_NAMES, MappingContext, Message, Store
 from mappings.guest import check_in, identify_customer, loyalty_registration, referral, web_registration
-from mappings.pos import pos_activity
 from mappings.stored_value import recharge_value
 from mappings.survey import survey_completion
 
 Mapper = Callable[[Outcome, MappingContext], list[Message]]
 
 MAPPERS: dict[str, tuple[Mapper, ...]] = {
-    **{kind: (pos_activity, add_redeem) for kind in CHECK_KINDS},
+    **{kind: (check_events,) for kind in CHECK_KINDS},  # POS Activity, then Add/Redeem
     "transaction.addRedeem": (add_redeem,),
     "guest.identified": (identify_customer,),
     "guest.loyaltyRegistered": (loyalty_registration,),

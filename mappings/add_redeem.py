@@ -23,6 +23,7 @@ from mappings.common import (
     Properties,
     base_properties,
     changed_wallets,
+    drop_unknown,
     known,
     person,
     points_changed,
@@ -30,7 +31,7 @@ from mappings.common import (
     wallet_lists,
     wallet_properties,
 )
-from mappings.pos import redeemed_rewards, redeems_check_discounts, reply_discounts
+from mappings.pos import CheckFacts, pos_activity
 
 ACCRUING_KINDS = frozenset(
     {
@@ -49,30 +50,34 @@ def _check_number(outcome: Outcome) -> str | None:
     return outcome.request.check.header.number if outcome.request else None
 
 
-def _single_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+def _single_check(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> list[Message]:
     response = outcome.response
     if not isinstance(response, SuccessReply) or outcome.request is None:
         return []
     nested = response.reply if isinstance(response.reply, GuestFieldsMixin) else None
-    wallets = wallet_lists(response, nested)
-    rewards = redeemed_rewards(outcome.request.check) if redeems_check_discounts(outcome) else []
+    rewards = facts.rewards_redeemed
     # redeemOnly's computed discounts are the ones it applied; other replies carry none.
-    reward_discounts = reply_discounts(response) if outcome.kind == "check.redeemOnly" else []
-    if not (wallets.changed_wallet_contents or rewards or reward_discounts):
+    reward_discounts = facts.reply_discounts if outcome.kind == "check.redeemOnly" else []
+    if not (facts.wallets.changed_wallet_contents or rewards or reward_discounts):
         return []
-    who = person(outcome)
     props: Properties = {
-        **base_properties(outcome, ctx, who),
+        **facts.base,
         "pos_function": outcome.kind.removeprefix("check."),
-        "check_number": _check_number(outcome),
-        "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
-        **points_changed(wallets.changed_wallet_contents),
-        "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
-        "rewards_redeemed": rewards,
-        "reward_discounts": reward_discounts,
-        **wallet_properties(wallets),
+        **drop_unknown(
+            {
+                "check_number": _check_number(outcome),
+                "px_transaction_id": response.px_transaction_id
+                or (nested.px_transaction_id if nested else None),
+            }
+        ),
+        **facts.changes,
     }
-    return track(outcome, ctx, ADD_REDEEM, props, who)
+    if rewards:
+        props["rewards_redeemed"] = rewards
+    if reward_discounts:
+        props["reward_discounts"] = reward_discounts
+    props.update(facts.wallet_properties)
+    return track(outcome, ctx, ADD_REDEEM, props, facts.who)
 
 
 def _card_outcome(outcome: Outcome, card: CardHolder, cards: int) -> Outcome:
@@ -148,13 +153,17 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         who = person(seen_as, card_facts)
         props: Properties = {
             **base_properties(seen_as, ctx, who),
-            "pos_function": outcome.kind.removeprefix("check."),
-            "check_number": _check_number(outcome),
-            "card_index": index,
-            "amount_paid": paid.amount_paid if paid else None,
-            "px_transaction_id": card_facts.px_transaction_id,
-            **points_changed(wallets.changed_wallet_contents),
-            "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+            **drop_unknown(
+                {
+                    "pos_function": outcome.kind.removeprefix("check."),
+                    "check_number": _check_number(outcome),
+                    "card_index": index,
+                    "amount_paid": paid.amount_paid if paid else None,
+                    "px_transaction_id": card_facts.px_transaction_id,
+                    **points_changed(wallets.changed_wallet_contents),
+                    "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+                }
+            ),
             **wallet_properties(wallets),
         }
         messages += track(seen_as, ctx, ADD_REDEEM, props, who, slot_suffix=f":{index}")
@@ -169,19 +178,30 @@ def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     who = person(outcome)
     props: Properties = {
         **base_properties(outcome, ctx, who),
-        "px_transaction_id": data.px_transaction_id if data else None,
-        **points_changed(wallets.changed_wallet_contents),
-        "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+        **drop_unknown(
+            {
+                "px_transaction_id": data.px_transaction_id if data else None,
+                **points_changed(wallets.changed_wallet_contents),
+                "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
+            }
+        ),
         **wallet_properties(wallets),
     }
     return track(outcome, ctx, ADD_REDEEM, props, who)
 
 
-def add_redeem(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+def add_redeem(outcome: Outcome, ctx: MappingContext, facts: CheckFacts | None = None) -> list[Message]:
     if outcome.kind == "transaction.addRedeem":
         return _transaction(outcome, ctx)
     if outcome.kind == "check.multiPostAndAccruePoints":
         return _multi_check(outcome, ctx)
     if outcome.kind in ACCRUING_KINDS:
-        return _single_check(outcome, ctx)
+        return _single_check(outcome, ctx, facts or CheckFacts(outcome, ctx))
     return []
+
+
+def check_events(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    """POS Activity, then Add/Redeem, of one ``check.*`` outcome: what both carry (the person,
+    wallets, changes) is worked out once (``CheckFacts``)."""
+    facts = CheckFacts(outcome, ctx)
+    return pos_activity(outcome, ctx, facts) + add_redeem(outcome, ctx, facts)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import decimal
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from functools import cached_property
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from bridge.domain.models import (
     ChangedPointInfo,
@@ -28,6 +29,7 @@ from bridge.domain.models import (
 from bridge.domain.version import __version__
 
 Message = dict[str, Any]
+T = TypeVar("T")
 Properties = dict[str, Any]
 
 # The nine events of the Paytronix source page, by their documented names.
@@ -85,8 +87,27 @@ class MappingContext:
     rename: Mapping[str, str] = field(default_factory=dict)
     disabled: frozenset[str] = frozenset()
 
+    @cached_property
+    def store_properties(self) -> dict[str, Properties]:
+        """The store properties of each store code of the directory, worked out once."""
+        return {code: _store_row(code, store) for code, store in self.stores.items()}
+
 
 DEFAULT_CONTEXT = MappingContext()
+
+
+class once(Generic[T]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes one on every first
+    read, which costs more than most of what is cached here): a method's value, worked out on
+    first read and then kept in the instance. For objects of one thread (one mapping call)."""
+
+    def __init__(self, method: Callable[[Any], T]) -> None:
+        self.method = method
+        self.name = method.__name__
+
+    def __get__(self, instance: Any, owner: Any = None) -> T:
+        value = instance.__dict__[self.name] = self.method(instance)
+        return value
 
 
 # --------------------------------------------------------------------------- ids
@@ -177,6 +198,39 @@ class Person:
     properties: Properties
 
 
+#: The guest fields ``person`` reads, for an outcome without a guest.
+_NO_GUEST: dict[str, Any] = dict.fromkeys(
+    ("user_id", "account_code", "printed_card_number", "first_name", "last_name", "tier_name")
+) | {"email_opt_in": None, "text_opt_in": None}
+
+
+def _first_of(value: str | None, replies: list[GuestFacts], name: str) -> str | None:
+    """``value`` if it says something, else the first reply's field ``name`` that does."""
+    if value is not None and value.strip():
+        return value
+    for reply in replies:
+        value = getattr(reply, name)
+        if value is not None and value.strip():
+            return value
+    return None
+
+
+def _card_number(outcome: Outcome, guest: dict[str, Any], replies: list[GuestFacts]) -> str | None:
+    """The printed card number: the guest's, else the replies', else a noRewardsApplied reply's,
+    else ``request.cardInfo``'s."""
+    card = _first_of(guest["printed_card_number"], replies, "printed_card_number")
+    if card is not None:
+        return card
+    response = outcome.response
+    request = outcome.request
+    return _first(
+        [
+            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
+            request.card_info.printed_card_number if request and request.card_info else None,
+        ]
+    )
+
+
 def person(outcome: Outcome, card_reply: GuestFacts | None = None) -> Person:
     """The person of ``outcome`` (of one card of a split check when ``card_reply`` is given).
 
@@ -185,77 +239,80 @@ def person(outcome: Outcome, card_reply: GuestFacts | None = None) -> Person:
     neither (blank is not a name), from the reply's ``customerName``. The printed card number
     is the guest's, else the reply's, else ``request.cardInfo``'s."""
     guest = outcome.guest
+    g = guest.__dict__ if guest is not None else _NO_GUEST  # the fields (see mappings.pos._item)
     replies = reply_guest_fields(outcome)
     if card_reply is not None:
         replies.insert(0, card_reply)
-    response = outcome.response
-    request = outcome.request
-    account = _first([guest.account_code if guest else None, *(r.account_code for r in replies)])
-    card = _first(
-        [
-            guest.printed_card_number if guest else None,
-            *(r.printed_card_number for r in replies),
-            response.printed_card_number if isinstance(response, NoRewardsAppliedReply) else None,
-            request.card_info.printed_card_number if request and request.card_info else None,
-        ]
-    )
-    user_id = _first([guest.user_id, account]) if guest else account
+    account = _first_of(g["account_code"], replies, "account_code")
+    card = _card_number(outcome, g, replies)
+    user_id = _first((g["user_id"], account))
     if user_id is not None:
         ids = {"userId": user_id}
     elif card is not None:
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "card", card)}
-    elif (token := _first(r.anonymous_account_token for r in replies)) is not None:
+    elif (token := _first_of(None, replies, "anonymous_account_token")) is not None:
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "token", token)}
     else:  # nothing names the guest (a check without a card): the outcome itself is the subject
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "outcome", outcome.outcome_id)}
-    first = known(guest.first_name) if guest else None
-    last = known(guest.last_name) if guest else None
+    first = known(g["first_name"])
+    last = known(g["last_name"])
     if first is None and last is None:
-        first, last = split_name(_first(r.customer_name for r in replies))
+        first, last = split_name(_first_of(None, replies, "customer_name"))
     props: Properties = {
         "first_name": first,
         "last_name": last,
         "printed_card_number": card,
-        "email_opt_in": guest.email_opt_in if guest else None,
-        "text_opt_in": guest.text_opt_in if guest else None,
-        "tier_name": _first([guest.tier_name if guest else None, *(r.tier_name for r in replies)]),
+        "email_opt_in": g["email_opt_in"],
+        "text_opt_in": g["text_opt_in"],
+        "tier_name": _first_of(g["tier_name"], replies, "tier_name"),
         # Sent beside a userId, so that the ids of one person can be linked.
         "account_code": account,
     }
-    return Person(ids, props)
+    # Only the known ones (the strings above are never blank): merged into messages as they are.
+    return Person(ids, drop_none(props))
 
 
 def store_properties(outcome: Outcome, ctx: MappingContext) -> Properties:
-    """store_code from the outcome; the rest from the merchant's store directory."""
+    """store_code from the outcome; the rest from the merchant's store directory (known values
+    only, worked out once per store: ``MappingContext.store_properties``). Not to be modified."""
     code = outcome.effective_store_code
     if code is None:
         return {}
-    store = ctx.stores.get(code)
-    props: Properties = {"store_code": code}
-    if store is not None:
-        props.update(
-            store_name=store.name,
-            store_latitude=store.latitude,
-            store_longitude=store.longitude,
-            store_city=store.city,
-            store_postal_code=store.postal_code,
-            store_state=store.state,
-            store_country=store.country,
-        )
-    return props
+    props = ctx.store_properties.get(code)
+    return props if props is not None else {"store_code": code}
+
+
+def _store_row(code: str, store: Store) -> Properties:
+    """The known properties of one store of the directory, ``store_code`` first."""
+    return drop_unknown(
+        {
+            "store_code": code,
+            "store_name": store.name,
+            "store_latitude": store.latitude,
+            "store_longitude": store.longitude,
+            "store_city": store.city,
+            "store_postal_code": store.postal_code,
+            "store_state": store.state,
+            "store_country": store.country,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- wallets
 
 
-@dataclass
 class _Wallet:
-    code: int
-    label: str | None = None
-    kind: str | None = None
-    balance: Decimal | None = None
-    quantity_changed: Decimal | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    """One wallet as the lists name it, gathered by code (``_wallets_by_code``)."""
+
+    __slots__ = ("balance", "code", "extra", "kind", "label", "quantity_changed")
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.label: str | None = None
+        self.kind: str | None = None
+        self.balance: Decimal | None = None
+        self.quantity_changed: Decimal | None = None
+        self.extra: dict[str, Any] | None = None
 
 
 class Wallets(NamedTuple):
@@ -296,7 +353,9 @@ def wallet_properties(
 
 def _wallet_entry(by_code: dict[int, _Wallet], code: int, label: str | None, kind: str | None) -> _Wallet:
     """The wallet of ``code`` (added when new), given the label and kind it lacks so far."""
-    entry = by_code.setdefault(code, _Wallet(code=code))
+    entry = by_code.get(code)
+    if entry is None:
+        entry = by_code[code] = _Wallet(code)
     entry.label = entry.label or label
     entry.kind = entry.kind or kind
     return entry
@@ -332,44 +391,44 @@ def _wallets_by_code(
 
 def _reward_details(reward: RewardPointInfo) -> dict[str, Any]:
     """What a reward wallet tells beyond its balance (in all_wallets_info)."""
-    return {
-        "discount_object_number": reward.discount_object_number,
-        "expirations": [
-            drop_unknown({"quantity": e.quantity, "date": e.date}) for e in reward.expiration_dates
-        ],
-        "additional_expiring_balance": reward.additional_expiring_balance,
-        "reward_type": reward.reward_type,
-        "reward_value_type": reward.reward_value_type,
-    }
+    return drop_unknown(
+        {
+            "discount_object_number": reward.discount_object_number,
+            "expirations": [
+                drop_unknown({"quantity": e.quantity, "date": e.date}) for e in reward.expiration_dates
+            ],
+            "additional_expiring_balance": reward.additional_expiring_balance,
+            "reward_type": reward.reward_type,
+            "reward_value_type": reward.reward_value_type,
+        }
+    )
 
 
 def _wallet_infos(entries: Iterable[_Wallet]) -> Properties:
-    """The three wallet properties: balances by label, every wallet in full, and flat by code."""
+    """The three wallet properties: balances by label, every wallet in full, and flat by code
+    (known values only: a blank label is none)."""
     wallets_info: dict[str, Decimal] = {}
     all_info: list[dict[str, Any]] = []
     flat: dict[str, Any] = {}
     for entry in entries:
+        code = entry.code
         label = known(entry.label)
-        if entry.balance is not None and label is not None:  # by code in the other two
-            key = label if label not in wallets_info else f"{label} ({entry.code})"
-            wallets_info[key] = entry.balance
-        info = {
-            "wallet_code": entry.code,
-            "wallet_label": entry.label,
-            "balance": entry.balance,
-            "kind": entry.kind,
-            "quantity_changed": entry.quantity_changed,
-            **entry.extra,
-        }
-        all_info.append(drop_unknown(info))
-        flat[f"wallet_{entry.code}_label"] = entry.label
-        flat[f"wallet_{entry.code}_balance"] = entry.balance
-        flat[f"wallet_{entry.code}_quantity_changed"] = entry.quantity_changed
-    return {
-        "wallets_info": wallets_info,
-        "all_wallets_info": all_info,
-        "flat_wallets_info": drop_unknown(flat),
-    }
+        balance = entry.balance
+        info: dict[str, Any] = {"wallet_code": code}
+        if label is not None:
+            info["wallet_label"] = flat[f"wallet_{code}_label"] = label
+            if balance is not None:  # by code in the other two
+                wallets_info[label if label not in wallets_info else f"{label} ({code})"] = balance
+        if balance is not None:
+            info["balance"] = flat[f"wallet_{code}_balance"] = balance
+        if entry.kind is not None:
+            info["kind"] = entry.kind
+        if entry.quantity_changed is not None:
+            info["quantity_changed"] = flat[f"wallet_{code}_quantity_changed"] = entry.quantity_changed
+        if entry.extra:
+            info.update(entry.extra)
+        all_info.append(info)
+    return {"wallets_info": wallets_info, "all_wallets_info": all_info, "flat_wallets_info": flat}
 
 
 def exact_sum(values: Iterable[Decimal]) -> Decimal:
@@ -400,7 +459,9 @@ def points_changed(changes: list[ChangedPointInfo]) -> Properties:
 def changed_wallets(changes: list[ChangedPointInfo]) -> list[dict[str, Any]]:
     """Each change the outcome reports (changedWalletContents): wallet code, label, quantity."""
     return [
-        drop_unknown({"wallet_code": c.wallet_code, "wallet_label": c.point_name, "quantity": c.quantity})
+        {"wallet_code": c.wallet_code, "wallet_label": c.point_name, "quantity": c.quantity}
+        if known(c.point_name) is not None
+        else {"wallet_code": c.wallet_code, "quantity": c.quantity}
         for c in changes
     ]
 
@@ -416,6 +477,11 @@ def drop_unknown(props: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in props.items()
         if v is not None and (v.__class__ is not list or v) and (v.__class__ is not str or v.strip())
     }
+
+
+def drop_none(props: Mapping[str, Any]) -> dict[str, Any]:
+    """``drop_unknown`` for values that can be neither a string nor a list (or are known not blank)."""
+    return {k: v for k, v in props.items() if v is not None}
 
 
 def base_properties(outcome: Outcome, ctx: MappingContext, who: Person) -> Properties:
@@ -446,14 +512,16 @@ def track(
     *,
     slot_suffix: str = "",
 ) -> list[Message]:
-    """A track call about ``who``, renamed per configuration; [] when the merchant disabled the event."""
+    """A track call about ``who``, renamed per configuration; [] when the merchant disabled the event.
+
+    ``properties`` holds known values only (the builders leave unknown ones out: ``drop_unknown``)."""
     if event in ctx.disabled:
         return []
     slot = f"track:{event}{slot_suffix}"
     message = _envelope(outcome, slot, who.ids)
     message["type"] = "track"
     message["event"] = ctx.rename.get(event, event)
-    message["properties"] = drop_unknown(properties)
+    message["properties"] = properties
     return [message]
 
 
@@ -467,8 +535,8 @@ def identify(outcome: Outcome, ctx: MappingContext, who: Person) -> list[Message
     # spelling (firstName, lastName, email, phone), the source's properties in theirs.
     traits: Properties = {
         "merchant_id": outcome.merchant_id,
-        "firstName": person.pop("first_name"),
-        "lastName": person.pop("last_name"),
+        "firstName": person.pop("first_name", None),
+        "lastName": person.pop("last_name", None),
         "email": known(guest.email) if guest else None,
         "phone": known(guest.phone) if guest else None,
         **person,

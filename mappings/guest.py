@@ -15,6 +15,7 @@ from mappings.common import (
     Person,
     Properties,
     base_properties,
+    drop_unknown,
     identify,
     person,
     track,
@@ -24,7 +25,11 @@ from mappings.common import (
 
 
 def _props(outcome: Outcome, ctx: MappingContext, who: Person, **extra: object) -> Properties:
-    return {**base_properties(outcome, ctx, who), **extra, **wallet_properties(wallet_lists(outcome.data))}
+    return {
+        **base_properties(outcome, ctx, who),
+        **drop_unknown(extra),
+        **wallet_properties(wallet_lists(outcome.data)),
+    }
 
 
 def _identified(outcome: Outcome, ctx: MappingContext, event: str, **extra: object) -> list[Message]:

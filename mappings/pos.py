@@ -26,15 +26,20 @@ from bridge.domain.models import (
     TenderItem,
 )
 from mappings.common import (
+    DEFAULT_CONTEXT,
     POS_ACTIVITY,
     MappingContext,
     Message,
+    Person,
     Properties,
+    Wallets,
     base_properties,
     changed_wallets,
+    drop_none,
     drop_unknown,
     exact_sum,
     known,
+    once,
     person,
     points_changed,
     track,
@@ -58,7 +63,10 @@ SIMULATION_KINDS = frozenset(
 def _categories(item: MenuItem | ComboItem | Modifier) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for c in item.categories:
-        category = drop_unknown({"type": c.category_type, "id": c.id, "name": c.name})
+        f = c.__dict__  # the fields (see _item)
+        category = {"type": f["category_type"], "id": f["id"]}
+        if known(f["name"]) is not None:
+            category["name"] = f["name"]
         found.append(category)
     return found
 
@@ -86,12 +94,12 @@ def _reward_selection(request: CheckRequest) -> Properties:
     selection = request.reward_selection_mode
     if selection is None:
         return {}
-    return {
-        "reward_selection_mode": selection.mode,
-        "chosen_rewards": [
+    props: Properties = {"reward_selection_mode": selection.mode}
+    if selection.chosen_rewards:
+        props["chosen_rewards"] = [
             {"wallet_code": c.wallet_code, "amount": c.amount} for c in selection.chosen_rewards
-        ],
-    }
+        ]
+    return props
 
 
 def _pos_id(value: str | None) -> str | None:
@@ -122,51 +130,59 @@ def _tender(t: TenderItem) -> dict[str, Any]:
 
 
 def _modifier(m: Modifier) -> dict[str, Any]:
+    f = m.__dict__  # the fields (see _item)
     # Required facts first; optional ones only when known (cheaper than filtering afterwards).
-    line: dict[str, Any] = {"item_id": m.item_id} if known(m.item_id) else {}
-    if known(m.name) is not None:
-        line["name"] = m.name
-    line["quantity"] = m.quantity
-    line["price"] = m.price
-    if m.is_voided:
+    line: dict[str, Any] = {"item_id": f["item_id"]} if known(f["item_id"]) else {}
+    if known(f["name"]) is not None:
+        line["name"] = f["name"]
+    line["quantity"] = f["quantity"]
+    line["price"] = f["price"]
+    if f["is_voided"]:
         line["is_voided"] = True
-    if m.categories:
+    if f["categories"]:
         line["categories"] = _categories(m)
     return line
 
 
 def _item(item: MenuItem | ComboItem) -> dict[str, Any]:
-    line: dict[str, Any] = {"type": item.type}
-    if known(item.item_id) is not None:
-        line["item_id"] = item.item_id
-    if known(item.name) is not None:
-        line["name"] = item.name
-    line["quantity"] = item.quantity
-    line["price"] = item.price
-    if item.full_price is not None:
-        line["full_price"] = item.full_price
-    line["is_voided"] = item.is_voided
-    if item.seat is not None:
-        line["seat"] = item.seat
-    if item.categories:
+    # The model's fields as a dict: reading a pydantic model's attribute takes the slow path
+    # (BaseModel defines __getattr__), ~100 ns each, a dict item ~15 ns. Lines are many.
+    f = item.__dict__
+    line: dict[str, Any] = {"type": f["type"]}
+    if known(f["item_id"]) is not None:
+        line["item_id"] = f["item_id"]
+    if known(f["name"]) is not None:
+        line["name"] = f["name"]
+    line["quantity"] = f["quantity"]
+    line["price"] = f["price"]
+    if f["full_price"] is not None:
+        line["full_price"] = f["full_price"]
+    line["is_voided"] = f["is_voided"]
+    if f["seat"] is not None:
+        line["seat"] = f["seat"]
+    if f["categories"]:
         line["categories"] = _categories(item)
-    if item.modifiers:
-        line["modifiers"] = [_modifier(m) for m in item.modifiers]
-    if isinstance(item, ComboItem) and item.items:
-        line["items"] = [_item(sub) for sub in item.items]
+    if f["modifiers"]:
+        line["modifiers"] = [_modifier(m) for m in f["modifiers"]]
+    if f["type"] == "comboItem" and f["items"]:
+        line["items"] = [_item(sub) for sub in f["items"]]
     return line
 
 
 def all_discounts(check: Check) -> list[DiscountItem]:
-    """Discount lines wherever they sit: on the check, on items, modifiers and service charges."""
+    """Discount lines wherever they sit: on the check, on items, modifiers and service charges.
+
+    Lines are told apart by their exact class (``type(line) is``): a check's lines are exactly
+    the classes of ``CheckItem``, and an ``isinstance`` of a pydantic model is slow when it fails."""
     found: list[DiscountItem] = []
     for line in check.items:
-        if isinstance(line, DiscountItem):
+        if type(line) is DiscountItem:
             found.append(line)
-        elif isinstance(line, MenuItem | ComboItem | ServiceChargeItem):
-            found.extend(line.discounts)
-            if isinstance(line, MenuItem | ComboItem):
-                for modifier in line.modifiers:
+        elif type(line) is MenuItem or type(line) is ComboItem or type(line) is ServiceChargeItem:
+            f = line.__dict__  # the fields (see _item)
+            found.extend(f["discounts"])
+            if type(line) is not ServiceChargeItem:
+                for modifier in f["modifiers"]:
                     found.extend(modifier.discounts)
     return found
 
@@ -181,55 +197,81 @@ def redeemed_rewards(check: Check) -> list[dict[str, Any]]:
 
 
 def check_properties(outcome: Outcome) -> Properties:
-    """Check number, times, header facts, totals, items, discounts, tenders, terminal and operator."""
+    """Check number, times, header facts, totals, items, discounts, tenders, terminal and operator
+    (known values only)."""
     request = outcome.request
     if request is None:
         return {}
     check = request.check
     header = check.header
-    totals = check.totals
     response = outcome.response
-    lines = [line for line in check.items if isinstance(line, MenuItem | ComboItem)]
-    tenders = [line for line in check.items if isinstance(line, TenderItem)]
-    charges = [line for line in check.items if isinstance(line, ServiceChargeItem)]
     check_number = response.check_number if isinstance(response, SuccessReply | CouponSuccessReply) else None
-    return {
-        "check_number": known(check_number) or header.number,
-        "check_unique_identifier": header.unique_identifier,
-        "check_open_time": utc_text(header.open_time),
-        "check_close_time": utc_text(header.close_time) if header.close_time else None,
-        "is_return": header.is_return,
-        "is_void": header.is_void,
-        "is_catering": header.is_catering,
-        "order_method": header.order_method,
-        "delivery_method": header.delivery_method,
-        "revenue_center_number": header.revenue_center_number,
-        "revenue_center_name": header.revenue_center_name or None,
-        "table_number": header.table_number or None,
-        "seat_count": header.seat_count,
-        "cashier": _pos_id(header.cashier),
-        "terminal": _pos_id(request.terminal),
-        "operator": _pos_id(request.operator),
-        "agent_name": request.agent_name,
-        "coupon_code": request.coupon_code,
-        **_reward_selection(request),
-        "sub_total": totals.sub_total,
-        "tax_total": totals.tax_total,
-        "discount_total": totals.discount_total,
-        "service_charge_total": totals.service_charge_total,
-        "check_total": totals.check_total,
-        "tip_total": totals.tip_total,
-        "tender_total": totals.tender_total,
-        "item_count": sum(1 for line in lines if not line.is_voided),
-        "item_quantity": exact_sum(line.quantity for line in lines if not line.is_voided),
-        "items": [_item(line) for line in lines],
-        "discounts": [_discount(d) for d in all_discounts(check)],
-        "service_charges": [
+    props = drop_unknown(
+        {
+            "check_number": known(check_number) or header.number,
+            "check_unique_identifier": header.unique_identifier,
+            "check_open_time": utc_text(header.open_time),
+            "check_close_time": utc_text(header.close_time) if header.close_time else None,
+            "is_return": header.is_return,
+            "is_void": header.is_void,
+            "is_catering": header.is_catering,
+            "order_method": header.order_method,
+            "delivery_method": header.delivery_method,
+            "revenue_center_number": header.revenue_center_number,
+            "revenue_center_name": header.revenue_center_name,
+            "table_number": header.table_number,
+            "seat_count": header.seat_count,
+            "cashier": _pos_id(header.cashier),
+            "terminal": _pos_id(request.terminal),
+            "operator": _pos_id(request.operator),
+            "agent_name": request.agent_name,
+            "coupon_code": request.coupon_code,
+        }
+    )
+    props.update(_reward_selection(request))
+    props.update(_check_lines(check))
+    return props
+
+
+def _check_lines(check: Check) -> Properties:
+    """Totals, counts and the lines of the check (known values only)."""
+    totals = check.totals
+    lines = []
+    tenders = []
+    charges = []
+    for line in check.items:  # by exact class, as in all_discounts
+        if type(line) is MenuItem or type(line) is ComboItem:
+            lines.append(line)
+        elif type(line) is TenderItem:
+            tenders.append(line)
+        elif type(line) is ServiceChargeItem:
+            charges.append(line)
+    counted = [line for line in lines if not line.__dict__["is_voided"]]
+    props = drop_none(
+        {
+            "sub_total": totals.sub_total,
+            "tax_total": totals.tax_total,
+            "discount_total": totals.discount_total,
+            "service_charge_total": totals.service_charge_total,
+            "check_total": totals.check_total,
+            "tip_total": totals.tip_total,
+            "tender_total": totals.tender_total,
+        }
+    )
+    props["item_count"] = len(counted)
+    props["item_quantity"] = exact_sum([line.__dict__["quantity"] for line in counted])
+    if lines:
+        props["items"] = [_item(line) for line in lines]
+    if discounts := all_discounts(check):
+        props["discounts"] = [_discount(d) for d in discounts]
+    if charges:
+        props["service_charges"] = [
             drop_unknown({"item_id": c.item_id, "name": c.name, "quantity": c.quantity, "price": c.price})
             for c in charges
-        ],
-        "tenders": [_tender(t) for t in tenders],
-    }
+        ]
+    if tenders:
+        props["tenders"] = [_tender(t) for t in tenders]
+    return props
 
 
 def _computed(kind: str, d: ItemDiscount | SubTotalDiscount | ServiceChargeDiscount) -> dict[str, Any]:
@@ -365,40 +407,93 @@ def failed_cards(reply: SuccessReply) -> list[dict[str, Any]]:
     ]
 
 
-def reply_properties(outcome: Outcome) -> Properties:
+class CheckFacts:
+    """What the messages of one ``check.*`` outcome (POS Activity, Add/Redeem) share, each
+    worked out on first use and then reused: the person, base properties, the reply's wallets
+    and their changes, computed discounts and redeemed rewards. Not to be modified."""
+
+    def __init__(self, outcome: Outcome, ctx: MappingContext) -> None:
+        self.outcome = outcome
+        self.ctx = ctx
+
+    @once
+    def who(self) -> Person:
+        return person(self.outcome)
+
+    @once
+    def base(self) -> Properties:
+        return base_properties(self.outcome, self.ctx, self.who)
+
+    @once
+    def wallets(self) -> Wallets:
+        """The wallet lists of a success reply, top-level before its nested reply's."""
+        response = self.outcome.response
+        if not isinstance(response, SuccessReply):
+            return Wallets([], [], [])
+        return wallet_lists(response, response.reply if not isinstance(response.reply, list) else None)
+
+    @once
+    def changes(self) -> Properties:
+        """points_earned, points_redeemed and changed_wallets (known ones) of the wallet changes."""
+        changes = self.wallets.changed_wallet_contents
+        return {**points_changed(changes), "changed_wallets": changed_wallets(changes)} if changes else {}
+
+    @once
+    def wallet_properties(self) -> Properties:
+        """The wallet properties, changes included."""
+        return wallet_properties(self.wallets)
+
+    @once
+    def reply_discounts(self) -> list[dict[str, Any]]:
+        response = self.outcome.response
+        return reply_discounts(response) if isinstance(response, SuccessReply) else []
+
+    @once
+    def rewards_redeemed(self) -> list[dict[str, Any]]:
+        request = self.outcome.request
+        if request is None or not redeems_check_discounts(self.outcome):
+            return []
+        return redeemed_rewards(request.check)
+
+
+def reply_properties(outcome: Outcome, facts: CheckFacts | None = None) -> Properties:
     """Facts of the reply: result, transaction id, visit code, open time, computed discounts
     (applicable for simulations, applied otherwise), refused rewards, wallet changes, wallets."""
+    facts = facts or CheckFacts(outcome, DEFAULT_CONTEXT)
     response = outcome.response
     simulation = outcome.kind in SIMULATION_KINDS
     if isinstance(response, SuccessReply):
         nested = response.reply if not isinstance(response.reply, list) else None
-        wallets = wallet_lists(response, nested)
-        changes = wallets.changed_wallet_contents
-        props: Properties = {
-            "pos_result": response.result,
-            "px_transaction_id": response.px_transaction_id or (nested.px_transaction_id if nested else None),
-            "visit_code": response.visit_code,
-            "reply_open_time": utc_text(response.open_time) if response.open_time else None,
-            ("applicable_rewards" if simulation else "reward_discounts"): reply_discounts(response),
-            "coupons_to_remove": response.coupons_to_remove,
-            "available_unit_discounts": available_unit_discounts(response),
-            **refused_rewards(response),
-            "failed_cards": failed_cards(response),
-        }
-        if simulation:
+        props: Properties = drop_unknown(
+            {
+                "pos_result": response.result,
+                "px_transaction_id": response.px_transaction_id
+                or (nested.px_transaction_id if nested else None),
+                "visit_code": response.visit_code,
+                "reply_open_time": utc_text(response.open_time) if response.open_time else None,
+                ("applicable_rewards" if simulation else "reward_discounts"): facts.reply_discounts,
+                "coupons_to_remove": response.coupons_to_remove,
+                "available_unit_discounts": available_unit_discounts(response),
+                **refused_rewards(response),
+                "failed_cards": failed_cards(response),
+            }
+        )
+        if not simulation:
+            props.update(facts.changes)
+            props.update(facts.wallet_properties)
+            return props
+        if changes := facts.wallets.changed_wallet_contents:
             props["simulated_wallet_changes"] = changed_wallets(changes)
-        else:
-            props.update(points_changed(changes), changed_wallets=changed_wallets(changes))
-        props.update(wallet_properties(wallets, with_changes=not simulation))
+        props.update(wallet_properties(facts.wallets, with_changes=False))
         return props
     if isinstance(response, NoRewardsAppliedReply):
         # noRewardsApplied: nothing was applied, so no change is reported even if one is listed.
         return {"pos_result": response.result, **wallet_properties(response, with_changes=False)}
     if isinstance(response, CouponSuccessReply):
-        return {
-            "pos_result": response.result,
-            "reply_open_time": utc_text(response.open_time) if response.open_time else None,
-        }
+        props = {"pos_result": response.result}
+        if response.open_time:
+            props["reply_open_time"] = utc_text(response.open_time)
+        return props
     return {}
 
 
@@ -407,19 +502,19 @@ def is_successful(outcome: Outcome) -> bool:
     return isinstance(outcome.response, SuccessReply | NoRewardsAppliedReply | CouponSuccessReply)
 
 
-def pos_activity(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+def pos_activity(outcome: Outcome, ctx: MappingContext, facts: CheckFacts | None = None) -> list[Message]:
     if not is_successful(outcome):
         return []
-    who = person(outcome)
+    facts = facts or CheckFacts(outcome, ctx)
     props: Properties = {
-        **base_properties(outcome, ctx, who),
+        **facts.base,
         "pos_function": outcome.kind.removeprefix("check."),
         **check_properties(outcome),
-        **reply_properties(outcome),
+        **reply_properties(outcome, facts),
     }
-    if redeems_check_discounts(outcome) and outcome.request is not None:
-        props["rewards_redeemed"] = redeemed_rewards(outcome.request.check)
-    return track(outcome, ctx, POS_ACTIVITY, props, who)
+    if rewards := facts.rewards_redeemed:
+        props["rewards_redeemed"] = rewards
+    return track(outcome, ctx, POS_ACTIVITY, props, facts.who)
 
 
 def redeems_check_discounts(outcome: Outcome) -> bool:

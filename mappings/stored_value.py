@@ -8,6 +8,7 @@ from mappings.common import (
     MappingContext,
     Message,
     base_properties,
+    drop_unknown,
     person,
     track,
     wallet_lists,
@@ -22,10 +23,14 @@ def recharge_value(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     who = person(outcome)
     props = {
         **base_properties(outcome, ctx, who),
-        "recharge_amount": data.amount,
-        "wallet_code": data.wallet_code,
-        "wallet_label": data.wallet_label,
-        "balance": data.balance,
+        **drop_unknown(
+            {
+                "recharge_amount": data.amount,
+                "wallet_code": data.wallet_code,
+                "wallet_label": data.wallet_label,
+                "balance": data.balance,
+            }
+        ),
         **wallet_properties(wallet_lists(data), (data.wallet_code, data.wallet_label, data.balance)),
     }
     return track(outcome, ctx, RECHARGE_VALUE, props, who)

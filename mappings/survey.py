@@ -8,6 +8,7 @@ from mappings.common import (
     MappingContext,
     Message,
     base_properties,
+    drop_unknown,
     person,
     track,
     wallet_lists,
@@ -22,9 +23,7 @@ def survey_completion(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     who = person(outcome)
     props = {
         **base_properties(outcome, ctx, who),
-        "survey_id": data.survey_id,
-        "survey_name": data.survey_name,
-        "score": data.score,
+        **drop_unknown({"survey_id": data.survey_id, "survey_name": data.survey_name, "score": data.score}),
         **wallet_properties(wallet_lists(data)),
     }
     return track(outcome, ctx, SURVEY_COMPLETION, props, who)
