@@ -190,18 +190,21 @@ def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     return track(outcome, ctx, ADD_REDEEM, props, who)
 
 
-def add_redeem(outcome: Outcome, ctx: MappingContext, facts: CheckFacts | None = None) -> list[Message]:
-    if outcome.kind == "transaction.addRedeem":
-        return _transaction(outcome, ctx)
-    if outcome.kind == "check.multiPostAndAccruePoints":
-        return _multi_check(outcome, ctx)
-    if outcome.kind in ACCRUING_KINDS:
-        return _single_check(outcome, ctx, facts or CheckFacts(outcome, ctx))
-    return []
+def add_redeem(outcome: Outcome, ctx: MappingContext) -> list[Message]:
+    """Add/Redeem of a ``transaction.addRedeem`` outcome (a check's comes with ``check_events``)."""
+    return _transaction(outcome, ctx) if outcome.kind == "transaction.addRedeem" else []
 
 
 def check_events(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     """POS Activity, then Add/Redeem, of one ``check.*`` outcome: what both carry (the person,
     wallets, changes) is worked out once (``CheckFacts``)."""
     facts = CheckFacts(outcome, ctx)
-    return pos_activity(outcome, ctx, facts) + add_redeem(outcome, ctx, facts)
+    return pos_activity(outcome, ctx, facts) + _check_add_redeem(outcome, ctx, facts)
+
+
+def _check_add_redeem(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> list[Message]:
+    if outcome.kind == "check.multiPostAndAccruePoints":
+        return _multi_check(outcome, ctx)
+    if outcome.kind in ACCRUING_KINDS:
+        return _single_check(outcome, ctx, facts)
+    return []

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
+from itertools import chain
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from bridge.domain.models import (
@@ -206,13 +207,7 @@ _NO_GUEST: dict[str, Any] = dict.fromkeys(
 
 def _first_of(value: str | None, replies: list[GuestFacts], name: str) -> str | None:
     """``value`` if it says something, else the first reply's field ``name`` that does."""
-    if value is not None and value.strip():
-        return value
-    for reply in replies:
-        value = getattr(reply, name)
-        if value is not None and value.strip():
-            return value
-    return None
+    return _first(chain((value,), (getattr(reply, name) for reply in replies)))
 
 
 def _card_number(outcome: Outcome, guest: dict[str, Any], replies: list[GuestFacts]) -> str | None:

@@ -26,7 +26,6 @@ from bridge.domain.models import (
     TenderItem,
 )
 from mappings.common import (
-    DEFAULT_CONTEXT,
     POS_ACTIVITY,
     MappingContext,
     Message,
@@ -456,10 +455,9 @@ class CheckFacts:
         return redeemed_rewards(request.check)
 
 
-def reply_properties(outcome: Outcome, facts: CheckFacts | None = None) -> Properties:
+def reply_properties(outcome: Outcome, facts: CheckFacts) -> Properties:
     """Facts of the reply: result, transaction id, visit code, open time, computed discounts
     (applicable for simulations, applied otherwise), refused rewards, wallet changes, wallets."""
-    facts = facts or CheckFacts(outcome, DEFAULT_CONTEXT)
     response = outcome.response
     simulation = outcome.kind in SIMULATION_KINDS
     if isinstance(response, SuccessReply):
@@ -502,10 +500,10 @@ def is_successful(outcome: Outcome) -> bool:
     return isinstance(outcome.response, SuccessReply | NoRewardsAppliedReply | CouponSuccessReply)
 
 
-def pos_activity(outcome: Outcome, ctx: MappingContext, facts: CheckFacts | None = None) -> list[Message]:
+def pos_activity(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> list[Message]:
+    """POS Activity of a ``check.*`` outcome (with Add/Redeem: ``mappings.add_redeem.check_events``)."""
     if not is_successful(outcome):
         return []
-    facts = facts or CheckFacts(outcome, ctx)
     props: Properties = {
         **facts.base,
         "pos_function": outcome.kind.removeprefix("check."),

@@ -276,13 +276,10 @@ class _Scalar(BeforeValidator):
             rule = core_schema.no_info_before_validator_function(cast(Callable[[Any], Any], self.func), inner)
         if self.fast is None:
             return rule
-        if self.max_length is None:
-            return core_schema.union_schema([(self.fast(), _FAST), (rule, _RULE)], mode="left_to_right")
-        # published as a Field(max_length=…) was: beside the text's branches (json_schema._tidy)
+        # a limit is published as a Field(max_length=…) was: beside the branches (json_schema._tidy)
+        limit = None if self.max_length is None else {"pydantic_js_updates": {"maxLength": self.max_length}}
         return core_schema.union_schema(
-            [(self.fast(), _FAST), (rule, _RULE)],
-            mode="left_to_right",
-            metadata={"pydantic_js_updates": {"maxLength": self.max_length}},
+            [(self.fast(), _FAST), (rule, _RULE)], mode="left_to_right", metadata=limit
         )
 
 

@@ -188,15 +188,15 @@ def encode_pending(batch: PendingBatch) -> bytes:
         raise ValueError(f"{len(batch.mapped)} mapped outcomes for {len(batch.texts)} texts")
     texts = [text.encode("utf-8") for text in batch.texts]
     header: dict[str, Any] = {"v": RECORD_VERSION, "t": batch.enqueued_at, "n": [len(t) for t in texts]}
-    parts = [b"", *texts]
+    messages = b""
     if batch.mapped is not None:
         header["m"] = [
             [m.merchant_id, m.outcome_id, [[mid, label] for mid, label, _ in m.messages]]
             for m in batch.mapped
         ]
-        parts.append(b"\n".join(encoded for m in batch.mapped for _, _, encoded in m.messages))
-    parts[0] = orjson.dumps(header) + b"\n"
-    return _ZSTD + zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(b"".join(parts))
+        messages = b"\n".join(encoded for m in batch.mapped for _, _, encoded in m.messages)
+    plain = b"".join([orjson.dumps(header), b"\n", *texts, messages])
+    return _ZSTD + zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(plain)
 
 
 def _decode_zstd(data: bytes) -> PendingBatch:
