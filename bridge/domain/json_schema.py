@@ -238,7 +238,9 @@ class OutcomeSchema(GenerateJsonSchema):
                         "description": f"Read when {published} is absent.",
                         **properties[published],
                     }
-        if python_names and generated.get("additionalProperties") is True:
+        # extra fields are tolerated (and ignored: extra="ignore" publishes nothing about them)
+        generated["additionalProperties"] = True
+        if python_names:
             # populate_by_name reads "store_code" as storeCode: not published, and not left to the
             # extra fields, where it would be read unchecked
             generated["propertyNames"] = {"not": {"enum": sorted(python_names)}}
