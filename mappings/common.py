@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
-from itertools import chain
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from bridge.domain.models import (
@@ -206,8 +205,15 @@ _NO_GUEST: dict[str, Any] = dict.fromkeys(
 
 
 def _first_of(value: str | None, replies: list[GuestFacts], name: str) -> str | None:
-    """``value`` if it says something, else the first reply's field ``name`` that does."""
-    return _first(chain((value,), (getattr(reply, name) for reply in replies)))
+    """``value`` if it says something, else the first reply's field ``name`` that does (``_first``
+    over both, without building the chain: it runs several times per message)."""
+    if value is not None and value.strip():
+        return value
+    for reply in replies:
+        found: str | None = getattr(reply, name)
+        if found is not None and found.strip():
+            return found
+    return None
 
 
 def _card_number(outcome: Outcome, guest: dict[str, Any], replies: list[GuestFacts]) -> str | None:
@@ -489,12 +495,29 @@ def utc_text(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+#: Every message's ``context``: one object, shared by all messages (not to be modified).
+_CONTEXT: dict[str, Any] = {"integration": INTEGRATION}
+#: The last ``occurredAt`` written as a timestamp, and its text: an outcome's messages share it.
+#: One tuple, replaced whole, so that threads mapping at once never pair one's time with another's text.
+_LAST_TIMESTAMP: list[tuple[datetime | None, str]] = [(None, "")]
+
+
+def timestamp_text(moment: datetime) -> str:
+    """``timestamp`` of a message: the UTC moment in milliseconds, with ``Z``."""
+    last = _LAST_TIMESTAMP[0]
+    if last[0] is moment:
+        return last[1]
+    text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    _LAST_TIMESTAMP[0] = (moment, text)
+    return text
+
+
 def _envelope(outcome: Outcome, slot: str, ids: dict[str, str]) -> Message:
     return {
         **ids,
-        "timestamp": outcome.occurred_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "timestamp": timestamp_text(outcome.occurred_at),
         "messageId": message_id(outcome.merchant_id, outcome.outcome_id, slot),
-        "context": {"integration": dict(INTEGRATION)},
+        "context": _CONTEXT,
     }
 
 

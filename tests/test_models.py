@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -717,6 +718,34 @@ def test_occurred_at_becomes_a_utc_timestamp() -> None:
         assert msg["timestamp"] == "2024-05-05T18:22:10.000Z"
     ((msg, _),) = map_one(outcome(occurredAt="2024-05-05 13:22:10"), MERCHANTS)
     assert msg["timestamp"] == "2024-05-05T13:22:10.000Z"
+
+
+def test_threads_mapping_at_once_each_get_their_own_outcomes_timestamp() -> None:
+    # mappings.common keeps the last timestamp it wrote (an outcome's messages share it): threads
+    # mapping different outcomes at once must never get another outcome's time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mappings import map_outcome
+
+    seconds = range(60)
+    parsed = [parse_outcome(outcome(occurredAt=f"2024-05-05 13:22:{s:02d}")) for s in seconds]
+
+    def stamps(index: int) -> list[str]:
+        found = []
+        for _ in range(300):
+            for message in map_outcome(parsed[index]):
+                found.append(message["timestamp"])
+        return found
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: interleavings are many
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(stamps, range(len(parsed))))
+    finally:
+        sys.setswitchinterval(interval)
+    for second, found in zip(seconds, results, strict=True):
+        assert set(found) == {f"2024-05-05T13:22:{second:02d}.000Z"}
 
 
 def test_an_aware_datetime_object_is_converted_to_utc() -> None:
