@@ -559,12 +559,6 @@ POS_ACTIVITY_PROPS = (
         "count of `request.check.items[]` menuItem and comboItem lines with `isVoided` false",
         "lines",
     ),
-    Prop(
-        "item_quantity",
-        decimal("Sum of the quantities of those lines."),
-        "sum of their `quantity`",
-        "units sold",
-    ),
     Prop("items", array("Menu and combo items.", CHECK_ITEM), "`request.check.items[]` menuItem, comboItem"),
     Prop(
         "discounts",
@@ -707,7 +701,6 @@ EVENTS: tuple[EventSpec, ...] = (
             "service_charge_total",
             "tender_total",
             "item_count",
-            "item_quantity",
         ),
     ),
     EventSpec(

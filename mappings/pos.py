@@ -36,7 +36,6 @@ from mappings.common import (
     changed_wallets,
     drop_none,
     drop_unknown,
-    exact_sum,
     known,
     once,
     person,
@@ -258,7 +257,8 @@ def _check_lines(check: Check) -> Properties:
         }
     )
     props["item_count"] = len(counted)
-    props["item_quantity"] = exact_sum([line.__dict__["quantity"] for line in counted])
+    # No sum of the lines' quantities: the platform gives no unit, and a check mixes them (the
+    # seed's own example: 12.0 of "Regular Fuel" beside 1.0 "Pizza Slice"). Each line keeps its own.
     if lines:
         props["items"] = [_item(line) for line in lines]
     if discounts := all_discounts(check):

@@ -136,6 +136,21 @@ def test_no_total_across_wallets_of_different_units() -> None:
         ]
 
 
+def test_no_total_across_lines_of_different_units() -> None:
+    """The seed's check sells 12.0 of "Regular Fuel" and 1.0 "Pizza Slice": the platform gives no
+    unit, so no sum of quantities is sent (13 would add gallons to slices); each line keeps its own
+    quantity, and the count of lines stays."""
+    raw = example("ex-0001")
+    (message,) = events(raw, "POS Activity")
+    props = message["properties"]
+    assert not any("quantity" in name for name in props), sorted(props)
+    assert props["item_count"] == 2
+    assert [(item["name"], item["quantity"]) for item in props["items"]] == [
+        ("Regular Fuel", Decimal("12.0")),
+        ("Pizza Slice", Decimal("1.0")),
+    ]
+
+
 def test_a_total_of_one_wallet_is_kept() -> None:
     raw = example("ex-0001")
     raw["response"]["changedWalletContents"] += [

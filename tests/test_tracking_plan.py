@@ -139,7 +139,7 @@ def test_catalog_lists_the_documented_properties() -> None:
 def test_money_fields_are_numbers_only() -> None:
     """One JSON type per property: money and quantities are always numbers (never exact strings)."""
     props = rule_for("POS Activity")["jsonSchema"]["properties"]["properties"]["properties"]
-    for name in ("sub_total", "check_total", "points_earned", "item_quantity", "store_latitude"):
+    for name in ("sub_total", "check_total", "points_earned", "tender_total", "store_latitude"):
         assert props[name]["type"] == "number", name
     flat = props["flat_wallets_info"]
     assert flat["additionalProperties"] is False
