@@ -31,9 +31,16 @@ from bridge.delivery.policy import (
     parse_retry_after,
     retry_delay,
 )
-from bridge.delivery.sender import BATCH_BODY_BUDGET, DeliveryReport, batch_bounds, deliver, send_batch
+from bridge.delivery.sender import (
+    BATCH_BODY_BUDGET,
+    DeliveryReport,
+    batch_body,
+    batch_bounds,
+    deliver,
+    send_batch,
+)
 from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
-from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
+from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
 from bridge.domain.wire import dumps
 from bridge.stores.keys import key_id
 
@@ -148,8 +155,9 @@ def free_port() -> int:
 
 
 def pack(msgs: Sequence[bytes], **limits: int) -> list[list[bytes]]:
-    """The batches ``deliver`` sends: ``batch_bounds`` over the messages' wire size bounds."""
-    return [list(msgs[a:b]) for a, b in batch_bounds([wire_size_bound(m) for m in msgs], **limits)]
+    """The batches ``deliver`` sends: ``batch_bounds`` over the messages' sizes as sent (their own
+    bytes, joined by ``post_batch``)."""
+    return [list(msgs[a:b]) for a, b in batch_bounds([len(m) for m in msgs], **limits)]
 
 
 encoded_messages = st.lists(
@@ -171,11 +179,11 @@ def test_batch_bounds_keep_order_and_limits(msgs: list[bytes], max_messages: int
     assert all(batches)
     for batch in batches:
         assert len(batch) <= max_messages
-        body = sum(wire_size_bound(m) for m in batch) + 2 * (len(batch) - 1)
+        body = len(b",".join(batch))
         assert body <= max_bytes or len(batch) == 1  # a lone oversized message travels alone
     # Greedy: no batch could have taken the next batch's first message.
     for batch, following in itertools.pairwise(batches):
-        grown = sum(wire_size_bound(m) for m in batch) + 2 * len(batch) + wire_size_bound(following[0])
+        grown = len(b",".join([*batch, following[0]]))
         assert len(batch) == max_messages or grown > max_bytes
 
 
@@ -184,12 +192,11 @@ def test_batch_bounds_keep_order_and_limits(msgs: list[bytes], max_messages: int
 def test_real_request_bodies_stay_under_500kb(pad_sizes: list[int], char: str) -> None:
     msgs = [message(i, pad=char * (n // len(char.encode()))) for i, n in enumerate(pad_sizes)]
     for batch in pack(msgs):
-        body = {
-            "batch": [json.loads(m) for m in batch],
-            "sentAt": datetime.now(UTC).isoformat(),
-            "writeKey": "k" * 64,
-        }
-        assert len(json.dumps(body)) <= MAX_BATCH_BYTES  # as segment's request layer encodes it
+        sent = batch_body(batch, "k" * 64, datetime.now(UTC).isoformat())
+        assert len(sent) <= MAX_BATCH_BYTES
+        assert [m["messageId"] for m in json.loads(sent)["batch"]] == [
+            json.loads(m)["messageId"] for m in batch
+        ]
 
 
 def test_batch_bounds_message_count_limit_and_empty() -> None:
@@ -516,14 +523,15 @@ def test_deliver_packs_and_delivers_everything(segment: StubSegment) -> None:
 
 
 def test_deliver_keeps_request_bodies_under_500kb(segment: StubSegment) -> None:
-    msgs = [message(i, pad="é" * 5000) for i in range(60)]  # ~30 KB each as sent
+    msgs = [message(i, pad="é" * 5000) for i in range(120)]  # ~10 KB each as sent (raw UTF-8)
     report = deliver(WRITE_KEY, segment.url, msgs)
-    assert sorted(report.delivered) == list(range(60))
-    assert len(segment.requests) >= 4
+    assert sorted(report.delivered) == list(range(120))
+    # 10,109 bytes each: 50 fit in the budget of 510,976 (500 KB less the envelope's reserve), 51 do not
+    assert [len(r.body["batch"]) for r in segment.requests] == [50, 50, 20]
     for req in segment.requests:
         assert len(req.raw) <= MAX_BATCH_BYTES
         assert len(req.body["batch"]) <= MAX_BATCH_MESSAGES
-    assert len(segment.accepted) == len(set(segment.accepted)) == 60
+    assert len(segment.accepted) == len(set(segment.accepted)) == 120
 
 
 def test_deliver_isolates_bad_messages_by_splitting(segment: StubSegment) -> None:

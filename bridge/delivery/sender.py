@@ -38,7 +38,7 @@ from bridge.delivery.policy import (
     parse_retry_after,
 )
 from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
-from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, wire_size_bound
+from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
 from bridge.stores.keys import key_id as make_key_id
 from bridge.stores.protocols import Pacer
 
@@ -51,8 +51,8 @@ log = logging.getLogger("bridge.delivery")
 ENVELOPE_RESERVE_BYTES: Final = 1024
 #: Budget for the messages of one batch (their wire sizes plus separators).
 BATCH_BODY_BUDGET: Final = MAX_BATCH_BYTES - ENVELOPE_RESERVE_BYTES
-# json.dumps writes ", " between list items.
-_SEPARATOR_BYTES: Final = 2
+# ``post_batch`` joins the messages with ",".
+_SEPARATOR_BYTES: Final = 1
 
 #: Permanent answers that may come from one bad message (or a batch too large):
 #: the batch is split in halves to isolate the culprits.
@@ -191,18 +191,7 @@ def post_batch(
     That keeps every number exactly as ``bridge.domain.wire`` wrote it (the library's ``json.dumps``
     can only write a float, so ``12345678901234567.89`` would arrive as
     ``1.2345678901234568e+16``) and spares a parse and an encode of every message."""
-    sent_at = datetime.now(UTC).isoformat()
-    body = b"".join(
-        (
-            b'{"batch":[',
-            b",".join(encoded_messages),
-            b'],"sentAt":',
-            orjson.dumps(sent_at),
-            b',"writeKey":',
-            orjson.dumps(write_key),
-            b"}",
-        )
-    )
+    body = batch_body(encoded_messages, write_key, datetime.now(UTC).isoformat())
     credential = base64.b64encode(f"{write_key}:".encode()).decode("ascii")
     headers = {
         "Content-Type": "application/json",
@@ -223,6 +212,22 @@ def post_batch(
     except (ValueError, KeyError, TypeError):
         raise segment_request.APIError(res.status_code, "unknown", res.text, res) from None
     raise segment_request.APIError(res.status_code, code, message, res)
+
+
+def batch_body(encoded_messages: Sequence[bytes], write_key: str, sent_at: str) -> bytes:
+    """The ``/v1/batch`` request body: the messages' own bytes joined (``batch_bounds`` packs by
+    their lengths), ``sentAt`` and ``writeKey``."""
+    return b"".join(
+        (
+            b'{"batch":[',
+            b",".join(encoded_messages),
+            b'],"sentAt":',
+            orjson.dumps(sent_at),
+            b',"writeKey":',
+            orjson.dumps(write_key),
+            b"}",
+        )
+    )
 
 
 class Sender(Protocol):
@@ -327,7 +332,7 @@ def deliver(
       3xx, 501, 505, bad host) likewise puts the rest under ``rejected`` unsent.
     - A pacer that fails (Redis unreachable) puts the rest under ``retry``.
     """
-    sizes = [wire_size_bound(m) for m in encoded_messages]
+    sizes = [len(m) for m in encoded_messages]  # as sent: post_batch joins the messages' own bytes
     run = _Delivery(
         write_key=write_key,
         host=host,

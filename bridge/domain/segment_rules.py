@@ -6,13 +6,15 @@ messages; it answers ``400`` to a message over 32 KB or a batch over 500 KB. The
 bridge therefore checks every message itself and dead-letters a bad one with its
 reason instead of losing it.
 
-Sizes are measured as the bytes *on the wire*. Messages are encoded once with
-orjson (compact, UTF-8), but segment-analytics-python's request layer re-encodes
-the body with ``json.dumps`` defaults: ``", "`` and ``": "`` separators and every
+A message's size is measured as segment-analytics-python's request layer would send it,
+re-encoded with ``json.dumps`` defaults: ``", "`` and ``": "`` separators and every
 non-ASCII character escaped (``é`` is 2 bytes in UTF-8 and 6 as ``\\u00e9``; an
-emoji 4 bytes and 12 as a surrogate pair). :func:`wire_size_bound` gives a cheap
-upper bound of that size from the orjson bytes; :func:`wire_size` the exact size,
-computed only when the bound comes near a limit.
+emoji 4 bytes and 12 as a surrogate pair). The bridge sends its own compact orjson
+bytes (``bridge.delivery.sender.post_batch``), which are never larger, so the rule
+holds whatever Segment counts. :func:`wire_size_bound` gives a cheap upper bound of
+that size from the orjson bytes; :func:`wire_size` the exact size, computed only
+when the bound comes near a limit. Batches are packed by the bytes actually sent
+(``bridge.delivery.sender.batch_bounds``).
 """
 
 from __future__ import annotations
