@@ -432,14 +432,6 @@ def _wallet_infos(entries: Iterable[_Wallet]) -> Properties:
     return {"wallets_info": wallets_info, "all_wallets_info": all_info, "flat_wallets_info": flat}
 
 
-def exact_sum(values: Iterable[Decimal]) -> Decimal:
-    """Sum without rounding (the default context keeps only 28 digits)."""
-    total = Decimal(0)
-    for value in values:
-        total = EXACT.add(total, value)
-    return total
-
-
 def points_changed(changes: list[ChangedPointInfo]) -> Properties:
     """points_earned (sum of increases) and points_redeemed (sum of decreases, positive), only
     when the outcome reports changes and all of them are of one wallet: with no changes reported

@@ -274,26 +274,29 @@ def _check_lines(check: Check) -> Properties:
 
 
 def _computed(kind: str, d: ItemDiscount | SubTotalDiscount | ServiceChargeDiscount) -> dict[str, Any]:
+    # Declared fields only: each kind of discount declares some of the optional ones, and a name
+    # the model does not declare is never read, whatever the platform sends under it.
+    f = d.__dict__
     return drop_unknown(
         {
             "kind": kind,
-            "id": d.id,
-            "name": d.name,
-            "discount": d.discount,
-            "discount_type": d.discount_type,
-            "wallet_code": d.wallet_code,
-            "quantity_redeemed": d.quantity_redeemed,
-            "apply_automatically": d.apply_automatically,
-            "priority": d.priority,
-            "menu_item_id": getattr(d, "menu_item_id", None),
-            "reference_line": known(getattr(d, "reference_line", None)),
-            "quantity_discounted": getattr(d, "quantity_discounted", None),
-            "unit_discount": getattr(d, "unit_discount", None),
-            "discount_source": getattr(d, "discount_source", None),
-            "coupon_id": getattr(d, "coupon_id", None),
-            "multi_item_discount_id": getattr(d, "multi_item_discount_id", None),
-            "soonest_expiration_date": getattr(d, "soonest_expiration_date", None),
-            "pos_item_id": getattr(d, "pos_item_id", None),
+            "id": f["id"],
+            "name": f["name"],
+            "discount": f["discount"],
+            "discount_type": f["discount_type"],
+            "wallet_code": f["wallet_code"],
+            "quantity_redeemed": f["quantity_redeemed"],
+            "apply_automatically": f["apply_automatically"],
+            "priority": f["priority"],
+            "menu_item_id": f.get("menu_item_id"),
+            "reference_line": known(f.get("reference_line")),
+            "quantity_discounted": f.get("quantity_discounted"),
+            "unit_discount": f.get("unit_discount"),
+            "discount_source": f.get("discount_source"),
+            "coupon_id": f.get("coupon_id"),
+            "multi_item_discount_id": f.get("multi_item_discount_id"),
+            "soonest_expiration_date": f.get("soonest_expiration_date"),
+            "pos_item_id": f.get("pos_item_id"),
         }
     )
 

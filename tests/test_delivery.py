@@ -32,10 +32,11 @@ from bridge.delivery.policy import (
     retry_delay,
 )
 from bridge.delivery.sender import (
-    BATCH_BODY_BUDGET,
+    BATCH_BODY_LIMIT,
     DeliveryReport,
     batch_body,
     batch_bounds,
+    batch_budget,
     deliver,
     send_batch,
 )
@@ -188,12 +189,17 @@ def test_batch_bounds_keep_order_and_limits(msgs: list[bytes], max_messages: int
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.integers(10, 40_000), min_size=1, max_size=60), st.sampled_from(["x", "é", "😀"]))
-def test_real_request_bodies_stay_under_500kb(pad_sizes: list[int], char: str) -> None:
+@given(
+    st.lists(st.integers(10, 40_000), min_size=1, max_size=60),
+    st.sampled_from(["x", "é", "😀"]),
+    st.sampled_from(["k" * 32, "k" * 5000, "ключ" * 300]),
+)
+def test_real_request_bodies_stay_under_500kb(pad_sizes: list[int], char: str, write_key: str) -> None:
     msgs = [message(i, pad=char * (n // len(char.encode()))) for i, n in enumerate(pad_sizes)]
-    for batch in pack(msgs):
-        sent = batch_body(batch, "k" * 64, datetime.now(UTC).isoformat())
-        assert len(sent) <= MAX_BATCH_BYTES
+    for batch in pack(msgs, max_bytes=batch_budget(write_key)):
+        sent = batch_body(batch, write_key, datetime.now(UTC).isoformat())
+        # within what segment-analytics-python packs to, under Segment's 500 KB however counted
+        assert len(sent) <= BATCH_BODY_LIMIT < 500_000 < MAX_BATCH_BYTES
         assert [m["messageId"] for m in json.loads(sent)["batch"]] == [
             json.loads(m)["messageId"] for m in batch
         ]
@@ -205,7 +211,19 @@ def test_batch_bounds_message_count_limit_and_empty() -> None:
     assert batch_bounds([]) == []
     with pytest.raises(ValueError, match="max_messages"):
         batch_bounds([1], max_messages=0)
-    assert BATCH_BODY_BUDGET == MAX_BATCH_BYTES - 1024
+    assert BATCH_BODY_LIMIT == 475_000  # segment-analytics-python's BATCH_SIZE_LIMIT
+    from segment.analytics.consumer import BATCH_SIZE_LIMIT
+
+    assert BATCH_SIZE_LIMIT == BATCH_BODY_LIMIT
+
+
+def test_the_budget_leaves_room_for_the_envelope_of_any_write_key() -> None:
+    for write_key in ("k" * 32, "k" * 5000, "ключ" * 300):
+        envelope = batch_body([], write_key, datetime.now(UTC).isoformat())
+        assert batch_budget(write_key) <= BATCH_BODY_LIMIT - len(envelope)
+        # a body of messages filling the budget exactly stays within the limit
+        filler = b"x" * (batch_budget(write_key) - 1 - 1)
+        assert len(batch_body([filler, b"y"], write_key, datetime.now(UTC).isoformat())) <= BATCH_BODY_LIMIT
 
 
 # --------------------------------------------------------------------------- outcome table
@@ -526,10 +544,12 @@ def test_deliver_keeps_request_bodies_under_500kb(segment: StubSegment) -> None:
     msgs = [message(i, pad="é" * 5000) for i in range(120)]  # ~10 KB each as sent (raw UTF-8)
     report = deliver(WRITE_KEY, segment.url, msgs)
     assert sorted(report.delivered) == list(range(120))
-    # 10,109 bytes each: 50 fit in the budget of 510,976 (500 KB less the envelope's reserve), 51 do not
-    assert [len(r.body["batch"]) for r in segment.requests] == [50, 50, 20]
+    # 10,109 bytes each, joined by ",": as many as fit in the budget left beside this key's envelope
+    fit = (batch_budget(WRITE_KEY) + 1) // (len(msgs[0]) + 1)
+    assert fit == 46
+    assert [len(r.body["batch"]) for r in segment.requests] == [fit, fit, 120 - 2 * fit]
     for req in segment.requests:
-        assert len(req.raw) <= MAX_BATCH_BYTES
+        assert len(req.raw) <= BATCH_BODY_LIMIT
         assert len(req.body["batch"]) <= MAX_BATCH_MESSAGES
     assert len(segment.accepted) == len(set(segment.accepted)) == 120
 

@@ -228,6 +228,27 @@ def test_simulations_name_what_they_computed() -> None:
     ]
 
 
+def test_a_computed_discount_sends_only_what_its_kind_declares() -> None:
+    """A sub-total discount declares no menu item, unit discount or POS item: names the platform
+    sends for them (in any spelling) are not read into ``applicable_rewards``, so nothing unchecked
+    (here an object where a number belongs, and a card number) reaches the warehouse."""
+    raw = example("ex-0006")
+    discount = raw["response"]["subtotalDiscounts"][0]
+    discount.update(
+        {
+            "menu_item_id": "X",
+            "menuItemId": "Y",
+            "unit_discount": {"card": "4111111111111111"},
+            "pos_item_id": "P",
+        }
+    )
+    (message,) = events(raw, "POS Activity")
+    (sent,) = [d for d in message["properties"]["applicable_rewards"] if d["kind"] == "subtotal"]
+    assert sent["id"] == discount["id"]
+    assert not {"menu_item_id", "unit_discount", "pos_item_id"} & set(sent)
+    assert "4111111111111111" not in json.dumps(message, default=str)
+
+
 def test_refused_chosen_rewards_are_reported() -> None:
     (pos,) = events(example("ex-0022"), "POS Activity")
     assert pos["properties"]["chosen_rewards_not_applied"] == [{"wallet_code": 41, "amount": Decimal("1")}]

@@ -38,21 +38,29 @@ from bridge.delivery.policy import (
     parse_retry_after,
 )
 from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
-from bridge.domain.segment_rules import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
+from bridge.domain.segment_rules import MAX_BATCH_MESSAGES
 from bridge.stores.keys import key_id as make_key_id
 from bridge.stores.protocols import Pacer
 
 log = logging.getLogger("bridge.delivery")
 
 
-#: Bytes of the request body kept for the envelope around the messages:
-#: ``{"batch": [...], "sentAt": "<iso time>", "writeKey": "<key>"}`` is about 80
-#: bytes plus the write key; 1 KB leaves room for any key and a ``context``.
-ENVELOPE_RESERVE_BYTES: Final = 1024
-#: Budget for the messages of one batch (their wire sizes plus separators).
-BATCH_BODY_BUDGET: Final = MAX_BATCH_BYTES - ENVELOPE_RESERVE_BYTES
+#: The most a batch request body (``batch_body``) may weigh. Segment's limit is "500 KB"
+#: (``MAX_BATCH_BYTES``); segment-analytics-python's own consumer packs to 475,000 bytes
+#: (``BATCH_SIZE_LIMIT``), a margin whether Segment counts 500,000 or 512,000 bytes, and so does
+#: the bridge.
+BATCH_BODY_LIMIT: Final = 475_000
+#: ``sentAt`` as ``post_batch`` writes it (``isoformat()`` of an aware UTC time) is at most this long.
+_SENT_AT_CHARS: Final = len("2024-05-05T18:22:10.123456+00:00")
 # ``post_batch`` joins the messages with ",".
 _SEPARATOR_BYTES: Final = 1
+
+
+def batch_budget(write_key: str) -> int:
+    """Bytes left for one batch's messages (joined) in a body of ``BATCH_BODY_LIMIT``, once the
+    envelope around them (``sentAt``, this ``writeKey``) is counted."""
+    return BATCH_BODY_LIMIT - len(batch_body([], write_key, "0" * _SENT_AT_CHARS))
+
 
 #: Permanent answers that may come from one bad message (or a batch too large):
 #: the batch is split in halves to isolate the culprits.
@@ -68,7 +76,7 @@ MAX_ISOLATION_REQUESTS: Final = 256
 
 
 def batch_bounds(
-    sizes: Sequence[int], *, max_messages: int = MAX_BATCH_MESSAGES, max_bytes: int = BATCH_BODY_BUDGET
+    sizes: Sequence[int], *, max_messages: int = MAX_BATCH_MESSAGES, max_bytes: int = BATCH_BODY_LIMIT
 ) -> list[tuple[int, int]]:
     """Greedy ``[start, end)`` slices of messages of ``sizes`` bytes, each within both limits.
 
@@ -343,7 +351,9 @@ def deliver(
         timeout=timeout,
         retry_count=retry_count,
         max_isolation_requests=max_isolation_requests,
-        work=deque(_Piece(list(range(a, b))) for a, b in batch_bounds(sizes)),
+        work=deque(
+            _Piece(list(range(a, b))) for a, b in batch_bounds(sizes, max_bytes=batch_budget(write_key))
+        ),
     )
     while run.work:
         run.step(run.work.popleft())

@@ -238,9 +238,10 @@ class OutcomeSchema(GenerateJsonSchema):
                         "description": f"Read when {published} is absent.",
                         **properties[published],
                     }
-        # extra fields are tolerated (and ignored: extra="ignore" publishes nothing about them)
-        generated["additionalProperties"] = True
-        if python_names:
+        if schema["cls"].model_config.get("extra") != "forbid":
+            # extra fields are tolerated (extra="ignore", which pydantic does not publish)
+            generated["additionalProperties"] = True
+        if python_names and generated.get("additionalProperties") is True:
             # populate_by_name reads "store_code" as storeCode: not published, and not left to the
             # extra fields, where it would be read unchecked
             generated["propertyNames"] = {"not": {"enum": sorted(python_names)}}

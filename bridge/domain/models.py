@@ -523,7 +523,7 @@ class Check(Model):
 
 class CardInfo(Model):
     """The guest's card. The reference names it without listing its fields; the examples send
-    ``printedCardNumber``. Other card fields (track data, templates) are tolerated as extras."""
+    ``printedCardNumber``. Other card fields (track data, templates) are tolerated and not kept."""
 
     printed_card_number: Text | None = None
 
