@@ -10,7 +10,14 @@ import redis
 
 from bridge.config import MerchantsConfig
 from bridge.stages.prepare import prepare
-from bridge.stores.keys import KOMBU_QUEUE, KOMBU_UNACKED, PENDING_BATCHES, PENDING_DUE, PENDING_OWNERS
+from bridge.stores.keys import (
+    KOMBU_QUEUE,
+    KOMBU_UNACKED,
+    PENDING_BATCHES,
+    PENDING_DUE,
+    PENDING_OWNERS,
+    other_task_entry,
+)
 from bridge.stores.pending import PendingBatches
 from bridge.stores.records import PendingBatch, decode_pending, encode_pending
 from tests.backends import Backend, pending_owner
@@ -138,7 +145,7 @@ def test_batches_of_a_dead_worker_are_taken_over_and_its_unacked_tasks_dropped(b
         pending.add(batch_id, ["{}"], enqueued_at=100.0, due_at=160.0)
         backend.fetch_task(tag, batch_id)
         pending.received(batch_id, "w.alive", tag)
-    pending.received("t:t-resume", "w.alive", "t-resume")  # another task (resume_parked)
+    pending.received(other_task_entry("t-resume"), "w.alive", "t-resume")  # another task (resume_parked)
     backend.fetch_task("t-resume", "-")
     pending.done("finished")
     assert pending.take_over_dead(next_due=600.0, settled=50.0) == []  # received at 100: too fresh

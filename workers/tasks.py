@@ -35,6 +35,7 @@ from bridge.stages.context import Report, Stores
 from bridge.stages.deliver import resume_parked
 from bridge.stages.process import process_outcomes, processing_error_letters
 from bridge.stages.recover import Sweeper
+from bridge.stores.keys import other_task_entry
 from bridge.stores.liveness import Heartbeat, new_worker_id
 from bridge.stores.protocols import Pending
 from workers.celery_app import PROCESS_TASK, RESUME_TASK
@@ -218,7 +219,7 @@ def _record_owner(request: Any = None, **_: Any) -> None:
         tag = str(request.message.delivery_tag)
         # Other tasks (resume_parked) are recorded too, so a dead worker's unacked entry of
         # one is dropped rather than left to kombu's visibility timeout.
-        held = str(request.args[0]) if request.name == PROCESS_TASK else f"t:{tag}"
+        held = str(request.args[0]) if request.name == PROCESS_TASK else other_task_entry(tag)
         _owners().received(held, _heartbeat(os.getpid()).worker_id, tag)
     except Exception as exc:  # Redis away: the sweeper's claim_lost still covers the batch
         log.warning("could not record the owner of a received batch: %s", type(exc).__name__)

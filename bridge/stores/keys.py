@@ -107,10 +107,13 @@ WORKERS = KEY_PREFIX + "workers"
 
 #: Hash batch id -> ``"{worker_id} {delivery_tag}"``: which Celery worker (main process)
 #: received the task of a stored batch, and kombu's delivery tag of that task message (other
-#: tasks, e.g. ``bridge.resume_parked``, under ``"t:{delivery_tag}"``). Written
+#: tasks, e.g. ``bridge.resume_parked``, under ``other_task_entry(delivery_tag)``). Written
 #: when the task is received; a live worker's sweeper hands the batches of a dead one back to
 #: the queue (and drops its kombu ``unacked`` entries), see ``bridge.stores.pending``.
 PENDING_OWNERS = KEY_PREFIX + "pending:owners"
+#: In ``PENDING_OWNERS``, the id of a task that names no stored batch: this prefix and the
+#: task's delivery tag (``other_task_entry``).
+OTHER_TASK_PREFIX = "t:"
 
 #: Hash parked batch id -> worker id of the process that claimed it for a retry: a claim of a
 #: dead worker is made due again at once instead of waiting for the claim's lease.
@@ -231,3 +234,8 @@ def worker_key(worker_id: str) -> str:
 def ttl_ms(seconds: float) -> int:
     """Seconds -> whole milliseconds for ``PX`` (at least 1 ms)."""
     return max(1, round(seconds * 1000))
+
+
+def other_task_entry(delivery_tag: str) -> str:
+    """The ``PENDING_OWNERS`` id of a received task that names no stored batch (``resume_parked``)."""
+    return OTHER_TASK_PREFIX + delivery_tag

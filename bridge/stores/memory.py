@@ -544,7 +544,7 @@ class MemoryPending:
                         out.append((batch_id, message or b""))
                 elif tag not in broker.unacked:
                     del self._owners[batch_id]
-                elif batch_id.startswith("t:") or batch_id not in self._batches:
+                elif batch_id not in self._batches:  # processed, or another task (other_task_entry)
                     since = broker.unacked_index.get(tag)
                     if since is None or since < settled:
                         del self._owners[batch_id]

@@ -23,11 +23,12 @@ for i = 1, #owners, 2 do
     end
   elseif redis.call('HEXISTS', KEYS[2], tag) == 0 then
     redis.call('HDEL', KEYS[1], id)
-  elseif string.sub(id, 1, 2) == 't:' or redis.call('HEXISTS', KEYS[5], id) == 0 then
+  elseif redis.call('HEXISTS', KEYS[5], id) == 0 then
     -- A live worker's task with nothing left to hand back: a batch already processed (its
-    -- ack lost with a connection Redis dropped, or on its way), or another task, which the
-    -- sweeper sends again when needed. Its unacked entry would only sit there for the
-    -- visibility timeout and come back as a task with nothing to do.
+    -- ack lost with a connection Redis dropped, or on its way), or another task (its id,
+    -- keys.other_task_entry, names no batch), which the sweeper sends again when needed.
+    -- Its unacked entry would only sit there for the visibility timeout and come back as a
+    -- task with nothing to do.
     local since = redis.call('ZSCORE', KEYS[3], tag)
     if not since or tonumber(since) < tonumber(ARGV[3]) then
       redis.call('HDEL', KEYS[1], id)
