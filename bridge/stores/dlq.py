@@ -41,7 +41,8 @@ from bridge.stores.records import (
 #: Default most ``invalid`` dead letters kept (``Settings.dlq_invalid_max``).
 DEFAULT_INVALID_MAX = 100_000
 
-_STREAM_ID = re.compile(r"^\d+-\d+$")
+#: A dead letter's id: the stream entry id XADD gave it, ``<ms>-<seq>`` (the twin makes the same).
+STREAM_ID = re.compile(r"^(\d+)-(\d+)$")
 _PAGE = 500  # entries read per XRANGE when filtering by reason
 
 
@@ -52,7 +53,7 @@ def _s(value: Any) -> str:
 def _check_ids(ids: Sequence[str]) -> list[str]:
     out = []
     for i in ids:
-        if not _STREAM_ID.match(i):
+        if not STREAM_ID.match(i):
             raise ValueError(f"not a dead-letter id: {i!r} (expected <ms>-<seq>)")
         out.append(i)
     return out

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bridge.domain.mapped import Mapped
-from bridge.stores.dlq import DEFAULT_INVALID_MAX
+from bridge.stores.dlq import DEFAULT_INVALID_MAX, STREAM_ID
 from bridge.stores.keys import (
     ACCEPTED,
     DEFAULT_LEASE_S,
@@ -225,11 +225,9 @@ class MemoryDedup:
 
 # --------------------------------------------------------------------------- dead letters
 
-_STREAM_ID = re.compile(r"^(\d+)-(\d+)$")
-
 
 def _stream_id(entry_id: str) -> tuple[int, int]:
-    match = _STREAM_ID.match(entry_id)
+    match = STREAM_ID.match(entry_id)
     if match is None:
         raise ValueError(f"not a dead-letter id: {entry_id!r} (expected <ms>-<seq>)")
     return int(match.group(1)), int(match.group(2))
