@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.domain.models import (
-    GuestFieldsMixin,
     Outcome,
     SingleAccrualResult,
     SuccessReply,
@@ -54,7 +53,6 @@ def _single_check(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> l
     response = outcome.response
     if not isinstance(response, SuccessReply) or outcome.request is None:
         return []
-    nested = response.reply if isinstance(response.reply, GuestFieldsMixin) else None
     rewards = facts.rewards_redeemed
     # redeemOnly's computed discounts are the ones it applied; other replies carry none.
     reward_discounts = facts.reply_discounts if outcome.kind == "check.redeemOnly" else []
@@ -66,8 +64,7 @@ def _single_check(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> l
         **drop_unknown(
             {
                 "check_number": _check_number(outcome),
-                "px_transaction_id": response.px_transaction_id
-                or (nested.px_transaction_id if nested else None),
+                "px_transaction_id": facts.px_transaction_id,
             }
         ),
         **facts.changes,

@@ -446,6 +446,15 @@ class CheckFacts:
         return wallet_properties(self.wallets)
 
     @once
+    def px_transaction_id(self) -> int | None:
+        """The reply's transaction id, else its nested add/redeem reply's."""
+        response = self.outcome.response
+        if not isinstance(response, SuccessReply):
+            return None
+        nested = response.reply if not isinstance(response.reply, list) else None
+        return response.px_transaction_id or (nested.px_transaction_id if nested else None)
+
+    @once
     def reply_discounts(self) -> list[dict[str, Any]]:
         response = self.outcome.response
         return reply_discounts(response) if isinstance(response, SuccessReply) else []
@@ -464,12 +473,10 @@ def reply_properties(outcome: Outcome, facts: CheckFacts) -> Properties:
     response = outcome.response
     simulation = outcome.kind in SIMULATION_KINDS
     if isinstance(response, SuccessReply):
-        nested = response.reply if not isinstance(response.reply, list) else None
         props: Properties = drop_unknown(
             {
                 "pos_result": response.result,
-                "px_transaction_id": response.px_transaction_id
-                or (nested.px_transaction_id if nested else None),
+                "px_transaction_id": facts.px_transaction_id,
                 "visit_code": response.visit_code,
                 "reply_open_time": utc_text(response.open_time) if response.open_time else None,
                 ("applicable_rewards" if simulation else "reward_discounts"): facts.reply_discounts,

@@ -157,7 +157,8 @@ def free_port() -> int:
 
 def pack(msgs: Sequence[bytes], **limits: int) -> list[list[bytes]]:
     """The batches ``deliver`` sends: ``batch_bounds`` over the messages' sizes as sent (their own
-    bytes, joined by ``post_batch``)."""
+    bytes, joined by ``post_batch``), within this write key's budget unless told otherwise."""
+    limits.setdefault("max_bytes", batch_budget(WRITE_KEY))
     return [list(msgs[a:b]) for a, b in batch_bounds([len(m) for m in msgs], **limits)]
 
 
@@ -208,9 +209,9 @@ def test_real_request_bodies_stay_under_500kb(pad_sizes: list[int], char: str, w
 def test_batch_bounds_message_count_limit_and_empty() -> None:
     msgs = [message(i) for i in range(6000)]
     assert [len(b) for b in pack(msgs)] == [MAX_BATCH_MESSAGES, MAX_BATCH_MESSAGES, 1000]
-    assert batch_bounds([]) == []
+    assert batch_bounds([], max_bytes=BATCH_BODY_LIMIT) == []
     with pytest.raises(ValueError, match="max_messages"):
-        batch_bounds([1], max_messages=0)
+        batch_bounds([1], max_bytes=BATCH_BODY_LIMIT, max_messages=0)
     assert BATCH_BODY_LIMIT == 475_000  # segment-analytics-python's BATCH_SIZE_LIMIT
     from segment.analytics.consumer import BATCH_SIZE_LIMIT
 

@@ -254,6 +254,13 @@ def test_round_trips() -> None:
     assert decode_parked(encode_parked(replace(batch, woken=True))) == batch  # not stored
     pending = PendingBatch(["{}", '{"a":1}'], 2.5)
     assert decode_pending(encode_pending(pending)) == pending
+    letter = NewDeadLetter(
+        reason="r", payload={"raw": "x"}, kind="outcome", attempts=2, first_error="a" * 5000
+    )
+    back = decode_dead_letter("5-1", encode_dead_letter(letter))
+    assert back == DeadLetter(
+        id="5-1", reason="r", payload={"raw": "x"}, kind="outcome", attempts=2, first_error="a" * 3999 + "…"
+    )
 
 
 def test_pending_texts_keep_every_character_and_messages_their_bytes() -> None:
@@ -275,13 +282,6 @@ def test_a_damaged_pending_batch_is_a_record_error() -> None:
     for damaged in (stored[:-5], stored[:20] + bytes([stored[20] ^ 0xFF]) + stored[21:]):
         with pytest.raises(RecordError, match="not a pending batch"):
             decode_pending(damaged)
-    letter = NewDeadLetter(
-        reason="r", payload={"raw": "x"}, kind="outcome", attempts=2, first_error="a" * 5000
-    )
-    back = decode_dead_letter("5-1", encode_dead_letter(letter))
-    assert back == DeadLetter(
-        id="5-1", reason="r", payload={"raw": "x"}, kind="outcome", attempts=2, first_error="a" * 3999 + "…"
-    )
 
 
 def test_parked_messages_of_releases_before_0_1_0_read_without_event_and_time() -> None:

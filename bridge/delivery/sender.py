@@ -76,9 +76,10 @@ MAX_ISOLATION_REQUESTS: Final = 256
 
 
 def batch_bounds(
-    sizes: Sequence[int], *, max_messages: int = MAX_BATCH_MESSAGES, max_bytes: int = BATCH_BODY_LIMIT
+    sizes: Sequence[int], *, max_bytes: int, max_messages: int = MAX_BATCH_MESSAGES
 ) -> list[tuple[int, int]]:
-    """Greedy ``[start, end)`` slices of messages of ``sizes`` bytes, each within both limits.
+    """Greedy ``[start, end)`` slices of messages of ``sizes`` bytes, each within both limits
+    (``max_bytes``: what the messages joined may weigh, ``batch_budget`` of the write key).
 
     A message larger than ``max_bytes`` on its own gets a batch of its own
     (Segment will refuse it and :func:`deliver` reports it; validation should
