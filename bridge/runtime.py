@@ -12,6 +12,7 @@ running workers and ``bridge serve`` processes within ``CONFIG_RELOAD_S`` withou
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -35,6 +36,22 @@ if TYPE_CHECKING:
 CONFIG_CHECK_INTERVAL_S = 1.0
 #: The documented bound: a change of the merchants file is in force this long after it is written.
 CONFIG_RELOAD_S = 2.0
+
+
+#: The collector's thresholds in a serving process (gen 0 allocations, then gen 1 and gen 2
+#: collections). A 500-outcome request builds ~10^5 short-lived objects that are all alive
+#: until it is answered: at Python's (700, 10, 10) they are scanned again and again by
+#: collections that find nothing (no cycles are made on the hot path), ~8 % of the ingest's CPU.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """For a long-running process, once its start-up is done: what exists now (modules, models,
+    the app) is kept out of every later collection (``gc.freeze``, which also spares forked
+    children copying those pages), and collections run less often (``GC_THRESHOLDS``).
+    Garbage with cycles is still collected."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def redis_client(settings: Settings) -> redis.Redis:

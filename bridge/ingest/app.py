@@ -65,7 +65,7 @@ from bridge.ingest.group_commit import DirectCommit, GroupCommit, Member
 from bridge.ingest.metrics import IngestMetricsMiddleware, Metrics
 from bridge.ingest.openapi import install as install_openapi
 from bridge.ingest.schemas import ErrorBody, IngestResult, Readiness
-from bridge.runtime import Runtime, build_runtime
+from bridge.runtime import Runtime, build_runtime, tune_gc
 from bridge.stages import accept
 from bridge.stages.prepare import JSONDecodeProblem, decode_json
 
@@ -356,7 +356,9 @@ def app_from_environment() -> FastAPI:
 
     settings = Settings()
     logs.configure(settings.log_level, logs.secrets_of(settings.load_merchants()))
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()
+    return app
 
 
 def run(host: str, port: int, settings: Settings, workers: int = 1) -> None:
@@ -378,4 +380,6 @@ def run(host: str, port: int, settings: Settings, workers: int = 1) -> None:
     if workers > 1:
         uvicorn.run("bridge.ingest.app:app_from_environment", factory=True, workers=workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        app = create_app(settings)
+        tune_gc()
+        uvicorn.run(app, **common)
