@@ -30,7 +30,7 @@ from mappings.common import (
     wallet_lists,
     wallet_properties,
 )
-from mappings.pos import CheckFacts, pos_activity
+from mappings.pos import CheckFacts, check_number, pos_activity
 
 ACCRUING_KINDS = frozenset(
     {
@@ -40,13 +40,6 @@ ACCRUING_KINDS = frozenset(
         "check.redeemOnly",
     }
 )
-
-
-def _check_number(outcome: Outcome) -> str | None:
-    response = outcome.response
-    if isinstance(response, SuccessReply) and known(response.check_number):
-        return response.check_number
-    return outcome.request.check.header.number if outcome.request else None
 
 
 def _single_check(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> list[Message]:
@@ -63,7 +56,7 @@ def _single_check(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> l
         "pos_function": outcome.kind.removeprefix("check."),
         **drop_unknown(
             {
-                "check_number": _check_number(outcome),
+                "check_number": check_number(outcome),
                 "px_transaction_id": facts.px_transaction_id,
             }
         ),
@@ -153,7 +146,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
             **drop_unknown(
                 {
                     "pos_function": outcome.kind.removeprefix("check."),
-                    "check_number": _check_number(outcome),
+                    "check_number": check_number(outcome),
                     "card_index": index,
                     "amount_paid": paid.amount_paid if paid else None,
                     "px_transaction_id": card_facts.px_transaction_id,

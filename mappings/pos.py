@@ -194,6 +194,15 @@ def redeemed_rewards(check: Check) -> list[dict[str, Any]]:
     ]
 
 
+def check_number(outcome: Outcome) -> str | None:
+    """The check's number: the reply's ``checkNumber`` when it gives one, else the request's
+    ``check.header.number`` (POS Activity and Add/Redeem both send it)."""
+    response = outcome.response
+    if isinstance(response, SuccessReply | CouponSuccessReply) and known(response.check_number):
+        return response.check_number
+    return outcome.request.check.header.number if outcome.request else None
+
+
 def check_properties(outcome: Outcome) -> Properties:
     """Check number, times, header facts, totals, items, discounts, tenders, terminal and operator
     (known values only)."""
@@ -202,11 +211,9 @@ def check_properties(outcome: Outcome) -> Properties:
         return {}
     check = request.check
     header = check.header
-    response = outcome.response
-    check_number = response.check_number if isinstance(response, SuccessReply | CouponSuccessReply) else None
     props = drop_unknown(
         {
-            "check_number": known(check_number) or header.number,
+            "check_number": check_number(outcome),
             "check_unique_identifier": header.unique_identifier,
             "check_open_time": utc_text(header.open_time),
             "check_close_time": utc_text(header.close_time) if header.close_time else None,

@@ -284,6 +284,19 @@ def test_discount_lines_redeemed_elsewhere_are_not_counted_again(outcome_id: str
     assert 50 in [d.get("wallet_code") for d in pos["properties"]["discounts"]]  # still on the check
 
 
+def test_the_check_number_is_the_replys_else_the_requests() -> None:
+    """``check_number`` of POS Activity and Add/Redeem alike: the reply's ``checkNumber`` (the
+    number the platform posted), else, when it says nothing, the request's
+    ``check.header.number`` (catalog: "reply `checkNumber`, else `request.check.header.number`")."""
+    raw = example("ex-0002")
+    raw["response"]["checkNumber"] = "5657-A"
+    names = {m["event"]: m["properties"]["check_number"] for m in messages(raw) if m.get("type") == "track"}
+    assert names == {"POS Activity": "5657-A", "Add/Redeem": "5657-A"}
+    raw["response"]["checkNumber"] = "  "
+    names = {m["event"]: m["properties"]["check_number"] for m in messages(raw) if m.get("type") == "track"}
+    assert names == {"POS Activity": "5657", "Add/Redeem": "5657"}
+
+
 def test_the_references_unknown_pos_ids_are_omitted() -> None:
     """The reference: 'Use "0" if the terminal is unknown or unavailable' (the same for operator)."""
     raw = example("ex-0001")
