@@ -80,6 +80,7 @@ def segment_error(status: int, message: str, code: str = "invalid_request", **he
 class Request:
     headers: dict[str, str]
     raw: bytes
+    target: str = ""  # as the request line names it (a whole URL when sent through a proxy)
 
     @property
     def body(self) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class StubSegment:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                req = Request({k.lower(): v for k, v in self.headers.items()}, raw)
+                req = Request({k.lower(): v for k, v in self.headers.items()}, raw, target=self.path)
                 with stub._lock:
                     stub.requests.append(req)
                     answer = stub.script(req, len(stub.requests))
@@ -391,6 +392,33 @@ def test_send_batch_posts_one_batch(segment: StubSegment) -> None:
     sent_at = datetime.fromisoformat(req.body["sentAt"])
     assert abs(sent_at.timestamp() - time.time()) < 5
     assert segment.accepted == ["m-00000000", "m-00000001", "m-00000002"]
+
+
+def test_send_batch_goes_through_the_proxy_the_environment_names(
+    segment: StubSegment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTP_PROXY`` / ``NO_PROXY`` are honoured as requests honours them, though the bridge
+    reads them once per URL rather than on every request: the stub stands for the proxy, and
+    the host is one that exists only behind it."""
+    import bridge.delivery.sender as sender
+
+    host = "http://segment-behind-a-proxy.invalid"
+    monkeypatch.setattr(sender, "_ENVIRONMENT_SETTINGS", {})
+    for name in ("HTTP_PROXY", "http_proxy"):  # urllib prefers the lower-case one when both are set
+        monkeypatch.setenv(name, segment.url)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for _ in range(2):  # the second request uses what the first read
+        assert send_batch(WRITE_KEY, host, [message(0)]) == 200
+    assert [r.target for r in segment.requests] == [f"{host}/v1/batch"] * 2
+    assert segment.requests[0].headers["authorization"].startswith("Basic ")
+
+    monkeypatch.setattr(sender, "_ENVIRONMENT_SETTINGS", {})
+    for name in ("NO_PROXY", "no_proxy"):  # straight there: no such host
+        monkeypatch.setenv(name, "segment-behind-a-proxy.invalid")
+    with pytest.raises(RetryableDelivery):
+        send_batch(WRITE_KEY, host, [message(1)])
+    assert len(segment.requests) == 2
 
 
 def test_send_batch_keeps_every_number_exactly_as_written(segment: StubSegment) -> None:
