@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.domain.models import (
+    CardAmount,
     Outcome,
     SingleAccrualResult,
     SuccessReply,
@@ -116,6 +117,22 @@ class CardHolder:
         )
 
 
+def _card_place(cards: list[CardAmount], index: int, named: str | None) -> int | None:
+    """The place in ``request.cards`` of the card that the reply's ``index``-th result is about.
+
+    A result that names its card (``printedCardNumber``, as every success of the reference
+    does) is the request's card of that number, wherever it sits: the reference promises no
+    order, and a failed card may be missing from the reply. Only a result that names no card is
+    paired by position. A named card the request does not hold has no place (its amount is
+    unknown, never another card's)."""
+    if named is None:
+        return index if index < len(cards) else None
+    for place, paid in enumerate(cards):
+        if paid.card_info.printed_card_number == named:
+            return place
+    return None
+
+
 def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     response = outcome.response
     if (
@@ -132,12 +149,12 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         wallets = wallet_lists(card, card.reply)
         if not wallets.changed_wallet_contents:
             continue
-        paid = cards[index] if index < len(cards) else None
-        card_number = (
-            card.printed_card_number
-            or (card.reply.printed_card_number if card.reply else None)
-            or (paid.card_info.printed_card_number if paid else None)
+        named = known(card.printed_card_number) or (
+            known(card.reply.printed_card_number) if card.reply else None
         )
+        place = _card_place(cards, index, named)
+        paid = cards[place] if place is not None else None
+        card_number = named or (paid.card_info.printed_card_number if paid else None)
         card_facts = CardHolder.of(card, card_number)
         seen_as = _card_outcome(outcome, card_facts, max(len(cards), len(response.reply)))
         who = person(seen_as, card_facts)
@@ -147,7 +164,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
                 {
                     "pos_function": outcome.kind.removeprefix("check."),
                     "check_number": check_number(outcome),
-                    "card_index": index,
+                    "card_index": place,
                     "amount_paid": paid.amount_paid if paid else None,
                     "px_transaction_id": card_facts.px_transaction_id,
                     **points_changed(wallets.changed_wallet_contents),

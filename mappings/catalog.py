@@ -666,12 +666,13 @@ ADD_REDEEM_PROPS = (
     Prop(
         "card_index",
         integer("multiPostAndAccruePoints: the card's place in request.cards (from 0)."),
-        "position in `request.cards` and the reply's `reply[]`",
+        "place in `request.cards` of the card the reply's result names (its `printedCardNumber`); "
+        "by position in `reply[]` when the result names none",
     ),
     Prop(
         "amount_paid",
         decimal("multiPostAndAccruePoints: the amount this card paid."),
-        "`request.cards[i].amountPaid`",
+        "`request.cards[i].amountPaid` of that card",
         CURRENCY,
     ),
 )

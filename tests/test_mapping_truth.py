@@ -67,6 +67,48 @@ def test_split_check_credits_each_card_to_its_own_holder() -> None:
         assert props["account_code"] == account
 
 
+def test_split_check_pairs_each_result_with_the_card_it_names() -> None:
+    """The reference promises no order for a split check's results (``reply``: "A list of single
+    point accrual result objects"), and a failed card may be left out: a result that names its
+    card (``printedCardNumber``) is paired with the request's card of that number, so the amount
+    paid and the card's place are that card's, never its neighbour's."""
+    raw = example("ex-0019")
+    john, jane, failed = raw["response"]["reply"]
+    raw["response"]["reply"] = [jane, john]
+    cards = events(raw, "Add/Redeem")
+    assert [
+        (
+            m["userId"],
+            m["properties"]["printed_card_number"],
+            m["properties"]["amount_paid"],
+            m["properties"]["card_index"],
+        )
+        for m in cards
+    ] == [
+        ("987", "022358132134558", Decimal("5.61"), 1),
+        ("986", "011235813213455", Decimal("10.00"), 0),
+    ]
+    # Named in the nested reply only: the same pairing.
+    for result in (jane, john):
+        result["reply"]["printedCardNumber"] = result.pop("printedCardNumber")
+    assert [m["properties"]["amount_paid"] for m in events(raw, "Add/Redeem")] == [
+        Decimal("5.61"),
+        Decimal("10.00"),
+    ]
+    # A card the request does not hold: its amount and place are unknown, not another card's.
+    jane["reply"]["printedCardNumber"] = "099999999999999"
+    first = events(raw, "Add/Redeem")[0]["properties"]
+    assert first["printed_card_number"] == "099999999999999"
+    assert "amount_paid" not in first and "card_index" not in first
+    # A result that names no card is paired by position (the seed's own order).
+    del jane["reply"]["printedCardNumber"], john["reply"]["printedCardNumber"]
+    raw["response"]["reply"] = [john, jane, failed]
+    assert [m["properties"]["amount_paid"] for m in events(raw, "Add/Redeem")] == [
+        Decimal("10.00"),
+        Decimal("5.61"),
+    ]
+
+
 def test_envelope_guest_applies_to_the_card_it_names() -> None:
     raw = example("ex-0019")
     raw["guest"]["printedCardNumber"] = "022358132134558"  # the guest is Jane's card's holder
