@@ -188,47 +188,44 @@ def test_a_celery_worker_stopped_by_an_unrecoverable_error_exits_non_zero(tmp_pa
     assert done.returncode == 1, done.stderr[-3000:]
 
 
-_GC_STATE = "print(json.dumps([list(gc.get_threshold()), gc.get_freeze_count()]))"
+_SERVE_PROCESSES = """
+import gc, json, sys
+import uvicorn
+from bridge.config import Settings
+from bridge.ingest import app
 
-_SERVE_PROCESS = f"""
-import gc, json
-from bridge.ingest.app import app_from_environment
-app_from_environment()
-{_GC_STATE}
-"""
+def state(*_args, **_kwargs):
+    print(json.dumps([gc.get_threshold()[0], gc.get_freeze_count()]))
 
-_WORKER_PROCESS = f"""
-import gc, json
-from celery import Celery, signals
-
-def worker_main(self, argv):  # a pool process starting, instead of a whole Celery worker
-    gc.unfreeze()
-    gc.set_threshold(700, 10, 10)
-    signals.worker_process_init.send(sender=None)
-    {_GC_STATE}
-
-Celery.worker_main = worker_main
-from workers.main import main
-main(["--concurrency", "1", "--loglevel", "WARNING"])
+if sys.argv[1] == "spawned":  # each of uvicorn's server processes builds its app this way
+    app.app_from_environment()
+    state()
+else:  # one process (`bridge serve` on one core): the app is built, then uvicorn runs it
+    uvicorn.run = state
+    app.run("127.0.0.1", 0, Settings(), workers=1)
 """
 
 
-@pytest.mark.parametrize("script", [_SERVE_PROCESS, _WORKER_PROCESS], ids=["serve", "worker-pool"])
-def test_serving_processes_keep_their_start_up_out_of_garbage_collection(tmp_path, script):
-    """A ``bridge serve`` process (as uvicorn starts each one) and a worker's pool process run
-    with ``GC_THRESHOLDS`` and what they built at start frozen: at Python's defaults the
-    collector re-scanned each request's live objects and cost ~15 % of the ingest's CPU
-    (BENCHMARKS.md)."""
-    from bridge.runtime import GC_THRESHOLDS
+@pytest.mark.parametrize("how", ["spawned", "single"])
+def test_serving_processes_keep_their_start_up_out_of_garbage_collection(tmp_path, how):
+    """A ``bridge serve`` process, whether uvicorn spawned it or it serves alone, runs with
+    ``GC_YOUNG_THRESHOLD`` and what it built at start frozen: at Python's default the collector
+    re-scanned each request's live objects, ~15 % of the ingest's CPU (BENCHMARKS.md)."""
+    from bridge.runtime import GC_YOUNG_THRESHOLD
     from tests.harness import write_config
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env["BRIDGE_CONFIG"] = str(write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", {1: [("S", "wk")]}))
     env["BRIDGE_REDIS_URL"] = "redis://127.0.0.1:9/0"  # never reached
     done = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _SERVE_PROCESSES, how],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    thresholds, frozen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert tuple(thresholds) == GC_THRESHOLDS
+    threshold, frozen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert threshold == GC_YOUNG_THRESHOLD
     assert frozen > 10_000  # the modules, models and app of the process

@@ -16,7 +16,6 @@ from celery import signals
 from bridge import logs
 from bridge.config import Settings
 from bridge.ops.supervise import SUPERVISOR_PID_ENV, watch_parent
-from bridge.runtime import tune_gc
 from bridge.stores.keys import KOMBU_QUEUE
 from workers import tasks
 from workers.celery_app import install_logging, make_app
@@ -51,17 +50,11 @@ def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO") 
     def record_status(sender: Any = None, **_: Any) -> None:
         statuses.append(int(getattr(sender, "exitcode", None) or 0))
 
-    def pool_process_ready(**_: Any) -> None:
-        tune_gc()  # in each pool process, once it is set up (the parent's objects came frozen)
-
     signals.worker_shutdown.connect(record_status, weak=False)
-    signals.worker_process_init.connect(pool_process_ready, weak=False)
-    tune_gc()  # before the pool forks: its processes share these pages instead of copying them
     try:
         celery.worker_main([*argv, "--concurrency", str(concurrency)])
     finally:
         signals.worker_shutdown.disconnect(record_status)
-        signals.worker_process_init.disconnect(pool_process_ready)
     return max(statuses, default=0)
 
 
