@@ -402,22 +402,32 @@ def test_send_batch_goes_through_the_proxy_the_environment_names(
     the host is one that exists only behind it."""
     import bridge.delivery.sender as sender
 
-    host = "http://segment-behind-a-proxy.invalid"
+    reads: list[str] = []
+    read = requests.Session.merge_environment_settings
+
+    def counted(self: requests.Session, url: str, *args: Any) -> Any:
+        reads.append(url)
+        return read(self, url, *args)
+
+    monkeypatch.setattr(requests.Session, "merge_environment_settings", counted)
     monkeypatch.setattr(sender, "_ENVIRONMENT_SETTINGS", {})
     for name in ("HTTP_PROXY", "http_proxy"):  # urllib prefers the lower-case one when both are set
         monkeypatch.setenv(name, segment.url)
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    for _ in range(2):  # the second request uses what the first read
-        assert send_batch(WRITE_KEY, host, [message(0)]) == 200
+
+    host = "http://segment-behind-a-proxy.invalid"
+    for i in range(2):
+        assert send_batch(WRITE_KEY, host, [message(i)]) == 200
     assert [r.target for r in segment.requests] == [f"{host}/v1/batch"] * 2
     assert segment.requests[0].headers["authorization"].startswith("Basic ")
+    assert reads == [f"{host}/v1/batch"]  # read once for the two requests
 
-    monkeypatch.setattr(sender, "_ENVIRONMENT_SETTINGS", {})
-    for name in ("NO_PROXY", "no_proxy"):  # straight there: no such host
-        monkeypatch.setenv(name, "segment-behind-a-proxy.invalid")
+    closed = f"http://127.0.0.1:{free_port()}"
+    for name in ("NO_PROXY", "no_proxy"):  # straight there (nothing listens), not through the proxy
+        monkeypatch.setenv(name, "127.0.0.1")
     with pytest.raises(RetryableDelivery):
-        send_batch(WRITE_KEY, host, [message(1)])
+        send_batch(WRITE_KEY, closed, [message(2)])
     assert len(segment.requests) == 2
 
 
@@ -631,6 +641,31 @@ def test_deliver_outage_defers_everything_after_one_request(
     assert {r.status for r in report.retry} == {status}
     assert report.requests == 1
     assert report.statuses == {status: 1}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [segment_error(503, "down"), segment_error(401, "bad key"), Answer(drop=True)],
+    ids=["503", "401", "dropped"],
+)
+def test_a_failed_delivery_leaves_no_garbage_cycle(segment: StubSegment, answer: Answer) -> None:
+    """What a failed call keeps (the error that halted the key) holds no traceback or context: one
+    would tie the frames that caught it, and through them every message of the call, into a
+    reference cycle that only the garbage collector frees (a Segment outage then held every
+    failed batch's bytes in memory until a full collection)."""
+    import gc
+
+    segment.script = lambda req, n: answer
+    msgs = [message(i) for i in range(1000)]
+    gc.collect()
+    gc.disable()
+    try:
+        report = deliver(WRITE_KEY, segment.url, msgs)
+        assert report.retry or report.rejected
+        del report
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 def test_deliver_408_does_not_stop_the_other_batches(segment: StubSegment) -> None:

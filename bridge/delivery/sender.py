@@ -183,10 +183,32 @@ def send_batch(
     try:
         response = post_batch(write_key, host, encoded_messages, timeout=timeout, retry_count=retry_count)
     except segment_request.APIError as exc:
+        _drop_tracebacks(exc)
         raise _from_api_error(exc, write_key) from None
     except Exception as exc:
+        _drop_tracebacks(exc)
         raise _from_exception(exc, write_key) from None
     return int(response.status_code)
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Forget the tracebacks of ``exc`` and of every exception it chains to. The libraries'
+    frames they hold keep some of those exceptions in their locals (urllib3's ``reraise``, for
+    one): a reference cycle that would keep every frame below, and this call's messages, in
+    memory until the garbage collector runs."""
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        todo += [
+            current.__cause__,
+            current.__context__,
+            *(a for a in current.args if isinstance(a, BaseException)),
+        ]
 
 
 def post_batch(
@@ -237,7 +259,9 @@ def _environment_settings(session: requests.Session, url: str) -> dict[str, Any]
     """What ``session.post`` would work out from the environment on every request (proxies from
     ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``, the CA bundle of ``REQUESTS_CA_BUNDLE``),
     read once per URL: a process's environment does not change, and reading it scans every
-    variable twice, ~0.1 ms a request (10 % of a worker's CPU with 100 merchants)."""
+    variable twice, ~0.1 ms a request (10 % of a worker's CPU with 100 merchants). What is read
+    (the environment, and the session's own ``proxies`` / ``verify`` / ``cert``, which nothing
+    changes) stays as it was at a URL's first request for the life of the process."""
     found = _ENVIRONMENT_SETTINGS.get(url)
     if found is None:
         found = _ENVIRONMENT_SETTINGS[url] = session.merge_environment_settings(url, {}, None, None, None)
@@ -440,9 +464,9 @@ class _Delivery:
                 self.write_key, self.host, batch, timeout=self.timeout, retry_count=self.retry_count
             )
         except DeliveryError as exc:
-            return exc
+            return _detached(exc)
         except Exception as exc:  # a custom sender's own failure: classify it like send_batch would
-            return _from_exception(exc, self.write_key)
+            return _detached(_from_exception(exc, self.write_key))
         self.report.statuses[status if isinstance(status, int) else 200] += 1
         self.report.delivered.extend(piece.indices)
         if piece.sibling is not None:
@@ -480,6 +504,17 @@ class _Delivery:
                 len(piece.indices),
             )
         _record(self.report, piece.indices, err, unsent=False)
+
+
+def _detached(err: DeliveryError) -> DeliveryError:
+    """``err`` without its traceback and context (its reason, status and ``Retry-After`` are all
+    that is read). Kept as ``_Delivery.halt``, they would tie the frames that caught it, and
+    through them every message of the call, into a reference cycle that only the garbage
+    collector frees: through a Segment outage, every failed batch's bytes until a collection."""
+    err.__traceback__ = None
+    err.__context__ = None
+    err.__cause__ = None
+    return err
 
 
 def _split(work: deque[_Piece], piece: _Piece) -> None:
