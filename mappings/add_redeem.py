@@ -31,7 +31,7 @@ from mappings.common import (
     wallet_lists,
     wallet_properties,
 )
-from mappings.pos import CheckFacts, check_number, pos_activity
+from mappings.pos import CheckFacts, check_number, decreases_redeem, pos_activity
 
 ACCRUING_KINDS = frozenset(
     {
@@ -142,6 +142,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     ):
         return []
     cards = outcome.request.cards or []
+    redeem = decreases_redeem(outcome)
     messages: list[Message] = []
     for index, card in enumerate(response.reply):
         if card.result != "success":
@@ -167,7 +168,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
                     "card_index": place,
                     "amount_paid": paid.amount_paid if paid else None,
                     "px_transaction_id": card_facts.px_transaction_id,
-                    **points_changed(wallets.changed_wallet_contents),
+                    **points_changed(wallets.changed_wallet_contents, decreases_redeem=redeem),
                     "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
                 }
             ),

@@ -467,13 +467,20 @@ PX_TRANSACTION_ID = Prop(
 _CHANGES = "reply (or `data`) `changedWalletContents`"
 POINTS_EARNED = Prop(
     "points_earned",
-    decimal("Sum of the increases, only when every change is of one wallet (never a sum across wallets)."),
+    decimal(
+        "Sum of the increases, only when every change is of one wallet (never a sum across wallets), "
+        "and not when a decrease may be points taken back (a return check, a call that only accrues)."
+    ),
     f"{_CHANGES}: positive `quantity`",
     WALLET_UNITS,
 )
 POINTS_REDEEMED = Prop(
     "points_redeemed",
-    decimal("Sum of the decreases as a positive number, only when every change is of one wallet."),
+    decimal(
+        "Sum of the decreases as a positive number, only when every change is of one wallet and a "
+        "decrease is a redemption: never on a return check or a call that only accrues (postAndAccruePoints, "
+        "multiPostAndAccruePoints), where it may be points taken back."
+    ),
     f"{_CHANGES}: negative `quantity`",
     WALLET_UNITS,
 )

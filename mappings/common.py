@@ -432,12 +432,18 @@ def _wallet_infos(entries: Iterable[_Wallet]) -> Properties:
     return {"wallets_info": wallets_info, "all_wallets_info": all_info, "flat_wallets_info": flat}
 
 
-def points_changed(changes: list[ChangedPointInfo]) -> Properties:
+def points_changed(changes: list[ChangedPointInfo], *, decreases_redeem: bool = True) -> Properties:
     """points_earned (sum of increases) and points_redeemed (sum of decreases, positive), only
     when the outcome reports changes and all of them are of one wallet: with no changes reported
     the totals are unknown (never a guessed 0), and a sum across wallets would add different
-    units (points and reward dollars). ``changed_wallets`` carries the changes per wallet."""
+    units (points and reward dollars). ``changed_wallets`` carries the changes per wallet.
+
+    ``decreases_redeem=False``: a decrease this outcome reports may be points taken back (a
+    return check, a call that only accrues) rather than spent, so with a decrease neither total
+    is known."""
     if not changes or len({change.wallet_code for change in changes}) != 1:
+        return {}
+    if not decreases_redeem and any(change.quantity < 0 for change in changes):
         return {}
     earned = Decimal(0)
     redeemed = Decimal(0)

@@ -58,6 +58,22 @@ SIMULATION_KINDS = frozenset(
 )
 
 
+#: Calls that only accrue: a decrease they report is points taken back (a returned item, an
+#: adjustment), never something the guest redeemed (``ChangedPointInfo.quantity`` is the
+#: "Quantity earned").
+ACCRUAL_ONLY_KINDS = frozenset({"check.postAndAccruePoints", "check.multiPostAndAccruePoints"})
+
+
+def decreases_redeem(outcome: Outcome) -> bool:
+    """Whether a wallet decrease this check outcome reports is a redemption: not on a return
+    check (``header.isReturn``: points may be taken back for the returned items) and not on a
+    call that only accrues (``ACCRUAL_ONLY_KINDS``)."""
+    request = outcome.request
+    if request is not None and request.check.header.is_return:
+        return False
+    return outcome.kind not in ACCRUAL_ONLY_KINDS
+
+
 def _categories(item: MenuItem | ComboItem | Modifier) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for c in item.categories:
@@ -445,7 +461,13 @@ class CheckFacts:
     def changes(self) -> Properties:
         """points_earned, points_redeemed and changed_wallets (known ones) of the wallet changes."""
         changes = self.wallets.changed_wallet_contents
-        return {**points_changed(changes), "changed_wallets": changed_wallets(changes)} if changes else {}
+        if not changes:
+            return {}
+        redeem = decreases_redeem(self.outcome)
+        return {
+            **points_changed(changes, decreases_redeem=redeem),
+            "changed_wallets": changed_wallets(changes),
+        }
 
     @once
     def wallet_properties(self) -> Properties:

@@ -194,13 +194,49 @@ def test_no_total_across_lines_of_different_units() -> None:
 
 
 def test_a_total_of_one_wallet_is_kept() -> None:
-    raw = example("ex-0001")
+    raw = example("ex-0002")  # postAndAccruePointsWithRedeem: a decrease is a redemption
     raw["response"]["changedWalletContents"] += [
-        {"pointName": "Coffee Points", "walletCode": 2, "quantity": "-3"}
+        {"pointName": "Reward Dollars", "walletCode": 14, "quantity": "0.50"}
     ]
-    (message,) = events(raw, "Add/Redeem")
-    assert message["properties"]["points_earned"] == Decimal("1")
-    assert message["properties"]["points_redeemed"] == Decimal("3")
+    for name in ("POS Activity", "Add/Redeem"):
+        (message,) = events(raw, name)
+        assert message["properties"]["points_earned"] == Decimal("0.50"), name
+        assert message["properties"]["points_redeemed"] == Decimal("2.00"), name
+
+
+@pytest.mark.parametrize(
+    ("outcome_id", "is_return"),
+    [("ex-0002", True), ("ex-0001", False), ("ex-0001", True)],
+    ids=["return-check", "accrual-only-call", "accrual-only-return"],
+)
+def test_points_taken_back_are_not_redeemed(outcome_id: str, is_return: bool) -> None:
+    """``ChangedPointInfo.quantity`` is the "Quantity earned": a decrease is a redemption only on a
+    call that redeems, and not on a return check (``isReturn``), where points may be taken back
+    for the returned items. There the split between earned and redeemed is unknown: neither
+    total is sent, and the change itself stays in ``changed_wallets``."""
+    raw = example(outcome_id)
+    raw["request"]["check"]["header"]["isReturn"] = is_return
+    raw["response"]["changedWalletContents"] = [
+        {"pointName": "Coffee Points", "walletCode": 2, "quantity": "-10"}
+    ]
+    for message in messages(raw):
+        props = message.get("properties", {})
+        assert "points_redeemed" not in props and "points_earned" not in props, message.get("event")
+    (activity,) = events(raw, "POS Activity")
+    assert activity["properties"]["changed_wallets"] == [
+        {"wallet_code": 2, "wallet_label": "Coffee Points", "quantity": Decimal("-10")}
+    ]
+    raw["response"]["changedWalletContents"][0]["quantity"] = "10"  # an increase is earned all the same
+    (activity,) = events(raw, "POS Activity")
+    assert activity["properties"]["points_earned"] == Decimal("10")
+
+
+def test_split_check_points_taken_back_are_not_redeemed() -> None:
+    raw = example("ex-0019")  # multiPostAndAccruePoints only accrues
+    raw["response"]["reply"][0]["changedWalletContents"][0]["quantity"] = "-4"
+    first, second = events(raw, "Add/Redeem")
+    assert "points_redeemed" not in first["properties"] and "points_earned" not in first["properties"]
+    assert second["properties"]["points_earned"] == Decimal("5.61")
 
 
 def test_blank_names_are_unknown() -> None:
