@@ -12,6 +12,7 @@ from typing import Any
 
 from bridge.domain.models import (
     CardAmount,
+    CouponSuccessReply,
     Outcome,
     SingleAccrualResult,
     SuccessReply,
@@ -31,7 +32,7 @@ from mappings.common import (
     wallet_lists,
     wallet_properties,
 )
-from mappings.pos import CheckFacts, check_number, decreases_redeem, pos_activity
+from mappings.pos import REDEEM_ONLY, CheckFacts, check_number, decreases_redeem, pos_activity
 
 ACCRUING_KINDS = frozenset(
     {
@@ -45,11 +46,13 @@ ACCRUING_KINDS = frozenset(
 
 def _single_check(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> list[Message]:
     response = outcome.response
-    if not isinstance(response, SuccessReply) or outcome.request is None:
+    # couponSuccess: postAndAccruePointsWithRedeem "will do its usual work on top of recording the
+    # coupon usage" (the seed's Using Coupons), so the coupon lines it redeemed are an Add/Redeem too.
+    if not isinstance(response, SuccessReply | CouponSuccessReply) or outcome.request is None:
         return []
     rewards = facts.rewards_redeemed
     # redeemOnly's computed discounts are the ones it applied; other replies carry none.
-    reward_discounts = facts.reply_discounts if outcome.kind == "check.redeemOnly" else []
+    reward_discounts = facts.reply_discounts if outcome.kind == REDEEM_ONLY else []
     if not (facts.wallets.changed_wallet_contents or rewards or reward_discounts):
         return []
     props: Properties = {

@@ -503,7 +503,11 @@ REWARDS_REDEEMED = Prop(
 )
 REWARD_DISCOUNTS = Prop(
     "reward_discounts",
-    array("Discounts the Check Service applied (redeemOnly) or returned on a posting call.", REWARD_DISCOUNT),
+    array(
+        "Discounts the Check Service applied (redeemOnly's item, multi-item and subtotal discounts) or "
+        "returned on a posting call.",
+        REWARD_DISCOUNT,
+    ),
     "reply `itemDiscounts`, `subtotalDiscounts`, `serviceChargeDiscounts`, `multiItemDiscounts`",
     CURRENCY,
 )
@@ -599,7 +603,8 @@ POS_ACTIVITY_PROPS = (
     Prop(
         "applicable_rewards",
         array(
-            "Compute and simulate calls: discounts the Check Service says would apply. Nothing was redeemed.",
+            "Compute and simulate calls: discounts the Check Service says would apply; redeemOnly: the "
+            "service-charge discounts it says could be applied. Nothing was redeemed.",
             REWARD_DISCOUNT,
         ),
         "reply `itemDiscounts`, `subtotalDiscounts`, `serviceChargeDiscounts`, `multiItemDiscounts`",
@@ -714,7 +719,8 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec(
         ADD_REDEEM,
         "track",
-        "Wallets changed: points accrued or spent, rewards redeemed (one per card for multi-card checks).",
+        "Wallets changed: points accrued or spent, rewards or coupons redeemed (one per card for "
+        "multi-card checks).",
         (
             "check.postAndAccruePoints",
             "check.postAndAccruePointsWithRedeem",

@@ -354,12 +354,19 @@ def _multi_item(m: MultiItemDiscount) -> dict[str, Any]:
     )
 
 
-def reply_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
+#: redeemOnly's reply lists item, multi-item and subtotal discounts "applied to the check", but
+#: service-charge discounts only "that could be applied" (the seed's redeemOnly reply): those are
+#: reported as applicable, never as redeemed.
+REDEEM_ONLY = "check.redeemOnly"
+
+
+def reply_discounts(reply: SuccessReply, *, service_charges: bool = True) -> list[dict[str, Any]]:
     """Discounts the Check Service computed: applicable (compute and simulate calls) or applied
-    (redeemOnly), with their details."""
+    (redeemOnly, without its service-charge discounts: ``service_charges=False``), with their details."""
     found = [_computed("item", d) for d in reply.item_discounts]
     found += [_computed("subtotal", d) for d in reply.subtotal_discounts]
-    found += [_computed("service_charge", d) for d in reply.service_charge_discounts]
+    if service_charges:
+        found += [_computed("service_charge", d) for d in reply.service_charge_discounts]
     found += [_multi_item(m) for m in reply.multi_item_discounts]
     return found
 
@@ -485,8 +492,19 @@ class CheckFacts:
 
     @once
     def reply_discounts(self) -> list[dict[str, Any]]:
+        """The reply's computed discounts: applicable for a simulation, else applied."""
         response = self.outcome.response
-        return reply_discounts(response) if isinstance(response, SuccessReply) else []
+        if not isinstance(response, SuccessReply):
+            return []
+        return reply_discounts(response, service_charges=self.outcome.kind != REDEEM_ONLY)
+
+    @once
+    def service_charges_applicable(self) -> list[dict[str, Any]]:
+        """redeemOnly's service-charge discounts, which only "could be applied" (``REDEEM_ONLY``)."""
+        response = self.outcome.response
+        if self.outcome.kind != REDEEM_ONLY or not isinstance(response, SuccessReply):
+            return []
+        return [_computed("service_charge", d) for d in response.service_charge_discounts]
 
     @once
     def rewards_redeemed(self) -> list[dict[str, Any]]:
@@ -515,6 +533,8 @@ def reply_properties(outcome: Outcome, facts: CheckFacts) -> Properties:
                 "failed_cards": failed_cards(response),
             }
         )
+        if applicable := facts.service_charges_applicable:
+            props["applicable_rewards"] = applicable
         if not simulation:
             props.update(facts.changes)
             props.update(facts.wallet_properties)

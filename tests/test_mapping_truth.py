@@ -362,6 +362,52 @@ def test_discount_lines_redeemed_elsewhere_are_not_counted_again(outcome_id: str
     assert 50 in [d.get("wallet_code") for d in pos["properties"]["discounts"]]  # still on the check
 
 
+def test_redeem_only_reports_service_charge_discounts_as_applicable() -> None:
+    """redeemOnly's reply lists item, multi-item and subtotal discounts "applied to the check" but
+    service-charge discounts only "that could be applied": those are applicable, not redeemed,
+    and alone they make no Add/Redeem."""
+    raw = example("ex-0004")
+    service = {"id": "77", "name": "Delivery fee waived", "discount": "7.00", "walletCode": 9}
+    raw["response"]["serviceChargeDiscounts"] = [service]
+    (pos,) = events(raw, "POS Activity")
+    assert [d["kind"] for d in pos["properties"]["reward_discounts"]] == ["item"]
+    assert [(d["kind"], d["id"]) for d in pos["properties"]["applicable_rewards"]] == [
+        ("service_charge", "77")
+    ]
+    (add_redeem,) = events(raw, "Add/Redeem")
+    assert [d["kind"] for d in add_redeem["properties"]["reward_discounts"]] == ["item"]
+    assert "applicable_rewards" not in add_redeem["properties"]
+
+    raw["response"]["itemDiscounts"] = []  # only a discount that could be applied: nothing redeemed
+    (pos,) = events(raw, "POS Activity")
+    assert "reward_discounts" not in pos["properties"]
+    assert events(raw, "Add/Redeem") == []
+
+
+def test_a_coupon_redeemed_on_a_posted_check_is_an_add_redeem() -> None:
+    """postAndAccruePointsWithRedeem answered couponSuccess (ex-0024) "will do its usual work on top
+    of recording the coupon usage": the coupon line it redeemed is reported by POS Activity and by
+    an Add/Redeem alike."""
+    raw = example("ex-0024")
+    assert events(raw, "Add/Redeem") == []  # nothing redeemed: no event
+    raw["request"]["check"]["items"].append(
+        {
+            "type": "discountItem",
+            "itemId": "33",
+            "name": "Spring coupon",
+            "price": "-5.00",
+            "discountSource": "coupon",
+            "couponId": 4411,
+        }
+    )
+    (pos,) = events(raw, "POS Activity")
+    (add_redeem,) = events(raw, "Add/Redeem")
+    assert pos["properties"]["rewards_redeemed"] == add_redeem["properties"]["rewards_redeemed"]
+    assert [r["coupon_id"] for r in add_redeem["properties"]["rewards_redeemed"]] == [4411]
+    assert add_redeem["properties"]["check_number"] == "5657"
+    assert add_redeem["messageId"] != pos["messageId"]
+
+
 def test_the_check_number_is_the_replys_else_the_requests() -> None:
     """``check_number`` of POS Activity and Add/Redeem alike: the reply's ``checkNumber`` (the
     number the platform posted), else, when it says nothing, the request's
