@@ -127,6 +127,26 @@ def test_batch_is_accepted_and_in_redis(server: ThreadServer, client: redis.Redi
     assert client.llen(QUEUE) == 1  # one request, one task message
 
 
+def test_a_connection_is_recycled_once_it_carried_enough_outcomes(server: ThreadServer) -> None:
+    """``bridge serve``'s processes share one socket and a keep-alive connection stays with the
+    process that accepted it, so a client's few connections could all load one process: once a
+    connection has been open ``RECYCLE_AFTER_S`` and carried ``RECYCLE_OUTCOMES`` outcomes, its
+    answer asks the client to reconnect (``Connection: close``), and a keep-alive client just does."""
+    from bridge.ingest.connections import RECYCLE_AFTER_S, RECYCLE_OUTCOMES
+    from tests.harness import many_outcomes
+
+    def closes(answer: httpx.Response) -> bool:
+        assert answer.status_code == 202, answer.text
+        return answer.headers.get("connection") == "close"
+
+    with httpx.Client(base_url=server.url, headers=BEARER, timeout=30) as http:
+        big = json.dumps({"outcomes": many_outcomes(RECYCLE_OUTCOMES, "big")})
+        assert not closes(http.post("/v1/outcomes", content=big))  # enough outcomes, but just opened
+        time.sleep(RECYCLE_AFTER_S)
+        assert closes(http.post("/v1/outcomes", content=json.dumps(outcome("small-1"))))
+        assert not closes(http.post("/v1/outcomes", content=json.dumps(outcome("small-2"))))  # a new one
+
+
 def test_accepted_outcomes_are_stored_with_their_mapped_messages(
     server: ThreadServer, client: redis.Redis
 ) -> None:

@@ -21,7 +21,9 @@ array is accepted too). For each request, in order:
    ``Retry-After``; nothing of that request counts as accepted (a retry may enqueue a
    valid outcome twice, which the workers' dedup absorbs);
 7. ``202 {"accepted", "duplicate", "invalid", "errors"}``, or ``422`` with the same body
-   when every item was invalid.
+   when every item was invalid; with ``Connection: close`` once the connection has been open a
+   second and carried 500 outcomes, so that clients spread over the server processes
+   (``bridge.ingest.connections``).
 
 Errors other than 202/422 have the body ``{"error": <code>, "message": <text>}``.
 ``GET /healthz`` (process up), ``GET /readyz`` (Redis answers and the configuration is
@@ -61,6 +63,7 @@ from bridge.ingest.body import (
     split_items,
     unavailable,
 )
+from bridge.ingest.connections import ConnectionRecycler
 from bridge.ingest.group_commit import DirectCommit, GroupCommit, Member
 from bridge.ingest.metrics import IngestMetricsMiddleware, Metrics
 from bridge.ingest.openapi import install as install_openapi
@@ -150,6 +153,7 @@ class Ingest:
         self.committer = commit_class(publish, on_flush=lambda _n: metrics.enqueue_calls.inc())
         self.backlog = Backlog(runtime.store_set.pending.queue_depth, on_read=metrics.queue_depth.set)
         self.authenticators = auth.AuthenticatorCache(clock=clock, on_new=_warn_if_disabled)
+        self.connections = ConnectionRecycler()
         self.authenticator()  # logs the warning at start when authentication is off
 
     def authenticator(self) -> auth.Authenticator:
@@ -166,7 +170,9 @@ class Ingest:
             checked = await self.checked(items)
             await self.enqueue(member, checked)
         await self.dead_letter(checked)
-        return self.answer(method, items, checked)
+        client = request.client
+        close = self.connections.should_close((client.host, client.port) if client else None, len(items))
+        return self.answer(method, items, checked, close=close)
 
     async def check_backlog(self) -> None:
         try:
@@ -245,7 +251,9 @@ class Ingest:
             accept.short_ids(checked.letters),
         )
 
-    def answer(self, method: str, items: list[Any], checked: accept.Checked) -> JSONResponse:
+    def answer(
+        self, method: str, items: list[Any], checked: accept.Checked, *, close: bool = False
+    ) -> JSONResponse:
         accepted, invalid = len(checked.enqueue), len(checked.errors)
         self.metrics.accepted.inc(accepted)
         self.metrics.duplicate.inc(checked.duplicate)
@@ -255,7 +263,8 @@ class Ingest:
         )
         result = {"accepted": accepted, "duplicate": checked.duplicate, "invalid": invalid}
         status = 422 if items and invalid == len(items) else 202
-        return JSONResponse({**result, "errors": checked.errors}, status)
+        headers = {"Connection": "close"} if close else None  # see bridge.ingest.connections
+        return JSONResponse({**result, "errors": checked.errors}, status, headers=headers)
 
     async def readiness(self) -> list[str]:
         reasons: list[str] = []
