@@ -120,20 +120,39 @@ class CardHolder:
         )
 
 
-def _card_place(cards: list[CardAmount], index: int, named: str | None) -> int | None:
-    """The place in ``request.cards`` of the card that the reply's ``index``-th result is about.
+def _named_card(result: SingleAccrualResult) -> str | None:
+    """The printed card number a result names, at its top or in its nested reply."""
+    return known(result.printed_card_number) or (
+        known(result.reply.printed_card_number) if result.reply else None
+    )
 
-    A result that names its card (``printedCardNumber``, as every success of the reference
-    does) is the request's card of that number, wherever it sits: the reference promises no
-    order, and a failed card may be missing from the reply. Only a result that names no card is
-    paired by position. A named card the request does not hold has no place (its amount is
-    unknown, never another card's)."""
-    if named is None:
-        return index if index < len(cards) else None
-    for place, paid in enumerate(cards):
-        if paid.card_info.printed_card_number == named:
-            return place
-    return None
+
+def _digits(number: str | None) -> str | None:
+    return "".join(number.split()) if number is not None else None
+
+
+def _card_places(cards: list[CardAmount], results: list[SingleAccrualResult]) -> list[int | None]:
+    """For each result of a split check's reply, the place in ``request.cards`` of the card it is
+    about, or None when that is not known.
+
+    A result that names its card (``printedCardNumber``, as every success of the reference does)
+    is the request's card of that number (spaces ignored), wherever it sits, each card claimed
+    once: the reference promises no order, and a failed card may be missing from the reply. Only
+    when no result names a card and the reply holds one result per card are they paired by
+    position; otherwise an unnamed result has no place, and its amount is unknown, never a
+    neighbour's."""
+    named = [_named_card(result) for result in results]
+    if not any(named):
+        return list(range(len(results))) if len(results) == len(cards) else [None] * len(results)
+    free = {place: _digits(paid.card_info.printed_card_number) for place, paid in enumerate(cards)}
+    places: list[int | None] = []
+    for number in named:
+        wanted = _digits(number)
+        place = next((p for p, have in free.items() if wanted is not None and have == wanted), None)
+        if place is not None:
+            del free[place]
+        places.append(place)
+    return places
 
 
 def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
@@ -145,6 +164,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     ):
         return []
     cards = outcome.request.cards or []
+    places = _card_places(cards, response.reply)
     redeem = decreases_redeem(outcome)
     messages: list[Message] = []
     for index, card in enumerate(response.reply):
@@ -153,12 +173,9 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         wallets = wallet_lists(card, card.reply)
         if not wallets.changed_wallet_contents:
             continue
-        named = known(card.printed_card_number) or (
-            known(card.reply.printed_card_number) if card.reply else None
-        )
-        place = _card_place(cards, index, named)
+        place = places[index]
         paid = cards[place] if place is not None else None
-        card_number = named or (paid.card_info.printed_card_number if paid else None)
+        card_number = _named_card(card) or (paid.card_info.printed_card_number if paid else None)
         card_facts = CardHolder.of(card, card_number)
         seen_as = _card_outcome(outcome, card_facts, max(len(cards), len(response.reply)))
         who = person(seen_as, card_facts)
@@ -168,7 +185,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
                 {
                     "pos_function": outcome.kind.removeprefix("check."),
                     "check_number": check_number(outcome),
-                    "card_index": place,
+                    "card_index": index,
                     "amount_paid": paid.amount_paid if paid else None,
                     "px_transaction_id": card_facts.px_transaction_id,
                     **points_changed(wallets.changed_wallet_contents, decreases_redeem=redeem),

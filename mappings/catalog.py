@@ -469,7 +469,7 @@ POINTS_EARNED = Prop(
     "points_earned",
     decimal(
         "Sum of the increases, only when every change is of one wallet (never a sum across wallets), "
-        "and not when a decrease may be points taken back (a return check, a call that only accrues)."
+        "and not when a decrease may be points taken back (a return check, a check call that does not redeem)."
     ),
     f"{_CHANGES}: positive `quantity`",
     WALLET_UNITS,
@@ -478,8 +478,9 @@ POINTS_REDEEMED = Prop(
     "points_redeemed",
     decimal(
         "Sum of the decreases as a positive number, only when every change is of one wallet and a "
-        "decrease is a redemption: never on a return check or a call that only accrues (postAndAccruePoints, "
-        "multiPostAndAccruePoints), where it may be points taken back."
+        "decrease is a redemption: on a check, only by a call that redeems (postAndAccruePointsWithRedeem, "
+        "postAndAccruePointsWithAutoRedeem, redeemOnly) and never on a return check, where it may be points "
+        "taken back."
     ),
     f"{_CHANGES}: negative `quantity`",
     WALLET_UNITS,
@@ -677,14 +678,16 @@ ADD_REDEEM_PROPS = (
     REWARD_DISCOUNTS,
     Prop(
         "card_index",
-        integer("multiPostAndAccruePoints: the card's place in request.cards (from 0)."),
-        "place in `request.cards` of the card the reply's result names (its `printedCardNumber`); "
-        "by position in `reply[]` when the result names none",
+        integer(
+            "multiPostAndAccruePoints: the card's result's place in the reply (from 0), as in failed_cards."
+        ),
+        "position in the reply's `reply[]`",
     ),
     Prop(
         "amount_paid",
         decimal("multiPostAndAccruePoints: the amount this card paid."),
-        "`request.cards[i].amountPaid` of that card",
+        "`request.cards[i].amountPaid` of the card the result names (`printedCardNumber`); by position "
+        "only when no result names a card and the reply has one result per card",
         CURRENCY,
     ),
 )

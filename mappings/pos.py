@@ -58,20 +58,23 @@ SIMULATION_KINDS = frozenset(
 )
 
 
-#: Calls that only accrue: a decrease they report is points taken back (a returned item, an
-#: adjustment), never something the guest redeemed (``ChangedPointInfo.quantity`` is the
-#: "Quantity earned").
-ACCRUAL_ONLY_KINDS = frozenset({"check.postAndAccruePoints", "check.multiPostAndAccruePoints"})
+#: The check calls that redeem: a wallet decrease they report may be a redemption. Any other
+#: check call (one that only accrues or posts) reports a decrease as points taken back (a
+#: returned item, an adjustment), never as redeemed: ``ChangedPointInfo.quantity`` is the
+#: "Quantity earned".
+REDEEMING_KINDS = frozenset(
+    {"check.postAndAccruePointsWithRedeem", "check.postAndAccruePointsWithAutoRedeem", "check.redeemOnly"}
+)
 
 
 def decreases_redeem(outcome: Outcome) -> bool:
-    """Whether a wallet decrease this check outcome reports is a redemption: not on a return
-    check (``header.isReturn``: points may be taken back for the returned items) and not on a
-    call that only accrues (``ACCRUAL_ONLY_KINDS``)."""
+    """Whether a wallet decrease this check outcome reports is a redemption: only on a call that
+    redeems (``REDEEMING_KINDS``), and not on a return check (``header.isReturn``: points may be
+    taken back for the returned items)."""
     request = outcome.request
     if request is not None and request.check.header.is_return:
         return False
-    return outcome.kind not in ACCRUAL_ONLY_KINDS
+    return outcome.kind in REDEEMING_KINDS
 
 
 def _categories(item: MenuItem | ComboItem | Modifier) -> list[dict[str, Any]]:

@@ -71,38 +71,54 @@ def test_split_check_pairs_each_result_with_the_card_it_names() -> None:
     """The reference promises no order for a split check's results (``reply``: "A list of single
     point accrual result objects"), and a failed card may be left out: a result that names its
     card (``printedCardNumber``) is paired with the request's card of that number, so the amount
-    paid and the card's place are that card's, never its neighbour's."""
+    paid is that card's, never its neighbour's; ``card_index`` is the result's place in the
+    reply, as in ``failed_cards``."""
     raw = example("ex-0019")
     john, jane, failed = raw["response"]["reply"]
     raw["response"]["reply"] = [jane, john]
-    cards = events(raw, "Add/Redeem")
-    assert [
-        (
-            m["userId"],
-            m["properties"]["printed_card_number"],
-            m["properties"]["amount_paid"],
-            m["properties"]["card_index"],
-        )
-        for m in cards
-    ] == [
-        ("987", "022358132134558", Decimal("5.61"), 1),
-        ("986", "011235813213455", Decimal("10.00"), 0),
+
+    def seen() -> list[tuple[Any, ...]]:
+        return [
+            (
+                m["userId"],
+                m["properties"].get("printed_card_number"),
+                m["properties"].get("amount_paid"),
+                m["properties"]["card_index"],
+            )
+            for m in events(raw, "Add/Redeem")
+        ]
+
+    assert seen() == [
+        ("987", "022358132134558", Decimal("5.61"), 0),
+        ("986", "011235813213455", Decimal("10.00"), 1),
     ]
-    # Named in the nested reply only: the same pairing.
+    # Named in the nested reply only, spaced differently: the same pairing.
     for result in (jane, john):
         result["reply"]["printedCardNumber"] = result.pop("printedCardNumber")
-    assert [m["properties"]["amount_paid"] for m in events(raw, "Add/Redeem")] == [
-        Decimal("5.61"),
-        Decimal("10.00"),
+    jane["reply"]["printedCardNumber"] = "0223 5813 2134 558"
+    assert [amount for _, _, amount, _ in seen()] == [Decimal("5.61"), Decimal("10.00")]
+    # One result names its card, the other none: the unnamed one borrows no card or amount.
+    del john["reply"]["printedCardNumber"]
+    assert seen() == [
+        ("987", "0223 5813 2134 558", Decimal("5.61"), 0),
+        ("986", None, None, 1),
     ]
-    # A card the request does not hold: its amount and place are unknown, not another card's.
+    # A card the request does not hold: its amount is unknown, not another card's.
     jane["reply"]["printedCardNumber"] = "099999999999999"
-    first = events(raw, "Add/Redeem")[0]["properties"]
-    assert first["printed_card_number"] == "099999999999999"
-    assert "amount_paid" not in first and "card_index" not in first
-    # A result that names no card is paired by position (the seed's own order).
-    del jane["reply"]["printedCardNumber"], john["reply"]["printedCardNumber"]
+    assert seen()[0][1:3] == ("099999999999999", None)
+    # No result names a card: by position, and only when there is one result per card.
+    del jane["reply"]["printedCardNumber"]
     raw["response"]["reply"] = [john, jane, failed]
+    assert [amount for _, _, amount, _ in seen()] == [Decimal("10.00"), Decimal("5.61")]
+    raw["response"]["reply"] = [john, jane]  # the failed card left out: the order says nothing
+    assert [amount for _, _, amount, _ in seen()] == [None, None]
+
+
+def test_split_check_claims_each_card_once() -> None:
+    """Two cards of one number in the request (the same card paying twice): each result takes one."""
+    raw = example("ex-0019")
+    raw["request"]["cards"][1]["cardInfo"]["printedCardNumber"] = "011235813213455"
+    raw["response"]["reply"][1]["printedCardNumber"] = "011235813213455"
     assert [m["properties"]["amount_paid"] for m in events(raw, "Add/Redeem")] == [
         Decimal("10.00"),
         Decimal("5.61"),
@@ -205,11 +221,18 @@ def test_a_total_of_one_wallet_is_kept() -> None:
 
 
 @pytest.mark.parametrize(
-    ("outcome_id", "is_return"),
-    [("ex-0002", True), ("ex-0001", False), ("ex-0001", True)],
-    ids=["return-check", "accrual-only-call", "accrual-only-return"],
+    ("outcome_id", "is_return", "events_sent"),
+    [
+        ("ex-0002", True, ("POS Activity", "Add/Redeem")),
+        ("ex-0001", False, ("POS Activity", "Add/Redeem")),
+        ("ex-0001", True, ("POS Activity", "Add/Redeem")),
+        ("ex-0005", False, ("POS Activity",)),
+    ],
+    ids=["return-check", "accrual-only-call", "accrual-only-return", "post-only-call"],
 )
-def test_points_taken_back_are_not_redeemed(outcome_id: str, is_return: bool) -> None:
+def test_points_taken_back_are_not_redeemed(
+    outcome_id: str, is_return: bool, events_sent: tuple[str, ...]
+) -> None:
     """``ChangedPointInfo.quantity`` is the "Quantity earned": a decrease is a redemption only on a
     call that redeems, and not on a return check (``isReturn``), where points may be taken back
     for the returned items. There the split between earned and redeemed is unknown: neither
@@ -219,13 +242,13 @@ def test_points_taken_back_are_not_redeemed(outcome_id: str, is_return: bool) ->
     raw["response"]["changedWalletContents"] = [
         {"pointName": "Coffee Points", "walletCode": 2, "quantity": "-10"}
     ]
-    for message in messages(raw):
-        props = message.get("properties", {})
-        assert "points_redeemed" not in props and "points_earned" not in props, message.get("event")
-    (activity,) = events(raw, "POS Activity")
-    assert activity["properties"]["changed_wallets"] == [
-        {"wallet_code": 2, "wallet_label": "Coffee Points", "quantity": Decimal("-10")}
-    ]
+    for name in events_sent:
+        (message,) = events(raw, name)
+        props = message["properties"]
+        assert "points_redeemed" not in props and "points_earned" not in props, name
+        assert props["changed_wallets"] == [
+            {"wallet_code": 2, "wallet_label": "Coffee Points", "quantity": Decimal("-10")}
+        ], name
     raw["response"]["changedWalletContents"][0]["quantity"] = "10"  # an increase is earned all the same
     (activity,) = events(raw, "POS Activity")
     assert activity["properties"]["points_earned"] == Decimal("10")
