@@ -135,16 +135,26 @@ def test_a_connection_is_recycled_once_it_carried_enough_outcomes(server: Thread
     from bridge.ingest.connections import RECYCLE_AFTER_S, RECYCLE_OUTCOMES
     from tests.harness import many_outcomes
 
-    def closes(answer: httpx.Response) -> bool:
-        assert answer.status_code == 202, answer.text
-        return answer.headers.get("connection") == "close"
+    ports: list[int] = []  # the local port of each answer's connection, read while it is open
 
-    with httpx.Client(base_url=server.url, headers=BEARER, timeout=30) as http:
-        big = json.dumps({"outcomes": many_outcomes(RECYCLE_OUTCOMES, "big")})
-        assert not closes(http.post("/v1/outcomes", content=big))  # enough outcomes, but just opened
+    def local_port(answer: httpx.Response) -> None:
+        ports.append(answer.extensions["network_stream"].get_extra_info("client_addr")[1])
+
+    def sent(http: httpx.Client, body: Any) -> tuple[bool, int]:
+        """(whether the answer closes the connection, the connection's local port)."""
+        answer = http.post("/v1/outcomes", content=json.dumps(body))
+        assert answer.status_code == 202, answer.text
+        return answer.headers.get("connection") == "close", ports[-1]
+
+    hooks = {"response": [local_port]}
+    with httpx.Client(base_url=server.url, headers=BEARER, timeout=30, event_hooks=hooks) as http:
+        closed, first = sent(http, {"outcomes": many_outcomes(RECYCLE_OUTCOMES, "big")})
+        assert not closed  # enough outcomes, but the connection was just opened
         time.sleep(RECYCLE_AFTER_S)
-        assert closes(http.post("/v1/outcomes", content=json.dumps(outcome("small-1"))))
-        assert not closes(http.post("/v1/outcomes", content=json.dumps(outcome("small-2"))))  # a new one
+        closed, same = sent(http, outcome("small-1"))
+        assert closed and same == first
+        closed, second = sent(http, outcome("small-2"))
+        assert not closed and second != first  # the client opened a new connection
 
 
 def test_accepted_outcomes_are_stored_with_their_mapped_messages(

@@ -37,15 +37,18 @@ def test_a_quiet_connection_is_not_recycled_for_its_age_alone() -> None:
     assert recycler.should_close(("10.0.0.1", 1), 1)  # its 500th outcome, hours after it opened
 
 
-def test_a_client_without_an_address_is_never_closed() -> None:
+def test_a_client_without_an_address_of_its_own_is_never_closed() -> None:
     recycler = ConnectionRecycler(recycle_outcomes=1, recycle_after_s=0)
     assert not recycler.should_close(None, 1_000)
+    assert not recycler.should_close(("203.0.113.9", 0), 1_000)  # forwarded for by a proxy
 
 
-def test_connections_that_went_away_are_forgotten() -> None:
+def test_the_connection_quiet_the_longest_is_forgotten() -> None:
     recycler = ConnectionRecycler(recycle_outcomes=10, recycle_after_s=0, max_tracked=3)
-    for port in range(3):
+    for port in (1, 2, 3):
         recycler.should_close(("10.0.0.1", port), 9)
-    recycler.should_close(("10.0.0.1", 99), 1)  # the table was full: it starts over
-    assert not recycler.should_close(("10.0.0.1", 0), 9)  # forgotten: counts from 0 again
+    recycler.should_close(("10.0.0.1", 1), 0)  # port 1 speaks again: port 2 is now the quietest
+    recycler.should_close(("10.0.0.1", 99), 1)  # the table was full: port 2 is forgotten
+    assert not recycler.should_close(("10.0.0.1", 2), 9)  # counts from 0 again
+    assert recycler.should_close(("10.0.0.1", 1), 1)  # still counted: 9 + 0 + 1
     assert recycler.should_close(("10.0.0.1", 99), 9)

@@ -23,7 +23,8 @@ from typing import Final
 RECYCLE_AFTER_S: Final = 1.0
 #: ...and has carried this many outcomes since it was opened.
 RECYCLE_OUTCOMES: Final = 500
-#: Connections tracked at most (one that closes on its own is forgotten when this is reached).
+#: Connections tracked at most (beyond, the one quiet the longest is forgotten: connections that
+#: close on their own are never told).
 MAX_TRACKED: Final = 4096
 
 
@@ -46,8 +47,10 @@ class ConnectionRecycler:
 
     def should_close(self, client: tuple[str, int] | None, outcomes: int) -> bool:
         """Add ``outcomes`` to the connection of ``client``; whether its answer should close it.
-        A client without an address (a Unix socket, a test transport) is never asked to."""
-        if client is None:
+        A client without an address of its own is never asked to: a Unix socket, or a port of 0,
+        which is what uvicorn's proxy headers leave (the address a proxy forwarded for, shared
+        by all of its connections)."""
+        if client is None or not client[1]:
             return False
         client = (client[0], client[1])
         now = self.clock()
@@ -55,7 +58,7 @@ class ConnectionRecycler:
         carried += outcomes
         if carried >= self.recycle_outcomes and now - since >= self.recycle_after_s:
             return True
-        if len(self._seen) >= self.max_tracked:
-            self._seen.clear()
+        if len(self._seen) >= self.max_tracked:  # forget the connection quiet the longest
+            del self._seen[next(iter(self._seen))]
         self._seen[client] = (since, carried)
         return False
