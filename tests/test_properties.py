@@ -98,6 +98,8 @@ def expected_events(raw: dict[str, Any]) -> list[str] | None:
             if _changed(response) or _changed(reply if isinstance(reply, dict) else None):
                 return ["POS Activity", "Add/Redeem"]
             return None  # Add/Redeem only if rewards were redeemed
+        if kind == "check.postAndAccruePointsWithRedeem" and response["result"] == "couponSuccess":
+            return None  # Add/Redeem only if the check's coupon (or reward) lines were redeemed
         return ["POS Activity"]
     if kind == "transaction.addRedeem":  # Add/Redeem only when it reports a wallet change
         return ["Add/Redeem"] if _changed(raw.get("data")) else []
