@@ -30,8 +30,15 @@ MAPPERS: dict[str, tuple[Mapper, ...]] = {
 }
 
 
+#: Reply results that say the platform did nothing: no event, whatever the kind (DESIGN: "A
+#: `response.result` of `failure`/`failed` or `noWorkSuccess` produces no event").
+NOTHING_DONE = frozenset({"failure", "failed", "noWorkSuccess"})
+
+
 def map_outcome(outcome: Outcome, ctx: MappingContext = DEFAULT_CONTEXT) -> list[Message]:
     """Every Segment message one outcome produces (possibly none, e.g. a failed check)."""
+    if getattr(outcome.response, "result", None) in NOTHING_DONE:
+        return []
     messages: list[Message] = []
     for mapper in MAPPERS[outcome.kind]:
         messages.extend(mapper(outcome, ctx))

@@ -338,6 +338,17 @@ def wallet_lists(*sources: WalletContentsMixin | None) -> Wallets:
     return Wallets(points, rewards, changed)
 
 
+def outcome_wallets(outcome: Outcome) -> Wallets:
+    """The wallet lists of an outcome that is not a Check Service call: ``data``'s, else those of
+    a success reply (top-level, then nested). Any kind may carry them "in `response` or `data`"
+    (DESIGN)."""
+    response = outcome.response
+    if not isinstance(response, SuccessReply):
+        return wallet_lists(outcome.data)
+    nested = response.reply if isinstance(response.reply, WalletContentsMixin) else None
+    return wallet_lists(outcome.data, response, nested)
+
+
 def wallet_properties(
     wallets: Wallets | WalletContentsMixin,
     stored_value: tuple[int | None, str | None, Decimal | None] | None = None,

@@ -17,9 +17,9 @@ from mappings.common import (
     base_properties,
     drop_unknown,
     identify,
+    outcome_wallets,
     person,
     track,
-    wallet_lists,
     wallet_properties,
 )
 
@@ -28,7 +28,7 @@ def _props(outcome: Outcome, ctx: MappingContext, who: Person, **extra: object) 
     return {
         **base_properties(outcome, ctx, who),
         **drop_unknown(extra),
-        **wallet_properties(wallet_lists(outcome.data)),
+        **wallet_properties(outcome_wallets(outcome)),
     }
 
 

@@ -9,9 +9,9 @@ from mappings.common import (
     Message,
     base_properties,
     drop_unknown,
+    outcome_wallets,
     person,
     track,
-    wallet_lists,
     wallet_properties,
 )
 
@@ -31,6 +31,6 @@ def recharge_value(outcome: Outcome, ctx: MappingContext) -> list[Message]:
                 "balance": data.balance,
             }
         ),
-        **wallet_properties(wallet_lists(data), (data.wallet_code, data.wallet_label, data.balance)),
+        **wallet_properties(outcome_wallets(outcome), (data.wallet_code, data.wallet_label, data.balance)),
     }
     return track(outcome, ctx, RECHARGE_VALUE, props, who)

@@ -9,9 +9,9 @@ from mappings.common import (
     Message,
     base_properties,
     drop_unknown,
+    outcome_wallets,
     person,
     track,
-    wallet_lists,
     wallet_properties,
 )
 
@@ -24,6 +24,6 @@ def survey_completion(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     props = {
         **base_properties(outcome, ctx, who),
         **drop_unknown({"survey_id": data.survey_id, "survey_name": data.survey_name, "score": data.score}),
-        **wallet_properties(wallet_lists(data)),
+        **wallet_properties(outcome_wallets(outcome)),
     }
     return track(outcome, ctx, SURVEY_COMPLETION, props, who)

@@ -431,6 +431,43 @@ def test_a_coupon_redeemed_on_a_posted_check_is_an_add_redeem() -> None:
     assert add_redeem["messageId"] != pos["messageId"]
 
 
+def test_wallet_lists_may_come_in_the_reply_of_any_kind() -> None:
+    """DESIGN: "Any kind may carry `pointBalances`, `rewardBalances` and `changedWalletContents`
+    (in `response` or `data`)": an add/redeem transaction reported in its reply is an Add/Redeem
+    (it was accepted and gave nothing), and a survey's reply balances are its wallets."""
+    raw = example("ex-0008")
+    raw["response"] = {"result": "success", **raw.pop("data")}
+    (message,) = events(raw, "Add/Redeem")
+    props = message["properties"]
+    assert props["changed_wallets"] == [
+        {"wallet_code": 2, "wallet_label": "Coffee Points", "quantity": Decimal("25")}
+    ]
+    assert props["px_transaction_id"] == example("ex-0008")["data"]["pxTransactionId"]
+
+    raw = example("ex-0015")
+    raw["response"] = {
+        "result": "success",
+        "pointBalances": [{"walletCode": 2, "pointName": "Coffee Points", "balance": "12"}],
+    }
+    (message,) = events(raw, "Survey Completion")
+    assert message["properties"]["wallets_info"] == {"Coffee Points": Decimal("12")}
+
+
+@pytest.mark.parametrize("outcome_id", ["ex-0008", "ex-0009", "ex-0013", "ex-0014", "ex-0015"])
+@pytest.mark.parametrize("result", ["failed", "noWorkSuccess"])
+def test_a_reply_that_did_nothing_gives_no_event_of_any_kind(outcome_id: str, result: str) -> None:
+    """DESIGN: "A `response.result` of `failure`/`failed` or `noWorkSuccess` produces no event",
+    for a transaction, a guest event, a recharge or a survey as for a check."""
+    raw = example(outcome_id)
+    assert messages(raw)
+    raw["response"] = (
+        {"result": result, "errorCode": "x", "errorMessage": "y"}
+        if result == "failed"
+        else {"result": result}
+    )
+    assert messages(raw) == []
+
+
 def test_the_check_number_is_the_replys_else_the_requests() -> None:
     """``check_number`` of POS Activity and Add/Redeem alike: the reply's ``checkNumber`` (the
     number the platform posted), else, when it says nothing, the request's
