@@ -440,7 +440,9 @@ def _wallet_infos(entries: Iterable[_Wallet]) -> Properties:
         if entry.extra:
             info.update(entry.extra)
         all_info.append(info)
-    return {"wallets_info": wallets_info, "all_wallets_info": all_info, "flat_wallets_info": flat}
+    # Each only when it holds something: {} says nothing (no wallet with a label and a balance).
+    found = {"wallets_info": wallets_info, "all_wallets_info": all_info, "flat_wallets_info": flat}
+    return {name: value for name, value in found.items() if value}
 
 
 def points_changed(changes: list[ChangedPointInfo], *, decreases_redeem: bool = True) -> Properties:

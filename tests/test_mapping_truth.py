@@ -468,6 +468,24 @@ def test_a_reply_that_did_nothing_gives_no_event_of_any_kind(outcome_id: str, re
     assert messages(raw) == []
 
 
+def test_an_empty_wallet_property_is_not_sent() -> None:
+    """``wallets_info`` maps labels to balances: with no balance reported it holds nothing and is
+    left out ({} says nothing), while the wallets' other facts are still sent."""
+    raw = example("ex-0008")
+    raw["data"]["pointBalances"] = []
+    raw["data"]["rewardBalances"] = []
+    (message,) = events(raw, "Add/Redeem")
+    props = message["properties"]
+    assert "wallets_info" not in props
+    assert props["all_wallets_info"] == [
+        {"wallet_code": 2, "wallet_label": "Coffee Points", "quantity_changed": Decimal("25")}
+    ]
+    assert props["flat_wallets_info"] == {
+        "wallet_2_label": "Coffee Points",
+        "wallet_2_quantity_changed": Decimal("25"),
+    }
+
+
 def test_the_check_number_is_the_replys_else_the_requests() -> None:
     """``check_number`` of POS Activity and Add/Redeem alike: the reply's ``checkNumber`` (the
     number the platform posted), else, when it says nothing, the request's
