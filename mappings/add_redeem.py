@@ -26,6 +26,7 @@ from mappings.common import (
     changed_wallets,
     drop_unknown,
     known,
+    outcome_transaction_id,
     outcome_wallets,
     person,
     points_changed,
@@ -200,18 +201,15 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
 
 
 def _transaction(outcome: Outcome, ctx: MappingContext) -> list[Message]:
-    data = outcome.data
     wallets = outcome_wallets(outcome)
     if not wallets.changed_wallet_contents:
         return []  # Add/Redeem is for outcomes that changed wallets; this one reports no change
-    response = outcome.response
-    reply_id = response.px_transaction_id if isinstance(response, SuccessReply) else None
     who = person(outcome)
     props: Properties = {
         **base_properties(outcome, ctx, who),
         **drop_unknown(
             {
-                "px_transaction_id": (data.px_transaction_id if data else None) or reply_id,
+                "px_transaction_id": outcome_transaction_id(outcome),
                 **points_changed(wallets.changed_wallet_contents),
                 "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
             }

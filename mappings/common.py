@@ -338,15 +338,40 @@ def wallet_lists(*sources: WalletContentsMixin | None) -> Wallets:
     return Wallets(points, rewards, changed)
 
 
-def outcome_wallets(outcome: Outcome) -> Wallets:
-    """The wallet lists of an outcome that is not a Check Service call: ``data``'s, else those of
-    a success reply (top-level, then nested). Any kind may carry them "in `response` or `data`"
-    (DESIGN)."""
+def _wallet_sources(outcome: Outcome) -> list[Any]:
+    """Where an outcome that is not a Check Service call may carry wallet lists, in order: its
+    ``data``, then its reply (top-level, then nested). Any kind may carry them "in `response` or
+    `data`" (DESIGN)."""
     response = outcome.response
-    if not isinstance(response, SuccessReply):
-        return wallet_lists(outcome.data)
-    nested = response.reply if isinstance(response.reply, WalletContentsMixin) else None
-    return wallet_lists(outcome.data, response, nested)
+    sources: list[Any] = [outcome.data]
+    if isinstance(response, SuccessReply | NoRewardsAppliedReply):
+        sources.append(response)
+        nested = getattr(response, "reply", None)
+        if isinstance(nested, WalletContentsMixin):
+            sources.append(nested)
+    return [source for source in sources if source is not None]
+
+
+def outcome_wallets(outcome: Outcome) -> Wallets:
+    """The wallet lists of an outcome that is not a Check Service call: of each kind, the first
+    of ``_wallet_sources`` that has one. A reply that applied nothing (``noRewardsApplied``) has
+    its balances read, but no change is reported at all, as for a check."""
+    found = wallet_lists(*_wallet_sources(outcome))
+    if isinstance(outcome.response, NoRewardsAppliedReply):
+        return found._replace(changed_wallet_contents=[])
+    return found
+
+
+def outcome_transaction_id(outcome: Outcome) -> int | None:
+    """The transaction id of an outcome that is not a Check Service call: that of the source
+    whose wallet changes are reported (``outcome_wallets``), else the first source's that has one."""
+    sources = _wallet_sources(outcome)
+    sources.sort(key=lambda source: not source.changed_wallet_contents)  # stable: the changes' first
+    for source in sources:
+        found: int | None = getattr(source, "px_transaction_id", None)
+        if found is not None:
+            return found
+    return None
 
 
 def wallet_properties(

@@ -431,6 +431,17 @@ def test_a_coupon_redeemed_on_a_posted_check_is_an_add_redeem() -> None:
     assert add_redeem["messageId"] != pos["messageId"]
 
 
+def survey_reply_balances(result: str) -> Any:
+    """``wallets_info`` of ex-0015 (a survey) whose reply, of ``result``, carries a balance."""
+    raw = example("ex-0015")
+    raw["response"] = {
+        "result": result,
+        "pointBalances": [{"walletCode": 2, "pointName": "Coffee Points", "balance": "12"}],
+    }
+    (message,) = events(raw, "Survey Completion")
+    return message["properties"].get("wallets_info")
+
+
 def test_wallet_lists_may_come_in_the_reply_of_any_kind() -> None:
     """DESIGN: "Any kind may carry `pointBalances`, `rewardBalances` and `changedWalletContents`
     (in `response` or `data`)": an add/redeem transaction reported in its reply is an Add/Redeem
@@ -444,13 +455,7 @@ def test_wallet_lists_may_come_in_the_reply_of_any_kind() -> None:
     ]
     assert props["px_transaction_id"] == example("ex-0008")["data"]["pxTransactionId"]
 
-    raw = example("ex-0015")
-    raw["response"] = {
-        "result": "success",
-        "pointBalances": [{"walletCode": 2, "pointName": "Coffee Points", "balance": "12"}],
-    }
-    (message,) = events(raw, "Survey Completion")
-    assert message["properties"]["wallets_info"] == {"Coffee Points": Decimal("12")}
+    assert survey_reply_balances("success") == {"Coffee Points": Decimal("12")}
 
 
 @pytest.mark.parametrize("outcome_id", ["ex-0008", "ex-0009", "ex-0013", "ex-0014", "ex-0015"])
@@ -466,6 +471,36 @@ def test_a_reply_that_did_nothing_gives_no_event_of_any_kind(outcome_id: str, re
         else {"result": result}
     )
     assert messages(raw) == []
+
+
+def test_a_transactions_id_is_that_of_the_changes_it_reports() -> None:
+    """ex-0026's data holds a balance and its transaction id; when the change comes in a reply,
+    the Add/Redeem carries that reply's id (the nested one when only it has the change), never
+    an id of one transaction beside the changes of another. An id of 0 is an id."""
+    change = [{"pointName": "Coffee Points", "walletCode": 2, "quantity": "-3"}]
+    raw = example("ex-0026")
+    raw["response"] = {"result": "success", "pxTransactionId": 779, "changedWalletContents": change}
+    (message,) = events(raw, "Add/Redeem")
+    assert message["properties"]["px_transaction_id"] == 779
+    raw["response"] = {
+        "result": "success",
+        "reply": {"pxTransactionId": 555, "changedWalletContents": change},
+    }
+    (message,) = events(raw, "Add/Redeem")
+    assert message["properties"]["px_transaction_id"] == 555
+    raw["data"] = {"pxTransactionId": 0, "changedWalletContents": change}
+    (message,) = events(raw, "Add/Redeem")
+    assert message["properties"]["px_transaction_id"] == 0
+
+
+def test_a_reply_that_applied_nothing_reports_no_change_for_any_kind() -> None:
+    """noRewardsApplied: its balances are read, but nothing is reported as changed or redeemed,
+    as for a check (DESIGN: replies that applied nothing report "never anything as redeemed")."""
+    raw = example("ex-0008")
+    raw["data"]["changedWalletContents"] = [{"pointName": "Coffee Points", "walletCode": 2, "quantity": "-5"}]
+    raw["response"] = {"result": "noRewardsApplied"}
+    assert events(raw, "Add/Redeem") == []
+    assert survey_reply_balances("noRewardsApplied") == {"Coffee Points": Decimal("12")}
 
 
 def test_an_empty_wallet_property_is_not_sent() -> None:
