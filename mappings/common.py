@@ -338,12 +338,12 @@ def wallet_lists(*sources: WalletContentsMixin | None) -> Wallets:
     return Wallets(points, rewards, changed)
 
 
-def _wallet_sources(outcome: Outcome) -> list[Any]:
+def _wallet_sources(outcome: Outcome) -> list[WalletContentsMixin]:
     """Where an outcome that is not a Check Service call may carry wallet lists, in order: its
     ``data``, then its reply (top-level, then nested). Any kind may carry them "in `response` or
     `data`" (DESIGN)."""
     response = outcome.response
-    sources: list[Any] = [outcome.data]
+    sources: list[WalletContentsMixin | None] = [outcome.data]
     if isinstance(response, SuccessReply | NoRewardsAppliedReply):
         sources.append(response)
         nested = getattr(response, "reply", None)
@@ -477,8 +477,8 @@ def points_changed(changes: list[ChangedPointInfo], *, decreases_redeem: bool = 
     units (points and reward dollars). ``changed_wallets`` carries the changes per wallet.
 
     ``decreases_redeem=False``: a decrease this outcome reports may be points taken back (a
-    return check, a call that only accrues) rather than spent, so with a decrease neither total
-    is known."""
+    return check, a check call that does not redeem: ``mappings.pos.decreases_redeem``) rather
+    than spent, so with a decrease neither total is known."""
     if not changes or len({change.wallet_code for change in changes}) != 1:
         return {}
     if not decreases_redeem and any(change.quantity < 0 for change in changes):

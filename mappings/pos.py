@@ -363,13 +363,17 @@ def _multi_item(m: MultiItemDiscount) -> dict[str, Any]:
 REDEEM_ONLY = "check.redeemOnly"
 
 
+def service_charge_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
+    return [_computed("service_charge", d) for d in reply.service_charge_discounts]
+
+
 def reply_discounts(reply: SuccessReply, *, service_charges: bool = True) -> list[dict[str, Any]]:
     """Discounts the Check Service computed: applicable (compute and simulate calls) or applied
     (redeemOnly, without its service-charge discounts: ``service_charges=False``), with their details."""
     found = [_computed("item", d) for d in reply.item_discounts]
     found += [_computed("subtotal", d) for d in reply.subtotal_discounts]
     if service_charges:
-        found += [_computed("service_charge", d) for d in reply.service_charge_discounts]
+        found += service_charge_discounts(reply)
     found += [_multi_item(m) for m in reply.multi_item_discounts]
     return found
 
@@ -507,7 +511,7 @@ class CheckFacts:
         response = self.outcome.response
         if self.outcome.kind != REDEEM_ONLY or not isinstance(response, SuccessReply):
             return []
-        return [_computed("service_charge", d) for d in response.service_charge_discounts]
+        return service_charge_discounts(response)
 
     @once
     def rewards_redeemed(self) -> list[dict[str, Any]]:

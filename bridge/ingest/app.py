@@ -358,6 +358,13 @@ def _add_probes(app: FastAPI, ingest: Ingest) -> None:
         return Response(generate_latest(ingest.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _serving_app(settings: Settings) -> FastAPI:
+    """The app of a serving process, built; then its garbage collector tuned (``tune_gc``)."""
+    app = create_app(settings)
+    tune_gc()
+    return app
+
+
 def app_from_environment() -> FastAPI:
     """The app of one server process started by ``run(workers=N)``: settings from ``BRIDGE_*``,
     logging configured here (each process is spawned afresh, with secrets redacted)."""
@@ -365,9 +372,7 @@ def app_from_environment() -> FastAPI:
 
     settings = Settings()
     logs.configure(settings.log_level, logs.secrets_of(settings.load_merchants()))
-    app = create_app(settings)
-    tune_gc()
-    return app
+    return _serving_app(settings)
 
 
 def run(host: str, port: int, settings: Settings, workers: int = 1) -> None:
@@ -389,6 +394,4 @@ def run(host: str, port: int, settings: Settings, workers: int = 1) -> None:
     if workers > 1:
         uvicorn.run("bridge.ingest.app:app_from_environment", factory=True, workers=workers, **common)
     else:
-        app = create_app(settings)
-        tune_gc()
-        uvicorn.run(app, **common)
+        uvicorn.run(_serving_app(settings), **common)

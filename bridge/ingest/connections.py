@@ -52,7 +52,6 @@ class ConnectionRecycler:
         by all of its connections)."""
         if client is None or not client[1]:
             return False
-        client = (client[0], client[1])
         now = self.clock()
         since, carried = self._seen.pop(client, (now, 0))
         carried += outcomes
