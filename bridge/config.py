@@ -31,6 +31,36 @@ STORE_COLUMNS = ("store_code", "name", "latitude", "longitude", "city", "postal_
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without YAML 1.1's guesses about unquoted scalars: only ``true`` and
+    ``false`` are booleans and only plain decimals are numbers, so ``NO`` (Norway), ``on`` and
+    ``y`` stay text, and so do ``02210`` (a ZIP code, an octal number to YAML 1.1), ``007``,
+    ``0x1F`` and ``1:30`` (a base-60 number to YAML 1.1)."""
+
+
+_GUESSED = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _GUESSED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+)
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:0|[1-9][0-9]*)\.[0-9]+(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """The merchants file's YAML, each unquoted scalar read as ``_ConfigLoader`` says."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader with fewer resolvers
+
+
 class Settings(BaseSettings):
     """Every process setting, from ``BRIDGE_*`` environment variables (or keyword arguments)."""
 
@@ -217,14 +247,30 @@ def _decimal_or_none(text: str | None, where: str, problems: list[str]) -> Decim
 
 
 def _store(row: Mapping[str, Any], where: str, problems: list[str]) -> Store | None:
-    code = str(row.get("store_code") or "").strip()
+    """One store of the directory; each value must be text or a plain number (a boolean, list or
+    mapping is a mistake of the file, e.g. an unquoted ``true``), and the columns known ones."""
+    unknown = [str(k) for k in row if k not in STORE_COLUMNS]
+    if unknown:
+        problems.append(
+            f"{where}: unknown column(s) {', '.join(unknown)} (expected {','.join(STORE_COLUMNS)})"
+        )
+    bad = [
+        k
+        for k in STORE_COLUMNS
+        if isinstance(row.get(k), bool) or not isinstance(row.get(k), str | int | float | None)
+    ]
+    for key in bad:
+        problems.append(f"{where}.{key}: expected text, got {type(row.get(key)).__name__} (quote it)")
+    value = row.get("store_code")
+    code = "" if value is None or "store_code" in bad else str(value).strip()
     if not code:
-        problems.append(f"{where}: store_code is empty")
+        if "store_code" not in bad:
+            problems.append(f"{where}: store_code is empty")
         return None
 
     def text(key: str) -> str | None:
         value = row.get(key)
-        return str(value).strip() or None if value is not None else None
+        return None if value is None or key in bad else (str(value).strip() or None)
 
     return Store(
         code=code,
@@ -244,13 +290,18 @@ def read_store_directory(path: Path, problems: list[str]) -> dict[str, Store]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            missing = [c for c in ("store_code",) if c not in (reader.fieldnames or [])]
-            if missing:
-                problems.append(
-                    f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(STORE_COLUMNS)})"
-                )
+            columns = reader.fieldnames or []
+            missing = [c for c in ("store_code",) if c not in columns]
+            unknown = [c for c in columns if c not in STORE_COLUMNS]
+            if missing or unknown:
+                named = [f"missing column(s) {', '.join(missing)}"] if missing else []
+                named += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
+                problems.append(f"{path}: {'; '.join(named)} (expected {','.join(STORE_COLUMNS)})")
                 return stores
             for line, row in enumerate(reader, start=2):
+                if None in row:  # more cells than the header names
+                    problems.append(f"{path}:{line}: more values than columns")
+                    continue
                 store = _store(row, f"{path}:{line}", problems)
                 if store is not None:
                     if store.code in stores:
@@ -308,6 +359,8 @@ def _merchant_stores(
         for k, row in enumerate(given):
             store = _store(row, f"{where}.stores[{k}]", problems)
             if store is not None:
+                if store.code in stores:
+                    problems.append(f"{where}.stores[{k}]: store_code {store.code!r} appears twice")
                 stores[store.code] = store
     return stores
 
@@ -391,7 +444,7 @@ def load_merchants_file(path: Path, env: Mapping[str, str] | None = None) -> Mer
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read configuration ({exc.strerror or exc})"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = read_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
     return parse_merchants(raw, path.parent, env, path)

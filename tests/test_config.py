@@ -101,3 +101,65 @@ def test_a_heartbeat_ttl_shorter_than_two_intervals_is_refused() -> None:
         Settings(heartbeat_interval_s=5, heartbeat_ttl_s=8)
     defaults = Settings()
     assert defaults.heartbeat_ttl_s >= 2 * defaults.heartbeat_interval_s
+
+
+def _inline(tmp_path: Path, rows: str) -> Path:
+    path = tmp_path / "inline.yaml"
+    path.write_text(
+        "merchants:\n  - merchant_id: 1738\n    sources: [{name: Prod, write_key: k}]\n    stores:\n" + rows
+    )
+    return path
+
+
+def test_unquoted_store_values_are_read_as_written_not_as_yaml_1_1_guesses(tmp_path: Path) -> None:
+    # YAML 1.1 (yaml.safe_load) reads 02210 as the octal number 1160, NO (Norway) as False and
+    # 007 as 7: the store's ZIP code, country and code would reach Segment changed.
+    path = _inline(
+        tmp_path,
+        "      - {store_code: 007, name: Bond St, postal_code: 02210, city: Oslo, state: 'on', country: NO,"
+        " latitude: 59.9139, longitude: -10.7522}\n"
+        "      - {store_code: 0, name: Flagship, postal_code: 2210}\n"
+        "      - {store_code: 1:30, name: Sixty}\n",
+    )
+    stores = load_merchants_file(path).context_for(1738).stores
+    assert set(stores) == {"007", "0", "1:30"}
+    bond = stores["007"]
+    assert (bond.postal_code, bond.country, bond.state) == ("02210", "NO", "on")
+    assert (bond.latitude, bond.longitude) == (Decimal("59.9139"), Decimal("-10.7522"))
+    assert stores["0"].name == "Flagship" and stores["0"].postal_code == "2210"
+
+
+def test_a_store_value_that_is_not_text_or_a_number_is_refused_with_where_it_is(tmp_path: Path) -> None:
+    path = _inline(
+        tmp_path,
+        "      - {store_code: '1', name: A, country: true, city: [Boston]}\n"
+        "      - {store_code: '2', name: B, zip: '02108'}\n"
+        "      - {store_code: '1', name: C}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_merchants_file(path)
+    assert sorted(info.value.problems) == [
+        "merchants[0].stores[0].city: expected text, got list (quote it)",
+        "merchants[0].stores[0].country: expected text, got bool (quote it)",
+        "merchants[0].stores[1]: unknown column(s) zip (expected "
+        "store_code,name,latitude,longitude,city,postal_code,state,country)",
+        "merchants[0].stores[2]: store_code '1' appears twice",
+    ]
+
+
+def test_a_store_directory_with_unknown_columns_or_extra_cells_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "lat.csv").write_text("store_code,name,lat,lng\n1,A,42.36,-71.05\n")
+    (tmp_path / "cells.csv").write_text("store_code,name\n1,A,extra\n2,B\n")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "merchants:\n"
+        "  - {merchant_id: 1, sources: [{name: P, write_key: k}], stores: lat.csv}\n"
+        "  - {merchant_id: 2, sources: [{name: P, write_key: k}], stores: cells.csv}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_merchants_file(path)
+    assert sorted(p.replace(str(tmp_path) + "/", "") for p in info.value.problems) == [
+        "cells.csv:2: more values than columns",
+        "lat.csv: unknown column(s) lat, lng (expected "
+        "store_code,name,latitude,longitude,city,postal_code,state,country)",
+    ]

@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 
 from bridge.config import MerchantsConfig
 from bridge.domain.models import KINDS
-from bridge.stages.prepare import map_one
+from bridge.stages.prepare import map_one, validate
+from mappings import map_outcome
 from mappings.catalog import EVENTS
+from mappings.common import MappingContext, Store
 from tests.harness import example_outcomes
 from tests.strategies import valid_outcomes
 
@@ -736,3 +738,23 @@ def test_every_property_has_a_documented_source() -> None:
         for prop in spec.properties:
             assert prop.source.strip(), f"{spec.name}: {prop.name} has no source"
             assert prop.description.strip(), f"{spec.name}: {prop.name} has no description"
+
+
+def test_a_padded_store_code_is_the_directorys_store() -> None:
+    """The store directory keeps its codes without surrounding spaces; an outcome's ``" 0 "`` is
+    store ``0`` (its name and place are known), sent as ``0``, not a store of its own."""
+    ctx = MappingContext(stores={"0": Store("0", name="Downtown Flagship", city="Boston")})
+    for where in ("storeCode", "request"):
+        raw = example("ex-0001")
+        if where == "storeCode":
+            raw["storeCode"] = " 0 "
+        else:
+            del raw["storeCode"]
+            raw["request"]["storeCode"] = "0 "
+        [pos, *_] = map_outcome(validate(raw), ctx)
+        props = pos["properties"]
+        assert (props["store_code"], props["store_name"], props["store_city"]) == (
+            "0",
+            "Downtown Flagship",
+            "Boston",
+        ), where

@@ -892,10 +892,11 @@ class Outcome(Model):
 
     @property
     def effective_store_code(self) -> str | None:
-        """The outcome's ``storeCode``, else the request's; a blank one is no store code."""
+        """The outcome's ``storeCode``, else the request's, without surrounding spaces (as the
+        store directory keeps its codes); a blank one is no store code."""
         for code in (self.store_code, self.request.store_code if self.request else None):
             if code is not None and code.strip():
-                return code
+                return code.strip()
         return None
 
 
