@@ -325,6 +325,9 @@ SERVICE_CHARGE = obj(
         "name": string("Name."),
         "quantity": decimal("Quantity."),
         "price": decimal("Price."),
+        "is_voided": boolean(
+            "Present (true) when the charge was voided: it did not affect the check total.", const=True
+        ),
     },
     required=("quantity", "price"),
 )
@@ -494,12 +497,14 @@ CHANGED_WALLETS = Prop(
 REWARDS_REDEEMED = Prop(
     "rewards_redeemed",
     array(
-        "Loyalty or coupon discount lines of the check (not voided) that the call redeemed: sent by "
+        "Loyalty or coupon discount lines of the check (neither voided nor on a voided item) that the call "
+        "redeemed: sent by "
         "postAndAccruePointsWithRedeem only, the call that redeems them (other calls carry lines redeemed "
         "elsewhere; redeemOnly reports what it applied as reward_discounts).",
         DISCOUNT_LINE,
     ),
-    "`request.check.items[]` discountItem lines (and items' `discounts`) with `walletCode` or `couponId`",
+    "`request.check.items[]` discountItem lines (and the `discounts` of items, a combo's items, modifiers) "
+    "with `walletCode` or `couponId`",
     CURRENCY,
 )
 REWARD_DISCOUNTS = Prop(
@@ -575,13 +580,14 @@ POS_ACTIVITY_PROPS = (
     Prop(
         "discounts",
         array("Every discount line of the check.", DISCOUNT_LINE),
-        "`request.check.items[]` discountItem lines and the `discounts` of items, modifiers, service charges",
+        "`request.check.items[]` discountItem lines and the `discounts` of items, a combo's `items`, "
+        "modifiers and service charges",
         CURRENCY,
     ),
     Prop(
         "service_charges",
         array("Service charge lines.", SERVICE_CHARGE),
-        "`request.check.items[]` serviceChargeItem",
+        "`request.check.items[]` serviceChargeItem (`isVoided`)",
         CURRENCY,
     ),
     Prop(

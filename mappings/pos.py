@@ -187,29 +187,48 @@ def _item(item: MenuItem | ComboItem) -> dict[str, Any]:
 
 
 def all_discounts(check: Check) -> list[DiscountItem]:
-    """Discount lines wherever they sit: on the check, on items, modifiers and service charges.
+    """Discount lines wherever they sit: on the check, on items, on a combo's own items, on
+    modifiers and on service charges."""
+    return [d for d, _ in discount_lines(check)]
+
+
+def discount_lines(check: Check) -> list[tuple[DiscountItem, bool]]:
+    """Each discount line wherever it sits, with whether a line it sits under is voided (such a
+    line "does not affect the check total, nor was purchased", and neither does its discount).
 
     Lines are told apart by their exact class (``type(line) is``): a check's lines are exactly
     the classes of ``CheckItem``, and an ``isinstance`` of a pydantic model is slow when it fails."""
-    found: list[DiscountItem] = []
+    found: list[tuple[DiscountItem, bool]] = []
     for line in check.items:
         if type(line) is DiscountItem:
-            found.append(line)
+            found.append((line, False))
         elif type(line) is MenuItem or type(line) is ComboItem or type(line) is ServiceChargeItem:
-            f = line.__dict__  # the fields (see _item)
-            found.extend(f["discounts"])
-            if type(line) is not ServiceChargeItem:
-                for modifier in f["modifiers"]:
-                    found.extend(modifier.discounts)
+            _line_discounts(line, False, found)
     return found
 
 
+def _line_discounts(
+    line: MenuItem | ComboItem | ServiceChargeItem, voided_above: bool, found: list[tuple[DiscountItem, bool]]
+) -> None:
+    f = line.__dict__  # the fields (see _item)
+    voided = voided_above or f["is_voided"]
+    found.extend((d, voided) for d in f["discounts"])
+    if type(line) is ServiceChargeItem:
+        return
+    for modifier in f["modifiers"]:
+        found.extend((d, voided or modifier.is_voided) for d in modifier.discounts)
+    if type(line) is ComboItem:
+        for sub in f["items"]:  # a combo's own menu items (ComboItem.items), each with its discounts
+            _line_discounts(sub, voided, found)
+
+
 def redeemed_rewards(check: Check) -> list[dict[str, Any]]:
-    """Loyalty or coupon discounts applied to the check (not voided): what the guest redeemed."""
+    """Loyalty or coupon discounts applied to the check: neither voided nor under a voided line
+    (an item removed from the check took its discount with it). What the guest redeemed."""
     return [
         _discount(d)
-        for d in all_discounts(check)
-        if not d.is_voided and (d.wallet_code is not None or d.coupon_id is not None)
+        for d, under_voided in discount_lines(check)
+        if not d.is_voided and not under_voided and (d.wallet_code is not None or d.coupon_id is not None)
     ]
 
 
@@ -291,7 +310,15 @@ def _check_lines(check: Check) -> Properties:
         props["discounts"] = [_discount(d) for d in discounts]
     if charges:
         props["service_charges"] = [
-            drop_unknown({"item_id": c.item_id, "name": c.name, "quantity": c.quantity, "price": c.price})
+            drop_unknown(
+                {
+                    "item_id": c.item_id,
+                    "name": c.name,
+                    "quantity": c.quantity,
+                    "price": c.price,
+                    "is_voided": c.is_voided or None,  # as a discount line says it
+                }
+            )
             for c in charges
         ]
     if tenders:

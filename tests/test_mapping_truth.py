@@ -758,3 +758,94 @@ def test_a_padded_store_code_is_the_directorys_store() -> None:
             "Downtown Flagship",
             "Boston",
         ), where
+
+
+def _with_redeem_discount_moved(where: str) -> dict[str, Any]:
+    """ex-0002 (postAndAccruePointsWithRedeem) with its loyalty discount line (Reward Dollars,
+    wallet 14) moved onto a combo meal's own burger, or the burger's modifier."""
+    raw = example("ex-0002")
+    items = raw["request"]["check"]["items"]
+    [discount] = [line for line in items if line["type"] == "discountItem"]
+    items.remove(discount)
+    del discount["type"]
+    burger: dict[str, Any] = {"type": "menuItem", "itemId": "B1", "name": "Burger", "price": "6.00"}
+    if where == "combo item":
+        burger["discounts"] = [{"type": "discountItem", **discount}]
+    else:
+        burger["modifiers"] = [
+            {
+                "itemId": "M1",
+                "name": "Bacon",
+                "price": "1.00",
+                "discounts": [{"type": "discountItem", **discount}],
+            }
+        ]
+    items.insert(
+        0, {"type": "comboItem", "itemId": "C1", "name": "Burger Meal", "price": "9.99", "items": [burger]}
+    )
+    return raw
+
+
+@pytest.mark.parametrize("where", ["combo item", "modifier of a combo item"])
+def test_a_reward_redeemed_on_a_combo_meals_own_item_is_a_redemption(where: str) -> None:
+    """A ComboItem's ``items`` are MenuItems, each with ``discounts`` and modifiers (reference,
+    ComboItem and MenuItem): a loyalty discount there is a discount line of the check and a
+    redeemed reward, and it makes the Add/Redeem, as on any other line."""
+    raw = _with_redeem_discount_moved(where)
+    [pos] = events(raw, "POS Activity")
+    props = pos["properties"]
+    [line] = props["discounts"]
+    assert (line["item_id"], line["wallet_code"], line["price"]) == ("201", 14, Decimal("-2.00"))
+    assert [r["item_id"] for r in props["rewards_redeemed"]] == ["201"]
+    [add_redeem] = events(raw, "Add/Redeem")
+    assert [r["item_id"] for r in add_redeem["properties"]["rewards_redeemed"]] == ["201"]
+
+
+@pytest.mark.parametrize("voided", ["combo", "combo item", "modifier"])
+def test_a_discount_on_a_voided_line_is_not_redeemed(voided: str) -> None:
+    """A voided line "does not affect the check total, nor was purchased" (reference, MenuItem):
+    a discount that sits on it went with it. It is still listed among the check's discount lines,
+    but it is no redeemed reward."""
+    raw = _with_redeem_discount_moved("modifier of a combo item")
+    combo = raw["request"]["check"]["items"][0]
+    target = {"combo": combo, "combo item": combo["items"][0], "modifier": combo["items"][0]["modifiers"][0]}
+    target[voided]["isVoided"] = True
+    [pos] = events(raw, "POS Activity")
+    assert [d["item_id"] for d in pos["properties"]["discounts"]] == ["201"]
+    assert "rewards_redeemed" not in pos["properties"]
+    assert all("rewards_redeemed" not in m["properties"] for m in events(raw, "Add/Redeem"))
+
+
+def test_a_voided_service_charge_says_so() -> None:
+    """A voided service charge "does not affect the check total, nor was purchased" (reference,
+    ServiceChargeItem): its line carries ``is_voided: true``, as a voided discount line does."""
+    raw = example("ex-0002")
+    [charge] = [line for line in raw["request"]["check"]["items"] if line["type"] == "serviceChargeItem"]
+    [pos] = events(raw, "POS Activity")
+    assert "is_voided" not in pos["properties"]["service_charges"][0]
+    charge["isVoided"] = True
+    [pos] = events(raw, "POS Activity")
+    assert pos["properties"]["service_charges"] == [
+        {
+            "item_id": "301",
+            "name": "Gift Card Sale",
+            "quantity": 1,
+            "price": Decimal("5.00"),
+            "is_voided": True,
+        }
+    ]
+
+
+def test_a_discount_on_a_voided_menu_item_is_not_redeemed() -> None:
+    raw = example("ex-0002")
+    items = raw["request"]["check"]["items"]
+    [discount] = [line for line in items if line["type"] == "discountItem"]
+    items.remove(discount)
+    pizza = next(line for line in items if line.get("name") == "Pizza Slice")
+    pizza["discounts"] = [discount]
+    [pos] = events(raw, "POS Activity")
+    assert [r["item_id"] for r in pos["properties"]["rewards_redeemed"]] == ["201"]
+    pizza["isVoided"] = True
+    [pos] = events(raw, "POS Activity")
+    assert [d["item_id"] for d in pos["properties"]["discounts"]] == ["201"]
+    assert "rewards_redeemed" not in pos["properties"]
