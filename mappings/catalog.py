@@ -149,7 +149,7 @@ GUEST = (
     ),
     Prop(
         "printed_card_number",
-        string("Loyalty card number."),
+        string("Loyalty card number, without spaces (as the reference writes it)."),
         f"envelope `guest.printedCardNumber`, else the {_REPLY} `printedCardNumber`, "
         "else `request.cardInfo.printedCardNumber` (`request.cards[i].cardInfo` for a card)",
     ),

@@ -102,7 +102,7 @@ def test_split_check_pairs_each_result_with_the_card_it_names() -> None:
     # One result names its card, the other none: the unnamed one borrows no card or amount.
     del john["reply"]["printedCardNumber"]
     assert seen() == [
-        ("987", "0223 5813 2134 558", Decimal("5.61"), 0),
+        ("987", "022358132134558", Decimal("5.61"), 0),  # sent without the spaces
         ("986", None, None, 1),
     ]
     # A card the request does not hold: its amount is unknown, not another card's.
@@ -849,3 +849,28 @@ def test_a_discount_on_a_voided_menu_item_is_not_redeemed() -> None:
     [pos] = events(raw, "POS Activity")
     assert [d["item_id"] for d in pos["properties"]["discounts"]] == ["201"]
     assert "rewards_redeemed" not in pos["properties"]
+
+
+def test_a_card_number_written_with_spaces_is_the_same_card() -> None:
+    """The reference writes a printed card number as digits (``"011235813213455"``); a platform
+    that sends ``"0112 3581 3213 455"`` means the same card: one ``printed_card_number``, one
+    ``anonymousId``, and on a split check the guest who names it is that card's holder."""
+    check_in = {
+        "outcomeId": "k1",
+        "kind": "guest.checkIn",
+        "occurredAt": "2024-05-06T12:00:00Z",
+        "merchantId": 1738,
+        "storeCode": "0",
+        "guest": {"printedCardNumber": "011235813213455"},
+        "data": {"method": "app"},
+    }
+    [plain] = messages(check_in)
+    check_in["guest"]["printedCardNumber"] = " 0112 3581 3213 455 "
+    [spaced] = messages(check_in)
+    assert spaced["properties"]["printed_card_number"] == "011235813213455"
+    assert spaced["anonymousId"] == plain["anonymousId"]
+
+    raw = example("ex-0003")
+    raw["guest"] = {"printedCardNumber": "0112 3581 3213 455", "userId": "u-john", "emailOptIn": True}
+    first, *_ = events(raw, "Add/Redeem")
+    assert first["userId"] == "u-john" and first["properties"]["email_opt_in"] is True

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -361,6 +362,17 @@ def parse_date_text(value: Any) -> str:
 DateText = Annotated[str, _Scalar(parse_date_text, fast=_fast_text)]
 
 
+def _without_spaces(value: str) -> str:
+    """A printed card number as the reference writes it (``"011235813213455"``): spaces are how a
+    person reads it, not part of it, so ``"0112 3581 3213 455"`` is the same card (one identity,
+    one ``anonymousId``, found on a split check)."""
+    return "".join(value.split()) if not value.isalnum() else value
+
+
+#: A printed card number, spaces removed.
+CardNumber = Annotated[Text, AfterValidator(_without_spaces)]
+
+
 class Model(BaseModel):
     """Base of every platform object: camelCase on the wire, extra fields tolerated."""
 
@@ -525,7 +537,7 @@ class CardInfo(Model):
     """The guest's card. The reference names it without listing its fields; the examples send
     ``printedCardNumber``. Other card fields (track data, templates) are tolerated and not kept."""
 
-    printed_card_number: Text | None = None
+    printed_card_number: CardNumber | None = None
 
 
 class CardAmount(Model):
@@ -703,7 +715,7 @@ class WalletContentsMixin(Model):
 class GuestFieldsMixin(WalletContentsMixin):
     customer_name: Text | None = None
     tier_name: Text | None = None
-    printed_card_number: Text | None = None
+    printed_card_number: CardNumber | None = None
     masked_card_number: Text | None = None
     account_code: Text | None = None
     anonymous_account_token: Text | None = None
@@ -765,7 +777,7 @@ class NoWorkSuccessReply(Model):
 
 class NoRewardsAppliedReply(WalletContentsMixin):
     result: Literal["noRewardsApplied"]
-    printed_card_number: Text | None = None
+    printed_card_number: CardNumber | None = None
     receipt_text: dict[str, list[Text]] = Field(default_factory=dict)
 
 
@@ -848,7 +860,7 @@ class Guest(Model):
     phone: Text | None = None
     email_opt_in: Bool | None = None
     text_opt_in: Bool | None = None
-    printed_card_number: Text | None = None
+    printed_card_number: CardNumber | None = None
     tier_name: Text | None = None
 
 
