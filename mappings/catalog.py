@@ -194,7 +194,9 @@ _EXPIRATION = obj(
 WALLET_INFO = obj(
     "One wallet, with every field the outcome gives.",
     {
-        "wallet_code": integer("Wallet code."),
+        "wallet_code": integer(
+            "Wallet code (absent only for a stored-value wallet a recharge names without its code)."
+        ),
         "wallet_label": string("Wallet label (pointName)."),
         "balance": decimal("Balance after the outcome."),
         "kind": string("Wallet kind.", enum=list(WALLET_KINDS)),
@@ -205,7 +207,6 @@ WALLET_INFO = obj(
         "reward_type": string("Reward wallets: reward type."),
         "reward_value_type": string("Reward wallets: reward value type."),
     },
-    required=("wallet_code",),
 )
 
 # Wallet codes are integers on the platform, so a negative one is possible (-?).

@@ -307,8 +307,8 @@ class _Wallet:
 
     __slots__ = ("balance", "code", "extra", "kind", "label", "quantity_changed")
 
-    def __init__(self, code: int) -> None:
-        self.code = code
+    def __init__(self, code: int | None) -> None:
+        self.code = code  # None only for a stored-value wallet given without its code
         self.label: str | None = None
         self.kind: str | None = None
         self.balance: Decimal | None = None
@@ -388,7 +388,9 @@ def wallet_properties(
     return _wallet_infos(by_code.values()) if by_code else {}
 
 
-def _wallet_entry(by_code: dict[int, _Wallet], code: int, label: str | None, kind: str | None) -> _Wallet:
+def _wallet_entry(
+    by_code: dict[int | None, _Wallet], code: int | None, label: str | None, kind: str | None
+) -> _Wallet:
     """The wallet of ``code`` (added when new), given the label and kind it lacks so far."""
     entry = by_code.get(code)
     if entry is None:
@@ -402,10 +404,11 @@ def _wallets_by_code(
     wallets: Wallets | WalletContentsMixin,
     stored_value: tuple[int | None, str | None, Decimal | None] | None,
     with_changes: bool,
-) -> dict[int, _Wallet]:
+) -> dict[int | None, _Wallet]:
     """Every wallet the lists name, by code, in order of first mention: balances, reward details,
-    the sum of its changes (when ``with_changes``), then the stored-value wallet."""
-    by_code: dict[int, _Wallet] = {}
+    the sum of its changes (when ``with_changes``), then the stored-value wallet (under None when
+    the outcome gives its label or balance but not its code)."""
+    by_code: dict[int | None, _Wallet] = {}
     for point in wallets.point_balances:
         _wallet_entry(by_code, point.wallet_code, point.point_name, "points").balance = point.balance
     for reward in wallets.reward_balances:
@@ -418,7 +421,7 @@ def _wallets_by_code(
         entry.quantity_changed = EXACT.add(entry.quantity_changed or Decimal(0), change.quantity)
     if stored_value is not None:
         code, label, balance = stored_value
-        if code is not None:
+        if code is not None or known(label) is not None or balance is not None:
             entry = _wallet_entry(by_code, code, label, "stored_value")
             entry.kind = "stored_value"
             if balance is not None:
@@ -449,6 +452,9 @@ def _wallet_infos(entries: Iterable[_Wallet]) -> Properties:
     flat: dict[str, Any] = {}
     for entry in entries:
         code = entry.code
+        if code is None:  # a stored-value wallet without its code: not in the by-code one
+            all_info.append(_codeless_wallet(entry, wallets_info))
+            continue
         label = known(entry.label)
         balance = entry.balance
         info: dict[str, Any] = {"wallet_code": code}
@@ -468,6 +474,19 @@ def _wallet_infos(entries: Iterable[_Wallet]) -> Properties:
     # Each only when it holds something: {} says nothing (no wallet with a label and a balance).
     found = {"wallets_info": wallets_info, "all_wallets_info": all_info, "flat_wallets_info": flat}
     return {name: value for name, value in found.items() if value}
+
+
+def _codeless_wallet(entry: _Wallet, wallets_info: dict[str, Decimal]) -> dict[str, Any]:
+    """A stored-value wallet given without its code (a recharge naming only the wallet's label):
+    its label and balance in ``wallets_info`` and ``all_wallets_info``, never under a code."""
+    label = known(entry.label)
+    info: dict[str, Any] = {"wallet_label": label} if label is not None else {}
+    if entry.balance is not None:
+        info["balance"] = entry.balance
+        if label is not None and label not in wallets_info:
+            wallets_info[label] = entry.balance
+    info["kind"] = "stored_value"
+    return info
 
 
 def points_changed(changes: list[ChangedPointInfo], *, decreases_redeem: bool = True) -> Properties:

@@ -874,3 +874,30 @@ def test_a_card_number_written_with_spaces_is_the_same_card() -> None:
     raw["guest"] = {"printedCardNumber": "0112 3581 3213 455", "userId": "u-john", "emailOptIn": True}
     first, *_ = events(raw, "Add/Redeem")
     assert first["userId"] == "u-john" and first["properties"]["email_opt_in"] is True
+
+
+def test_a_recharge_naming_its_wallet_by_label_only_has_its_balance_by_label() -> None:
+    """``wallets_info`` is label -> balance: a recharge that gives the stored-value wallet's label
+    and balance but not its code still tells that balance (it was left out of every wallet
+    property); the by-code ``flat_wallets_info`` has nothing to key it by."""
+    raw = {
+        "outcomeId": "h1",
+        "kind": "storedValue.recharge",
+        "occurredAt": "2024-05-06T12:30:00Z",
+        "merchantId": 1738,
+        "guest": {"accountCode": "986"},
+        "data": {"amount": "25.00", "walletLabel": "Stored Value", "balance": "30.00"},
+    }
+    [message] = messages(raw)
+    props = message["properties"]
+    assert props["wallets_info"] == {"Stored Value": Decimal("30.00")}
+    assert props["all_wallets_info"] == [
+        {"wallet_label": "Stored Value", "balance": Decimal("30.00"), "kind": "stored_value"}
+    ]
+    assert "flat_wallets_info" not in props
+    raw["data"]["walletCode"] = 11
+    [message] = messages(raw)
+    assert message["properties"]["flat_wallets_info"] == {
+        "wallet_11_label": "Stored Value",
+        "wallet_11_balance": Decimal("30.00"),
+    }
