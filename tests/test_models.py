@@ -704,6 +704,16 @@ def test_example_header_dates() -> None:
         ("2024-05-05T13:22:10Z", datetime(2024, 5, 5, 13, 22, 10, tzinfo=UTC)),
         ("2024-05-05T13:22:10.250-05:00", datetime(2024, 5, 5, 18, 22, 10, 250000, tzinfo=UTC)),
         ("2024-05-05T13:22:10+02:00", datetime(2024, 5, 5, 11, 22, 10, tzinfo=UTC)),
+        # Other ISO-8601 forms a Java platform writes: Instant.toString() (nanoseconds, kept to
+        # the microsecond and cut, not rounded), OffsetDateTime.toString() (no seconds when they
+        # are zero), an offset of hours only, a lowercase z, a decimal comma.
+        ("2024-05-07T08:00:00.123456789Z", datetime(2024, 5, 7, 8, 0, 0, 123456, tzinfo=UTC)),
+        ("2024-05-07T08:00:59.9999999Z", datetime(2024, 5, 7, 8, 0, 59, 999999, tzinfo=UTC)),
+        ("2024-05-07T08:00Z", datetime(2024, 5, 7, 8, 0, tzinfo=UTC)),
+        ("2024-05-07T08:00-05", datetime(2024, 5, 7, 13, 0, tzinfo=UTC)),
+        ("2024-05-07T08:00:00-05", datetime(2024, 5, 7, 13, 0, tzinfo=UTC)),
+        ("2024-05-07t08:00:00z", datetime(2024, 5, 7, 8, 0, tzinfo=UTC)),
+        ("2024-05-07T08:00:00,5+01:00", datetime(2024, 5, 7, 7, 0, 0, 500000, tzinfo=UTC)),
     ],
 )
 def test_both_date_formats_and_offsets(text: str, expected: datetime) -> None:
@@ -761,6 +771,10 @@ def test_an_aware_datetime_object_is_converted_to_utc() -> None:
         "2024-13-01 00:00:00",
         "2024-02-30 10:00:00",
         "2024-05-05 13:22:10 +2500",
+        "2024-05-05 13:22:10 -25",
+        "2024-05-05T13:22:10.Z",
+        "2024-05-05T13Z",
+        "2024-05-05T13:22:1Z",
         20240505,
     ],
 )

@@ -35,11 +35,12 @@ NOT_BLANK_PATTERN = "[^\\s\\x1c-\\x1f\\x85\\ufeff]"
 _YEAR = "([1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"  # 1000-9998: no overflow with an offset
 _LEAP_YEAR = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
 _MONTH_DAY = "((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)"
-_TIME = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?"
-_OFFSET = "( ?(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9]))?"
+_TIME = "([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.,][0-9]+)?)?"
+_OFFSET = "( ?([Zz]|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?))?"
 #: ``parse_datetime``'s shapes with dates that exist: ISO-8601 (``T``) or the platform's form (a
-#: space, an optional ``-0500``). Years 1000-9998, at most 6 fraction digits.
-PLATFORM_TIME_PATTERN = f"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[T ]{_TIME}{_OFFSET}$"
+#: space, an optional ``-0500``). Years 1000-9998; seconds optional, any number of fraction
+#: digits (kept to the microsecond), an offset of hours only allowed.
+PLATFORM_TIME_PATTERN = f"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[Tt ]{_TIME}{_OFFSET}$"
 
 _DIGITS = MAX_DECIMAL_ADJUSTED  # 30 digits before the point and 30 after: in range, 60 at most
 #: A decimal written as a string, as the platform's own examples do (``"-2.00"``).
@@ -81,8 +82,10 @@ SCALAR_COMPONENTS: dict[str, dict[str, Any]] = {
     "TextInteger": {**_INT64, "description": f"An integer in place of a text. {INTEGER_TEXT}"},
     "PlatformTime": {
         "description": (
-            "A date-time: ISO-8601 (2024-05-05T13:22:10Z, 2024-05-05T13:22:10.5+02:00) or the "
-            "platform's yyyy-MM-dd HH:mm:ss [+-ZZZZ] (2024-05-05 13:22:10 -0500). No offset means UTC."
+            "A date-time: ISO-8601 (2024-05-05T13:22:10Z, 2024-05-05T13:22:10.5+02:00, "
+            "2024-05-05T13:22Z, 2024-05-05T13:22:10.123456789-05) or the platform's "
+            "yyyy-MM-dd HH:mm:ss [+-ZZZZ] (2024-05-05 13:22:10 -0500). No offset means UTC; "
+            "fractions are kept to the microsecond."
         ),
         "type": "string",
         "pattern": PLATFORM_TIME_PATTERN,

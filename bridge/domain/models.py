@@ -118,9 +118,13 @@ def _decimal_fast(value: Decimal) -> Decimal:
     raise ValueError("out of the fast path's range")
 
 
+#: ISO-8601 date-times and the platform's form: seconds optional (Java's ``OffsetDateTime``
+#: writes ``08:00Z`` when they are zero), any number of fraction digits (``Instant`` writes
+#: nanoseconds; kept to the microsecond, cut, never rounded up), an offset ``Z``, ``±HH``,
+#: ``±HHMM`` or ``±HH:MM``, none meaning UTC.
 _PLATFORM_TIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?"
-    r"\s*(?:(Z)|([+-])(\d{2}):?(\d{2}))?$"
+    r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$"
 )
 
 
@@ -173,7 +177,7 @@ def parse_datetime(value: Any) -> datetime:
         year, month, day, hour, minute, second, frac, _zulu, sign, off_h, off_m = match.groups()
         tz: timezone = UTC
         if sign:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            offset = timedelta(hours=int(off_h), minutes=int(off_m or 0))
             if offset >= timedelta(hours=24):
                 raise ValueError(f"offset out of range in {value[:40]!r}")
             tz = timezone(-offset if sign == "-" else offset)
@@ -184,8 +188,8 @@ def parse_datetime(value: Any) -> datetime:
                 int(day),
                 int(hour),
                 int(minute),
-                int(second),
-                int((frac or "0").ljust(6, "0")),
+                int(second or 0),
+                int((frac or "0")[:6].ljust(6, "0")),
                 tzinfo=tz,
             )
         except ValueError as exc:
