@@ -180,7 +180,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         card_number = _named_card(card) or (paid.card_info.printed_card_number if paid else None)
         card_facts = CardHolder.of(card, card_number)
         seen_as = _card_outcome(outcome, card_facts, max(len(cards), len(response.reply)))
-        who = person(seen_as, card_facts)
+        who = person(seen_as, card_facts, card_index=index)
         props: Properties = {
             **base_properties(seen_as, ctx, who),
             **drop_unknown(

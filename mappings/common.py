@@ -232,11 +232,13 @@ def _card_number(outcome: Outcome, guest: dict[str, Any], replies: list[GuestFac
     )
 
 
-def person(outcome: Outcome, card_reply: GuestFacts | None = None) -> Person:
-    """The person of ``outcome`` (of one card of a split check when ``card_reply`` is given).
+def person(outcome: Outcome, card_reply: GuestFacts | None = None, card_index: int | None = None) -> Person:
+    """The person of ``outcome`` (of one card of a split check when ``card_reply`` is given, the
+    card at ``card_index`` of the reply).
 
     ``userId`` = guest.userId, else the account code; otherwise a stable anonymousId of the
-    card, the reply's token, or the outcome. Names come from ``guest`` as a pair; when it gives
+    card, the reply's token, or the outcome (of the outcome's card ``card_index``: two cards
+    nothing names are two people, not one). Names come from ``guest`` as a pair; when it gives
     neither (blank is not a name), from the reply's ``customerName``. The printed card number
     is the guest's, else the reply's, else ``request.cardInfo``'s."""
     guest = outcome.guest
@@ -253,8 +255,11 @@ def person(outcome: Outcome, card_reply: GuestFacts | None = None) -> Person:
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "card", card)}
     elif (token := _first_of(None, replies, "anonymous_account_token")) is not None:
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "token", token)}
-    else:  # nothing names the guest (a check without a card): the outcome itself is the subject
+    elif card_index is None:  # nothing names the guest (a check without a card): the outcome is
         ids = {"anonymousId": anonymous_id(outcome.merchant_id, "outcome", outcome.outcome_id)}
+    else:  # nor the card of a split check: that card of the outcome
+        subject = f"{outcome.outcome_id}\x1f{card_index}"
+        ids = {"anonymousId": anonymous_id(outcome.merchant_id, "outcome-card", subject)}
     first = known(g["first_name"])
     last = known(g["last_name"])
     if first is None and last is None:

@@ -901,3 +901,21 @@ def test_a_recharge_naming_its_wallet_by_label_only_has_its_balance_by_label() -
         "wallet_11_label": "Stored Value",
         "wallet_11_balance": Decimal("30.00"),
     }
+
+
+def test_split_check_cards_nothing_names_are_two_people_not_one() -> None:
+    """ex-0003 with a third card in the request and results that name no card, no account and
+    no customer (so they cannot be paired with a card): each card's Add/Redeem gets an
+    ``anonymousId`` of its own, neither the other card's nor the check's (POS Activity's)."""
+    raw = example("ex-0003")
+    raw["request"]["cards"].append({"cardInfo": {"printedCardNumber": "033333333333333"}, "amountPaid": "1.00"})
+    for result in raw["response"]["reply"]:
+        for name in ("printedCardNumber", "customerName"):
+            result.pop(name)
+        result["reply"].pop("accountCode")
+    [pos] = events(raw, "POS Activity")
+    first, second = events(raw, "Add/Redeem")
+    ids = [pos["anonymousId"], first["anonymousId"], second["anonymousId"]]
+    assert len(set(ids)) == 3
+    assert [m["properties"]["card_index"] for m in (first, second)] == [0, 1]
+    assert messages(raw) == messages(copy.deepcopy(raw))  # stable: the same ids every time
