@@ -908,7 +908,9 @@ def test_split_check_cards_nothing_names_are_two_people_not_one() -> None:
     no customer (so they cannot be paired with a card): each card's Add/Redeem gets an
     ``anonymousId`` of its own, neither the other card's nor the check's (POS Activity's)."""
     raw = example("ex-0003")
-    raw["request"]["cards"].append({"cardInfo": {"printedCardNumber": "033333333333333"}, "amountPaid": "1.00"})
+    raw["request"]["cards"].append(
+        {"cardInfo": {"printedCardNumber": "033333333333333"}, "amountPaid": "1.00"}
+    )
     for result in raw["response"]["reply"]:
         for name in ("printedCardNumber", "customerName"):
             result.pop(name)

@@ -1380,3 +1380,39 @@ def test_the_rust_decoder_agrees_with_the_standard_library(value: Any) -> None:
         "a": Decimal("1.10"),
         "b": Decimal("12345678901234567.89"),
     }
+
+
+def _example(outcome_id: str) -> dict[str, Any]:
+    from tests.harness import example_outcomes
+
+    return copy.deepcopy(next(raw for raw in example_outcomes() if raw["outcomeId"] == outcome_id))
+
+
+@pytest.mark.parametrize(
+    ("outcome_id", "edit", "expected"),
+    [
+        (  # a bad field inside the object form is not also "not a list"
+            "ex-0001",
+            lambda r: r["response"]["reply"].update(pointBalances=[{"pointName": "x", "walletCode": 2}]),
+            ["response.reply.pointBalances.0.balance: Field required"],
+        ),
+        (  # nor one inside the list form "not an object"
+            "ex-0003",
+            lambda r: r["response"]["reply"][0].pop("result"),
+            ["response.reply.0.result: Field required"],
+        ),
+        (
+            "ex-0001",
+            lambda r: r["response"].update(reply="abc"),
+            ["response.reply: expected an object (an add/redeem reply) or a list (one result per card)"],
+        ),
+    ],
+)
+def test_a_nested_reply_problem_is_reported_once_in_the_form_given(
+    outcome_id: str, edit: Any, expected: list[str]
+) -> None:
+    raw = _example(outcome_id)
+    edit(raw)
+    with pytest.raises(InvalidOutcome) as info:
+        parse_outcome(raw)
+    assert [f"{p.path}: {p.reason}" for p in info.value.problems] == expected

@@ -743,13 +743,36 @@ class SingleAccrualResult(GuestFieldsMixin):
     error_message: Text | None = None
 
 
+def _reply_shape(value: Any) -> str | None:
+    """Which form a success's ``reply`` takes: an object (the add/redeem reply of a one-card call)
+    or a list (one result per card of ``multiPostAndAccruePoints``). Only that form's problems are
+    reported: a problem inside an object is not also "not a list"."""
+    if isinstance(value, list):
+        return "list[SingleAccrualResult]"
+    if isinstance(value, dict | AddRedeemReply):
+        return "AddRedeemReply"
+    return None  # the tags are those pydantic gave the branches before (``_path`` leaves them out)
+
+
+#: ``SuccessReply.reply``: one form or the other, told apart by shape (``_reply_shape``).
+NestedReply = Annotated[
+    Annotated[AddRedeemReply, Tag("AddRedeemReply")]
+    | Annotated[list[SingleAccrualResult], Tag("list[SingleAccrualResult]")],
+    Discriminator(
+        _reply_shape,
+        custom_error_type="reply_shape",
+        custom_error_message="expected an object (an add/redeem reply) or a list (one result per card)",
+    ),
+]
+
+
 class SuccessReply(GuestFieldsMixin):
     result: Literal["success"]
     check_number: Text | None = None
     unique_identifier: Text | None = None
     open_time: PlatformTime | None = None
     visit_code: Text | None = None
-    reply: AddRedeemReply | list[SingleAccrualResult] | None = None
+    reply: NestedReply | None = None
     add_redeem: dict[str, Any] | None = None
     void_add_redeem: dict[str, Any] | None = None
     item_discounts: list[ItemDiscount] = Field(default_factory=list)
