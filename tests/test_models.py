@@ -1416,3 +1416,39 @@ def test_a_nested_reply_problem_is_reported_once_in_the_form_given(
     with pytest.raises(InvalidOutcome) as info:
         parse_outcome(raw)
     assert [f"{p.path}: {p.reason}" for p in info.value.problems] == expected
+
+
+def test_null_in_an_optional_field_is_the_field_left_out() -> None:
+    """Serializers often write an optional field they have no value for as ``null`` (Jackson does
+    by default). The reference's optional fields with a default (an item's ``modifiers``,
+    ``discounts``, ``categories``, ``quantity``, ``isVoided``; the reply's ``pointBalances``…)
+    read ``null`` as left out, so the check maps exactly as without them, instead of being
+    refused whole."""
+    plain = _example("ex-0002")
+    nulls = _example("ex-0002")
+    for line in nulls["request"]["check"]["items"]:
+        if line["type"] == "menuItem":
+            for name in ("modifiers", "discounts", "categories", "quantity", "isVoided", "isTaxable"):
+                if name not in line or not line[name] or name in ("quantity", "isVoided"):
+                    line[name] = None
+    nulls["request"]["check"]["header"]["properties"] = None
+    nulls["response"]["posMessages"] = None
+    for line in plain["request"]["check"]["items"]:  # what the nulls stand for: left out
+        for name in [k for k, v in line.items() if k in ("modifiers", "discounts", "categories") and not v]:
+            del line[name]
+        if line["type"] == "menuItem":
+            line.pop("quantity", None)
+            line.pop("isVoided", None)
+    assert map_one(nulls, MERCHANTS) == map_one(plain, MERCHANTS)
+
+
+def test_null_where_a_value_is_required_or_inside_an_array_is_still_an_error() -> None:
+    raw = _example("ex-0002")
+    raw["request"]["check"]["items"][0]["price"] = None
+    raw["request"]["check"]["items"][1]["modifiers"] = [None]
+    with pytest.raises(InvalidOutcome) as info:
+        parse_outcome(raw)
+    assert [f"{p.path}: {p.reason}" for p in info.value.problems] == [
+        "request.check.items.0.price: Field required",
+        "request.check.items.1.modifiers.0: Input should be a valid dictionary or instance of Modifier, got null",
+    ]

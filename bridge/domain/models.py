@@ -16,6 +16,7 @@ and in dead letters, still holds them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import operator
@@ -1138,6 +1139,8 @@ def parse_outcome(raw: Any) -> Outcome:
     try:
         outcome = Outcome.model_validate(raw)
     except ValidationError as exc:
+        if (cleaned := _without_refused_nulls(raw, exc)) is not None:
+            return parse_outcome(cleaned)  # each pass leaves out at least one null: it ends
         problems = _problems(exc)
         named = {p.path for p in problems}
         raise InvalidOutcome(outcome_id, problems + [p for p in required if p.path not in named]) from None
@@ -1146,3 +1149,48 @@ def parse_outcome(raw: Any) -> Outcome:
     if required:
         raise InvalidOutcome(outcome_id, required)
     return outcome
+
+
+def _without_refused_nulls(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any] | None:
+    """A copy of ``raw`` without the object members whose ``null`` the models refused, or None when
+    no error is about such a null.
+
+    Many serializers write an optional field they have no value for as ``null`` (Jackson does by
+    default); the reference's optional fields with a default (``modifiers``, ``discounts``,
+    ``quantity``, ``isVoided``…) refuse ``null`` as a value, so the whole outcome was refused.
+    ``null`` is read as the member left out: a default applies, a required field is "Field
+    required". Only on the error path: valid input pays nothing. A ``null`` inside an array is
+    still an error of that element."""
+    nulls = []
+    for err in exc.errors(include_url=False):
+        loc = [part for part in err["loc"] if part not in (_FAST, _RULE)]
+        if err["input"] is None and err["type"] != "missing" and loc and isinstance(loc[-1], str):
+            nulls.append(loc)
+    if not nulls:
+        return None
+    cleaned = copy.deepcopy(raw)
+    removed = False
+    for loc in nulls:
+        node = _member_parent(cleaned, loc)
+        key = str(loc[-1])
+        for name in (key, to_snake(key)):
+            if isinstance(node, dict) and name in node and node[name] is None:
+                del node[name]
+                removed = True
+    return cleaned if removed else None
+
+
+def _member_parent(raw: Any, loc: list[int | str]) -> Any:
+    """The object holding the member an error's ``loc`` ends with (union tags that pydantic puts
+    in ``loc`` are passed over; a camelCase name is also looked up in snake_case)."""
+    node = raw
+    for part in loc[:-1]:
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and (part in node or to_snake(part) in node):
+            node = node[part] if part in node else node[to_snake(part)]
+        elif isinstance(part, str) and part in _UNION_TAGS:
+            continue
+        else:
+            return None
+    return node
