@@ -341,7 +341,10 @@ TENDER = obj(
         "amount": decimal("Amount tendered."),
         "tender_type": string("Tender detail type.", enum=["creditCard", "giftCard", "loyaltyCard"]),
         "card_type": string("Credit cards: the card type (Visa, MasterCard...)."),
-        "masked_number": string("The masked account number (typically the last 4 digits)."),
+        "masked_number": string(
+            "The masked account number (typically the last 4 digits); left out when it shows more "
+            "than 10 digits (more than a masked number may: a full card number)."
+        ),
         "px_transaction_id": integer("Gift and loyalty cards: the platform's transaction id."),
     },
     required=("amount",),

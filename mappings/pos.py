@@ -138,12 +138,24 @@ def _tender(t: TenderItem) -> dict[str, Any]:
             "amount": t.amount,
             "tender_type": detail.type if detail is not None else None,
             "card_type": detail.card_type if isinstance(detail, CreditCardTenderItem) else None,
-            "masked_number": detail.masked if detail is not None else None,
+            "masked_number": _masked(detail.masked) if detail is not None else None,
             "px_transaction_id": detail.px_transaction_id
             if isinstance(detail, GiftCardTenderItem | LoyaltyCardTenderItem)
             else None,
         }
     )
+
+
+#: The most digits a masked card number may show (PCI DSS: the first six and the last four).
+MASKED_DIGITS_MAX = 10
+
+
+def _masked(masked: str | None) -> str | None:
+    """The tender's ``masked`` number ("typically last 4 digits"), unless it shows more digits
+    than a masked number may: a POS that put the full card number there does not get it sent."""
+    if masked is None or sum(c.isdigit() for c in masked) <= MASKED_DIGITS_MAX:
+        return masked
+    return None
 
 
 def _modifier(m: Modifier) -> dict[str, Any]:

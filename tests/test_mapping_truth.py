@@ -921,3 +921,25 @@ def test_split_check_cards_nothing_names_are_two_people_not_one() -> None:
     assert len(set(ids)) == 3
     assert [m["properties"]["card_index"] for m in (first, second)] == [0, 1]
     assert messages(raw) == messages(copy.deepcopy(raw))  # stable: the same ids every time
+
+
+@pytest.mark.parametrize(
+    ("masked", "sent"),
+    [
+        ("1234", "1234"),
+        ("************1234", "************1234"),
+        ("411111******1111", "411111******1111"),
+        ("4111111111111111", None),
+        ("4111 1111 1111 1111", None),
+        ("41111111111", None),
+    ],
+)
+def test_a_full_card_number_in_a_tenders_masked_field_is_not_sent(masked: str, sent: str | None) -> None:
+    """``masked``: "Masked account number (typically last 4 digits)" (reference, tender details).
+    A masked number shows at most the first six and the last four digits (PCI DSS); a POS that
+    puts more there (a full card number) does not get it sent to Segment."""
+    raw = example("ex-0002")
+    [tender] = [line for line in raw["request"]["check"]["items"] if line["type"] == "tenderItem"]
+    tender["detail"]["masked"] = masked
+    [pos] = events(raw, "POS Activity")
+    assert pos["properties"]["tenders"][0].get("masked_number") == sent
