@@ -228,16 +228,21 @@ def _wallet_sources(raw: dict[str, Any], props: dict[str, Any]) -> list[dict[str
 
 
 def _assert_wallets_exact(raw: dict[str, Any], props: dict[str, Any]) -> None:
-    candidates: dict[int, list[Decimal]] = {}
+    candidates: dict[int | None, list[Decimal]] = {}
     for source in _wallet_sources(raw, props):
         for code, balance in balances_of(source).items():
             candidates.setdefault(code, []).append(decimal_of(balance))
     data = raw.get("data") or {}
-    if raw["kind"] == "storedValue.recharge" and "walletCode" in data and "balance" in data:
-        candidates.setdefault(int(data["walletCode"]), []).append(decimal_of(data["balance"]))
+    if raw["kind"] == "storedValue.recharge" and "balance" in data:
+        # a recharge's stored-value wallet, by its code, or without one when the data gives none
+        code = int(data["walletCode"]) if data.get("walletCode") is not None else None
+        candidates.setdefault(code, []).append(decimal_of(data["balance"]))
     everything = [b for values in candidates.values() for b in values]
     for info in props.get("all_wallets_info", []):
-        if "balance" in info:
+        if "balance" in info and "wallet_code" not in info:  # the codeless stored-value wallet
+            assert info["kind"] == "stored_value"
+            assert as_decimal(info["balance"]) in candidates[None]
+        elif "balance" in info:
             assert as_decimal(info["balance"]) in candidates[info["wallet_code"]]
             flat = props["flat_wallets_info"][f"wallet_{info['wallet_code']}_balance"]
             assert as_decimal(flat) == as_decimal(info["balance"])
