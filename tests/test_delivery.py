@@ -98,6 +98,7 @@ class StubSegment:
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.accepted: list[str] = []  # messageIds of batches answered 2xx
+        self.gets: list[str] = []  # paths of GET requests (none expected)
         self.script: Callable[[Request, int], Answer] = lambda req, n: Answer()
         self._lock = threading.Lock()
         stub = self
@@ -124,6 +125,14 @@ class StubSegment:
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 self.wfile.write(answer.body)
+
+            def do_GET(self) -> None:  # what a followed redirect would turn the POST into
+                with stub._lock:
+                    stub.gets.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -784,3 +793,16 @@ def test_unexpected_sender_error_is_classified() -> None:
     report = deliver(WRITE_KEY, "http://fake", [message(1), message(2)], send=broken)
     assert [r.index for r in report.retry] == [0, 1]
     assert all(WRITE_KEY not in r.reason and "ConnectionError" in r.reason for r in report.retry)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_never_followed_but_refused(segment: StubSegment, status: int) -> None:
+    """requests would follow a 301/302/303 as a GET without the batch (a server answering it 200
+    made every message look delivered, none sent), and a 307/308 with the body, write key
+    included, to wherever it points. A redirect is a misconfigured host: permanent, the batch
+    kept as a dead letter with the answer."""
+    segment.script = lambda req, n: Answer(status, {"Location": f"{segment.url}/v2/batch"})
+    report = deliver(WRITE_KEY, segment.url, [message(1), message(2)], send=send_batch, pacer=None)
+    assert report.delivered == []
+    assert [r.status for r in report.rejected] == [status, status]
+    assert segment.gets == [] and len(segment.requests) == 1

@@ -236,8 +236,12 @@ def post_batch(
     url = segment_request.remove_trailing_slash(host or "https://api.segment.io") + "/v1/batch"
     session = segment_request._session
     prepared = session.prepare_request(requests.Request("POST", url, data=body, headers=headers))
+    # Never follow a redirect: requests turns a POST answered 301/302/303 into a GET without the
+    # batch, which a server may answer 200 (every message marked delivered, none sent), and a 307
+    # to another host would take the body, write key included, along. A 3xx is a misconfigured
+    # host (delivery.policy: permanent).
     res: requests.Response = session.send(
-        prepared, timeout=timeout, allow_redirects=True, **_environment_settings(session, str(prepared.url))
+        prepared, timeout=timeout, allow_redirects=False, **_environment_settings(session, str(prepared.url))
     )
     if 200 <= res.status_code < 300:
         return res
