@@ -220,6 +220,20 @@ def test_retry_after_sets_the_next_attempt(stage: Stage) -> None:
     assert oldest_parked_due(stage.stores.parking) == T0 + 30
 
 
+def test_a_source_delivering_again_does_not_cut_short_segments_retry_after(stage: Stage) -> None:
+    """DESIGN: "429 (honour `Retry-After`)". A batch Segment told to come back in 30 s is not
+    woken by a later batch of the same source that went through: it waits its 30 s."""
+    stage.segment.fail = RetryableDelivery("segment 429 rate limited", 429, retry_after=30.0)
+    process_outcomes(_texts(many_outcomes(1, "r", 1738)), stage.stores)
+    stage.segment.fail = None
+    stage.advance(1)
+    process_outcomes(_texts(many_outcomes(1, "n", 1738)), stage.stores)  # the source delivers
+    assert oldest_parked_due(stage.stores.parking) == T0 + 30
+    assert resume_parked(stage.stores).messages == Counter()  # not due: nothing sent early
+    stage.advance(29)
+    assert resume_parked(stage.stores).messages["delivered"] > 0
+
+
 def test_a_parked_batch_is_retried_when_due_until_delivered_once(stage: Stage) -> None:
     outcomes = many_outcomes(3, "p", 1738)
     stage.segment.fail = OUTAGE

@@ -197,7 +197,11 @@ def park(
             for i in items
         ),
     )
-    stores.parking.park(batch_id or uuid.uuid4().hex, batch, stores.clock() + delay)
+    # Segment said when to come back (Retry-After): the batch waits for it even if its source
+    # delivers meanwhile (``wake`` would make it due at once).
+    stores.parking.park(
+        batch_id or uuid.uuid4().hex, batch, stores.clock() + delay, wakeable=retry_after is None
+    )
     log.info(
         "parked %d message(s) for merchant %s source %s, attempt %d, retry in %.1fs: %s",
         len(items),

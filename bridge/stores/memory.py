@@ -369,7 +369,7 @@ class MemoryParking:
         ids = sorted(self._due, key=lambda b: (self._due[b], b))
         return ids if until is None else [b for b in ids if self._due[b] <= until]
 
-    def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
+    def park(self, batch_id: str, batch: ParkedBatch, due_at: float, *, wakeable: bool = True) -> None:
         data = encode_parked(batch)
         source = parked_source(batch.merchant_id, batch.source)
         with self._lock:
@@ -377,8 +377,12 @@ class MemoryParking:
             self._due[batch_id] = float(due_at)
             self._owners.pop(batch_id, None)
             self._woken.discard(batch_id)
-            self._sources[batch_id] = source
-            self._by_source.setdefault(source, set()).add(batch_id)
+            if wakeable:
+                self._sources[batch_id] = source
+                self._by_source.setdefault(source, set()).add(batch_id)
+            else:
+                self._sources.pop(batch_id, None)
+                self._by_source.get(source, set()).discard(batch_id)
 
     def claim_due(
         self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""

@@ -58,8 +58,9 @@ class ParkingLot:
         self._done = client.register_script(lua.load("parking_done"))
         self._wake = client.register_script(lua.load("parking_wake"))
 
-    def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
-        """Store (or replace) a batch, due at unix time ``due_at``."""
+    def park(self, batch_id: str, batch: ParkedBatch, due_at: float, *, wakeable: bool = True) -> None:
+        """Store (or replace) a batch, due at unix time ``due_at``; ``wakeable=False`` keeps it out
+        of ``wake`` (it waits for ``due_at`` whatever its source does)."""
         data = encode_parked(batch)
         source = parked_source(batch.merchant_id, batch.source)
         pipe = self._client.pipeline(transaction=True)
@@ -67,8 +68,12 @@ class ParkingLot:
         pipe.zadd(PARKED_DUE, {batch_id: float(due_at)})
         pipe.hdel(PARKED_OWNERS, batch_id)
         pipe.srem(PARKED_WOKEN, batch_id)
-        pipe.hset(PARKED_SOURCES, batch_id, source)
-        pipe.sadd(PARKED_SOURCE_PREFIX + source, batch_id)
+        if wakeable:
+            pipe.hset(PARKED_SOURCES, batch_id, source)
+            pipe.sadd(PARKED_SOURCE_PREFIX + source, batch_id)
+        else:
+            pipe.hdel(PARKED_SOURCES, batch_id)
+            pipe.srem(PARKED_SOURCE_PREFIX + source, batch_id)
         pipe.execute()
 
     def claim_due(

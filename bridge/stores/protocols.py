@@ -140,9 +140,10 @@ class DeadLetters(Protocol):
 class Parking(Protocol):
     """Delivery batches waiting for a later attempt, claimed with a lease."""
 
-    def park(self, batch_id: str, batch: ParkedBatch, due_at: float) -> None:
+    def park(self, batch_id: str, batch: ParkedBatch, due_at: float, *, wakeable: bool = True) -> None:
         """Store (or replace: a claimed batch after another failed attempt) a batch, due at ``due_at``;
-        a claim on it ends."""
+        a claim on it ends. A batch that is not ``wakeable`` (Segment said when to come back:
+        ``Retry-After``) is left alone by ``wake``."""
         ...
 
     def claim_due(
