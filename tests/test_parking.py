@@ -160,21 +160,23 @@ def test_wake_leaves_a_batch_a_worker_holds(lot: Parking) -> None:
     assert lot.claim_due(T0 + 2) == [("x", replace(_batch(attempts=2), woken=True))]
 
 
-def test_a_batch_parked_unwakeable_waits_for_its_time_whatever_its_source_does(lot: Parking) -> None:
-    """Segment said when to come back (``Retry-After``): the source delivering meanwhile does not
-    make the batch due early. Parked again wakeable (a later failure without one), it wakes."""
-    lot.park("told", _batch(1), T0 + 30, wakeable=False)
-    lot.park("backoff", _batch(2), T0 + 30)
-    assert lot.wake(1738, "Paytronix_Prod", T0 + 1) == 1
-    assert parked(lot, "told") == (T0 + 30, _batch(1))
-    assert [b for b, _ in lot.claim_due(T0 + 1)] == ["backoff"]
-    lot.park("told", _batch(1, attempts=2), T0 + 60)
+def test_wake_never_makes_a_batch_due_before_its_not_before_time(lot: Parking) -> None:
+    """Segment said when to come back (``Retry-After``): the source delivering meanwhile wakes the
+    batch (its grown backoff starts over) but not before that time. Parked again without one,
+    it wakes at once."""
+    lot.park("told", _batch(1, attempts=8), T0 + 200, not_before=T0 + 30)
+    lot.park("past", _batch(2), T0 + 200, not_before=T0)
+    lot.park("backoff", _batch(3), T0 + 200)
+    assert lot.wake(1738, "Paytronix_Prod", T0 + 1) == 3
+    assert parked(lot, "told") == (T0 + 30, _batch(1, attempts=8))
+    assert [b for b, _ in lot.claim_due(T0 + 1)] == ["backoff", "past"]
+    lot.park("told", _batch(1, attempts=9), T0 + 60)
     assert lot.wake(1738, "Paytronix_Prod", T0 + 2) == 1
     assert [b for b, _ in lot.claim_due(T0 + 2)] == ["told"]
-    lot.park("again", _batch(3), T0 + 60)  # wakeable first, then told when to come back
-    lot.park("again", _batch(3, attempts=2), T0 + 90, wakeable=False)
-    assert lot.wake(1738, "Paytronix_Prod", T0 + 3) == 0
-    assert lot.done("again") is True
+    lot.park("soon", _batch(4), T0 + 10, not_before=T0 + 30)  # due before it anyway: unchanged
+    assert lot.wake(1738, "Paytronix_Prod", T0 + 3) == 1
+    assert parked(lot, "soon") == (T0 + 10, _batch(4))
+    assert lot.done("soon") is True
 
 
 def test_batches_due_at_the_same_time_come_in_id_order(lot: Parking) -> None:

@@ -234,6 +234,31 @@ def test_a_source_delivering_again_does_not_cut_short_segments_retry_after(stage
     assert resume_parked(stage.stores).messages["delivered"] > 0
 
 
+def test_a_short_retry_after_does_not_hold_a_long_backoff_when_the_source_delivers(stage: Stage) -> None:
+    """After a long outage a batch's backoff is long (attempt 7: 64-128 s); a 429 with
+    ``Retry-After: 2`` then keeps that backoff, but once the source delivers again the batch is
+    due 2 s after the 429, not at the end of its backoff."""
+    parking = stage.stores.parking
+    stage.segment.fail = OUTAGE
+    process_outcomes(_texts(many_outcomes(1, "u", 1738)), stage.stores)
+    for _ in range(5):
+        due = oldest_parked_due(parking)
+        assert due is not None
+        stage.advance(due - stage.now)
+        resume_parked(stage.stores)
+    due = oldest_parked_due(parking)
+    assert due is not None
+    stage.advance(due - stage.now)
+    stage.segment.fail = RetryableDelivery("segment 429 rate limited", 429, retry_after=2.0)
+    resume_parked(stage.stores)
+    told_at = stage.now
+    due = oldest_parked_due(parking)
+    assert due is not None and due >= told_at + 64
+    stage.segment.fail = None
+    process_outcomes(_texts(many_outcomes(1, "n", 1738)), stage.stores)  # the source delivers
+    assert oldest_parked_due(parking) == told_at + 2
+
+
 def test_a_parked_batch_is_retried_when_due_until_delivered_once(stage: Stage) -> None:
     outcomes = many_outcomes(3, "p", 1738)
     stage.segment.fail = OUTAGE

@@ -197,10 +197,14 @@ def park(
             for i in items
         ),
     )
-    # Segment said when to come back (Retry-After): the batch waits for it even if its source
-    # delivers meanwhile (``wake`` would make it due at once).
+    # Segment said when to come back (Retry-After): if its source delivers meanwhile, the batch is
+    # woken (its grown backoff starts over) but never due before that time.
+    now = stores.clock()
     stores.parking.park(
-        batch_id or uuid.uuid4().hex, batch, stores.clock() + delay, wakeable=retry_after is None
+        batch_id or uuid.uuid4().hex,
+        batch,
+        now + delay,
+        not_before=None if retry_after is None else now + min(retry_after, delay),
     )
     log.info(
         "parked %d message(s) for merchant %s source %s, attempt %d, retry in %.1fs: %s",

@@ -66,6 +66,9 @@ PARKED_SOURCES = KEY_PREFIX + "parked:sources"
 #: Set of parked batch ids made due early by ``Parking.wake``: ``claim_due`` reports them as
 #: woken (their backoff starts over) and takes them out.
 PARKED_WOKEN = KEY_PREFIX + "parked:woken"
+#: Hash parked batch id -> unix time before which ``wake`` leaves it due later: Segment said when
+#: to come back (``Retry-After``). Set and cleared by each ``park``, dropped by ``done``.
+PARKED_NOT_BEFORE = KEY_PREFIX + "parked:not_before"
 
 
 def parked_source(merchant_id: int, source: str) -> str:

@@ -363,13 +363,16 @@ class MemoryParking:
         self._sources: dict[str, str] = {}
         self._by_source: dict[str, set[str]] = {}
         self._woken: set[str] = set()
+        self._not_before: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _by_due(self, until: float | None = None) -> list[str]:
         ids = sorted(self._due, key=lambda b: (self._due[b], b))
         return ids if until is None else [b for b in ids if self._due[b] <= until]
 
-    def park(self, batch_id: str, batch: ParkedBatch, due_at: float, *, wakeable: bool = True) -> None:
+    def park(
+        self, batch_id: str, batch: ParkedBatch, due_at: float, *, not_before: float | None = None
+    ) -> None:
         data = encode_parked(batch)
         source = parked_source(batch.merchant_id, batch.source)
         with self._lock:
@@ -377,12 +380,12 @@ class MemoryParking:
             self._due[batch_id] = float(due_at)
             self._owners.pop(batch_id, None)
             self._woken.discard(batch_id)
-            if wakeable:
-                self._sources[batch_id] = source
-                self._by_source.setdefault(source, set()).add(batch_id)
+            self._sources[batch_id] = source
+            self._by_source.setdefault(source, set()).add(batch_id)
+            if not_before is None:
+                self._not_before.pop(batch_id, None)
             else:
-                self._sources.pop(batch_id, None)
-                self._by_source.get(source, set()).discard(batch_id)
+                self._not_before[batch_id] = float(not_before)
 
     def claim_due(
         self, now: float, limit: int = 100, lease_s: float = PARKING_LEASE_S, owner: str = ""
@@ -414,6 +417,7 @@ class MemoryParking:
             self._payloads.pop(batch_id, None)
             self._owners.pop(batch_id, None)
             self._woken.discard(batch_id)
+            self._not_before.pop(batch_id, None)
             return self._due.pop(batch_id, None) is not None
 
     def wake(self, merchant_id: int, source: str, now: float) -> int:
@@ -424,7 +428,8 @@ class MemoryParking:
                 self._sources.pop(batch_id, None)
                 due = self._due.get(batch_id)
                 if due is not None and batch_id not in self._owners:
-                    self._due[batch_id] = min(due, float(now))
+                    at = max(float(now), self._not_before.get(batch_id, float(now)))
+                    self._due[batch_id] = min(due, at)
                     self._woken.add(batch_id)
                     woken += 1
         return woken

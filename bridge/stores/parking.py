@@ -32,6 +32,7 @@ import redis
 from bridge.stores import lua
 from bridge.stores.keys import (
     PARKED_DUE,
+    PARKED_NOT_BEFORE,
     PARKED_OWNERS,
     PARKED_PAYLOADS,
     PARKED_SOURCE_PREFIX,
@@ -58,9 +59,11 @@ class ParkingLot:
         self._done = client.register_script(lua.load("parking_done"))
         self._wake = client.register_script(lua.load("parking_wake"))
 
-    def park(self, batch_id: str, batch: ParkedBatch, due_at: float, *, wakeable: bool = True) -> None:
-        """Store (or replace) a batch, due at unix time ``due_at``; ``wakeable=False`` keeps it out
-        of ``wake`` (it waits for ``due_at`` whatever its source does)."""
+    def park(
+        self, batch_id: str, batch: ParkedBatch, due_at: float, *, not_before: float | None = None
+    ) -> None:
+        """Store (or replace) a batch, due at unix time ``due_at``; ``wake`` never makes it due
+        before ``not_before`` (Segment's ``Retry-After``)."""
         data = encode_parked(batch)
         source = parked_source(batch.merchant_id, batch.source)
         pipe = self._client.pipeline(transaction=True)
@@ -68,12 +71,12 @@ class ParkingLot:
         pipe.zadd(PARKED_DUE, {batch_id: float(due_at)})
         pipe.hdel(PARKED_OWNERS, batch_id)
         pipe.srem(PARKED_WOKEN, batch_id)
-        if wakeable:
-            pipe.hset(PARKED_SOURCES, batch_id, source)
-            pipe.sadd(PARKED_SOURCE_PREFIX + source, batch_id)
+        pipe.hset(PARKED_SOURCES, batch_id, source)
+        pipe.sadd(PARKED_SOURCE_PREFIX + source, batch_id)
+        if not_before is None:
+            pipe.hdel(PARKED_NOT_BEFORE, batch_id)
         else:
-            pipe.hdel(PARKED_SOURCES, batch_id)
-            pipe.srem(PARKED_SOURCE_PREFIX + source, batch_id)
+            pipe.hset(PARKED_NOT_BEFORE, batch_id, repr(float(not_before)))
         pipe.execute()
 
     def claim_due(
@@ -99,7 +102,7 @@ class ParkingLot:
 
     def done(self, batch_id: str) -> bool:
         """Forget a batch (delivered or dead-lettered); False if it was not parked."""
-        keys = [PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS, PARKED_SOURCES, PARKED_WOKEN]
+        keys = [PARKED_DUE, PARKED_PAYLOADS, PARKED_OWNERS, PARKED_SOURCES, PARKED_WOKEN, PARKED_NOT_BEFORE]
         return bool(self._done(keys=keys, args=[batch_id, PARKED_SOURCE_PREFIX]))
 
     def wake(self, merchant_id: int, source: str, now: float) -> int:
@@ -111,6 +114,7 @@ class ParkingLot:
             PARKED_OWNERS,
             PARKED_WOKEN,
             PARKED_SOURCES,
+            PARKED_NOT_BEFORE,
         ]
         return int(self._wake(keys=keys, args=[repr(float(now))]))
 

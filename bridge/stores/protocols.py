@@ -140,10 +140,12 @@ class DeadLetters(Protocol):
 class Parking(Protocol):
     """Delivery batches waiting for a later attempt, claimed with a lease."""
 
-    def park(self, batch_id: str, batch: ParkedBatch, due_at: float, *, wakeable: bool = True) -> None:
+    def park(
+        self, batch_id: str, batch: ParkedBatch, due_at: float, *, not_before: float | None = None
+    ) -> None:
         """Store (or replace: a claimed batch after another failed attempt) a batch, due at ``due_at``;
-        a claim on it ends. A batch that is not ``wakeable`` (Segment said when to come back:
-        ``Retry-After``) is left alone by ``wake``."""
+        a claim on it ends. ``wake`` never makes it due before ``not_before`` (Segment said when to
+        come back: ``Retry-After``)."""
         ...
 
     def claim_due(
