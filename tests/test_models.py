@@ -1452,3 +1452,20 @@ def test_null_where_a_value_is_required_or_inside_an_array_is_still_an_error() -
         "request.check.items.0.price: Field required",
         "request.check.items.1.modifiers.0: Input should be a valid dictionary or instance of Modifier, got null",
     ]
+
+
+def test_nulls_left_out_leave_the_input_as_it_was_and_survive_deep_nesting() -> None:
+    """The nulls are left out of a copy (the outcome's own text and value are what is kept), and
+    a member nested deeper than Python's recursion limit beside them does not break the copy."""
+    raw = _example("ex-0002")
+    raw["request"]["check"]["items"][0]["modifiers"] = None
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(900):  # copy.deepcopy of this overflows Python's stack
+        node["a"] = {}
+        node = node["a"]
+    raw["request"]["check"]["header"]["extraDeep"] = deep
+    items = raw["request"]["check"]["items"]
+    assert parse_outcome(raw).request is not None
+    assert raw["request"]["check"]["items"] is items and items[0]["modifiers"] is None
+    assert raw["request"]["check"]["header"]["extraDeep"] is deep

@@ -16,7 +16,6 @@ and in dead letters, still holds them.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import operator
@@ -1152,8 +1151,8 @@ def parse_outcome(raw: Any) -> Outcome:
 
 
 def _without_refused_nulls(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any] | None:
-    """A copy of ``raw`` without the object members whose ``null`` the models refused, or None when
-    no error is about such a null.
+    """``raw`` without the object members whose ``null`` the models refused (a copy: only the
+    containers on the way to them are copied), or None when no error is about such a null.
 
     Many serializers write an optional field they have no value for as ``null`` (Jackson does by
     default); the reference's optional fields with a default (``modifiers``, ``discounts``,
@@ -1161,36 +1160,48 @@ def _without_refused_nulls(raw: dict[str, Any], exc: ValidationError) -> dict[st
     ``null`` is read as the member left out: a default applies, a required field is "Field
     required". Only on the error path: valid input pays nothing. A ``null`` inside an array is
     still an error of that element."""
-    nulls = []
+    root = dict(raw)
+    copied = {id(root)}
+    removed = False
     for err in exc.errors(include_url=False):
         loc = [part for part in err["loc"] if part not in (_FAST, _RULE)]
-        if err["input"] is None and err["type"] != "missing" and loc and isinstance(loc[-1], str):
-            nulls.append(loc)
-    if not nulls:
-        return None
-    cleaned = copy.deepcopy(raw)
-    removed = False
-    for loc in nulls:
-        node = _member_parent(cleaned, loc)
-        key = str(loc[-1])
-        for name in (key, to_snake(key)):
-            if isinstance(node, dict) and name in node and node[name] is None:
-                del node[name]
-                removed = True
-    return cleaned if removed else None
-
-
-def _member_parent(raw: Any, loc: list[int | str]) -> Any:
-    """The object holding the member an error's ``loc`` ends with (union tags that pydantic puts
-    in ``loc`` are passed over; a camelCase name is also looked up in snake_case)."""
-    node = raw
-    for part in loc[:-1]:
-        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and (part in node or to_snake(part) in node):
-            node = node[part] if part in node else node[to_snake(part)]
-        elif isinstance(part, str) and part in _UNION_TAGS:
+        if err["input"] is not None or err["type"] == "missing" or not loc or not isinstance(loc[-1], str):
             continue
+        parent = _member_parent(root, loc, copied)
+        key = loc[-1]
+        for name in (key, to_snake(key)):
+            if isinstance(parent, dict) and name in parent and parent[name] is None:
+                del parent[name]
+                removed = True
+                break
+    return root if removed else None
+
+
+def _member_parent(root: dict[str, Any], loc: list[int | str], copied: set[int]) -> Any:
+    """The object holding the member an error's ``loc`` ends with, each container on the way
+    copied once (its id in ``copied``) so that ``root``'s original is never changed. A union
+    tag pydantic put in ``loc`` (after an index or a union field, as ``_path`` reads them) is
+    passed over; a camelCase name is also looked up in snake_case."""
+    node: Any = root
+    previous: int | str | None = None
+    for part in loc[:-1]:
+        if (
+            isinstance(part, str)
+            and part in _UNION_TAGS
+            and (isinstance(previous, int) or previous in _UNION_FIELDS)
+        ):
+            previous = part
+            continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            slot: int | str = part
+        elif isinstance(node, dict) and isinstance(part, str) and (part in node or to_snake(part) in node):
+            slot = part if part in node else to_snake(part)
         else:
             return None
+        child = node[slot]
+        if isinstance(child, dict | list) and id(child) not in copied:
+            child = node[slot] = dict(child) if isinstance(child, dict) else list(child)
+            copied.add(id(child))
+        node = child
+        previous = part
     return node
