@@ -179,8 +179,10 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         paid = cards[place] if place is not None else None
         card_number = _named_card(card) or (paid.card_info.printed_card_number if paid else None)
         card_facts = CardHolder.of(card, card_number)
-        seen_as = _card_outcome(outcome, card_facts, max(len(cards), len(response.reply)))
-        who = person(seen_as, card_facts, card_index=index)
+        card_count = max(len(cards), len(response.reply))
+        seen_as = _card_outcome(outcome, card_facts, card_count)
+        # One card: the check's person (as POS Activity); several: each its own, even unnamed.
+        who = person(seen_as, card_facts, card_index=index if card_count > 1 else None)
         props: Properties = {
             **base_properties(seen_as, ctx, who),
             **drop_unknown(

@@ -943,3 +943,21 @@ def test_a_full_card_number_in_a_tenders_masked_field_is_not_sent(masked: str, s
     tender["detail"]["masked"] = masked
     [pos] = events(raw, "POS Activity")
     assert pos["properties"]["tenders"][0].get("masked_number") == sent
+
+
+def test_a_one_card_split_check_is_one_person() -> None:
+    """With one card, the envelope guest is the card's holder (DESIGN: "or when the check has one
+    card"): its Add/Redeem is about the same person as POS Activity, even when nothing names
+    them (the same outcome-based anonymousId)."""
+    raw = example("ex-0003")
+    raw["request"]["cards"] = raw["request"]["cards"][:1]
+    [result] = raw["response"]["reply"] = raw["response"]["reply"][:1]
+    for name in ("printedCardNumber", "customerName"):
+        result.pop(name)
+    result["reply"].pop("accountCode")
+    raw["request"]["cards"][0]["cardInfo"] = {}
+    raw["guest"] = {"firstName": "John"}
+    [pos] = events(raw, "POS Activity")
+    [add_redeem] = events(raw, "Add/Redeem")
+    assert add_redeem["anonymousId"] == pos["anonymousId"]
+    assert add_redeem["properties"]["first_name"] == "John"
