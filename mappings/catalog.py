@@ -342,8 +342,8 @@ TENDER = obj(
         "tender_type": string("Tender detail type.", enum=["creditCard", "giftCard", "loyaltyCard"]),
         "card_type": string("Credit cards: the card type (Visa, MasterCard...)."),
         "masked_number": string(
-            "The masked account number (typically the last 4 digits); left out when it shows more "
-            "than 10 digits (more than a masked number may: a full card number)."
+            "The masked account number (typically the last 4 digits); left out when it is a card "
+            "number rather than a masked one: more than 12 digits, or more than 4 with none masked."
         ),
         "px_transaction_id": integer("Gift and loyalty cards: the platform's transaction id."),
     },

@@ -426,7 +426,10 @@ def _wallets_by_code(
         entry.quantity_changed = EXACT.add(entry.quantity_changed or Decimal(0), change.quantity)
     if stored_value is not None:
         code, label, balance = stored_value
-        if code is not None or known(label) is not None or balance is not None:
+        # Without its code, the wallet is the recharge's own only if no listed wallet has its
+        # label (a list that names it already says it, by code).
+        listed = code is None and any(known(w.label) == known(label) for w in by_code.values())
+        if (code is not None or known(label) is not None or balance is not None) and not listed:
             entry = _wallet_entry(by_code, code, label, "stored_value")
             entry.kind = "stored_value"
             if balance is not None:

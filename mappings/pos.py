@@ -146,16 +146,19 @@ def _tender(t: TenderItem) -> dict[str, Any]:
     )
 
 
-#: The most digits a masked card number may show (PCI DSS: the first six and the last four).
-MASKED_DIGITS_MAX = 10
+#: The most digits a masked card number may show (PCI DSS v4: the first eight and the last four).
+MASKED_DIGITS_MAX = 12
 
 
 def _masked(masked: str | None) -> str | None:
-    """The tender's ``masked`` number ("typically last 4 digits"), unless it shows more digits
-    than a masked number may: a POS that put the full card number there does not get it sent."""
-    if masked is None or sum(c.isdigit() for c in masked) <= MASKED_DIGITS_MAX:
-        return masked
-    return None
+    """The tender's ``masked`` number ("typically last 4 digits"), unless it is a card number
+    rather than a masked one: more digits than a masked number may show, or more than the last
+    four with nothing masked (a POS that put the full card number there does not get it sent)."""
+    if masked is None:
+        return None
+    digits = sum(c.isdigit() for c in masked)
+    unmasked = all(c.isdigit() or c in " -" for c in masked)
+    return None if digits > MASKED_DIGITS_MAX or (unmasked and digits > 4) else masked
 
 
 def _modifier(m: Modifier) -> dict[str, Any]:

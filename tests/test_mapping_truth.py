@@ -929,14 +929,17 @@ def test_split_check_cards_nothing_names_are_two_people_not_one() -> None:
         ("1234", "1234"),
         ("************1234", "************1234"),
         ("411111******1111", "411111******1111"),
+        ("41111111****1111", "41111111****1111"),  # PCI DSS v4: an 8-digit BIN and the last 4
+        ("XXXX-XXXX-XXXX-1234", "XXXX-XXXX-XXXX-1234"),
         ("4111111111111111", None),
         ("4111 1111 1111 1111", None),
-        ("41111111111", None),
+        ("411111111111", None),  # 12 digits, nothing masked
+        ("4111111111111*111", None),  # 16 digits shown
     ],
 )
 def test_a_full_card_number_in_a_tenders_masked_field_is_not_sent(masked: str, sent: str | None) -> None:
     """``masked``: "Masked account number (typically last 4 digits)" (reference, tender details).
-    A masked number shows at most the first six and the last four digits (PCI DSS); a POS that
+    A masked number shows at most the first eight and the last four digits (PCI DSS v4); a POS that
     puts more there (a full card number) does not get it sent to Segment."""
     raw = example("ex-0002")
     [tender] = [line for line in raw["request"]["check"]["items"] if line["type"] == "tenderItem"]
@@ -961,3 +964,22 @@ def test_a_one_card_split_check_is_one_person() -> None:
     [add_redeem] = events(raw, "Add/Redeem")
     assert add_redeem["anonymousId"] == pos["anonymousId"]
     assert add_redeem["properties"]["first_name"] == "John"
+
+
+def test_a_recharges_codeless_wallet_already_listed_by_label_is_listed_once() -> None:
+    raw = {
+        "outcomeId": "h2",
+        "kind": "storedValue.recharge",
+        "occurredAt": "2024-05-06T12:30:00Z",
+        "merchantId": 1738,
+        "guest": {"accountCode": "986"},
+        "data": {
+            "amount": "25.00",
+            "walletLabel": "Stored Value",
+            "balance": "30.00",
+            "pointBalances": [{"balance": "30.00", "pointName": "Stored Value", "walletCode": 11}],
+        },
+    }
+    [message] = messages(raw)
+    infos = message["properties"]["all_wallets_info"]
+    assert [(i.get("wallet_code"), i["wallet_label"]) for i in infos] == [(11, "Stored Value")]
