@@ -33,26 +33,25 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 class _ConfigLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` without YAML 1.1's guesses about unquoted scalars: only ``true`` and
-    ``false`` are booleans and only plain decimals are numbers, so ``NO`` (Norway), ``on`` and
-    ``y`` stay text, and so do ``02210`` (a ZIP code, an octal number to YAML 1.1), ``007``,
-    ``0x1F`` and ``1:30`` (a base-60 number to YAML 1.1)."""
+    ``false`` are booleans (and ``null``/``~`` null); everything else is text, as written, and the
+    configuration's models read numbers from it (``merchant_id: 1738``). So ``NO`` (Norway),
+    ``on`` and ``y`` stay text, and so do ``02210`` (a ZIP code, an octal number to YAML 1.1),
+    ``007``, ``12.10``, ``40.712776123456789012`` (every digit), ``1:30`` (base 60 to YAML 1.1)
+    and ``2024-05-05`` (a date to YAML 1.1)."""
 
 
-_GUESSED = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_GUESSED = {
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:timestamp",
+}
 _ConfigLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _GUESSED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
-)
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:0|[1-9][0-9]*)\.[0-9]+(?:[eE][-+]?[0-9]+)?$"),
-    list("-+0123456789"),
 )
 
 
@@ -249,7 +248,7 @@ def _decimal_or_none(text: str | None, where: str, problems: list[str]) -> Decim
 def _store(row: Mapping[str, Any], where: str, problems: list[str]) -> Store | None:
     """One store of the directory; each value must be text or a plain number (a boolean, list or
     mapping is a mistake of the file, e.g. an unquoted ``true``), and the columns known ones."""
-    unknown = [str(k) for k in row if k not in STORE_COLUMNS]
+    unknown = [str(k) for k in row if k not in STORE_COLUMNS and str(k).strip()]
     if unknown:
         problems.append(
             f"{where}: unknown column(s) {', '.join(unknown)} (expected {','.join(STORE_COLUMNS)})"
@@ -292,7 +291,8 @@ def read_store_directory(path: Path, problems: list[str]) -> dict[str, Store]:
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
             missing = [c for c in ("store_code",) if c not in columns]
-            unknown = [c for c in columns if c not in STORE_COLUMNS]
+            # an empty header cell (a trailing comma) names no column
+            unknown = [c for c in columns if c.strip() and c not in STORE_COLUMNS]
             if missing or unknown:
                 named = [f"missing column(s) {', '.join(missing)}"] if missing else []
                 named += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []

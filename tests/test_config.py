@@ -118,11 +118,14 @@ def test_unquoted_store_values_are_read_as_written_not_as_yaml_1_1_guesses(tmp_p
         tmp_path,
         "      - {store_code: 007, name: Bond St, postal_code: 02210, city: Oslo, state: 'on', country: NO,"
         " latitude: 59.9139, longitude: -10.7522}\n"
-        "      - {store_code: 0, name: Flagship, postal_code: 2210}\n"
-        "      - {store_code: 1:30, name: Sixty}\n",
+        "      - {store_code: 0, name: Flagship, postal_code: 2210, latitude: 40.712776123456789012}\n"
+        "      - {store_code: 1:30, name: Sixty}\n"
+        "      - {store_code: 12.10, name: 2024-05-05}\n",
     )
     stores = load_merchants_file(path).context_for(1738).stores
-    assert set(stores) == {"007", "0", "1:30"}
+    assert set(stores) == {"007", "0", "1:30", "12.10"}
+    assert stores["0"].latitude == Decimal("40.712776123456789012")  # every digit
+    assert stores["12.10"].name == "2024-05-05"
     bond = stores["007"]
     assert (bond.postal_code, bond.country, bond.state) == ("02210", "NO", "on")
     assert (bond.latitude, bond.longitude) == (Decimal("59.9139"), Decimal("-10.7522"))
@@ -150,11 +153,13 @@ def test_a_store_value_that_is_not_text_or_a_number_is_refused_with_where_it_is(
 def test_a_store_directory_with_unknown_columns_or_extra_cells_is_refused(tmp_path: Path) -> None:
     (tmp_path / "lat.csv").write_text("store_code,name,lat,lng\n1,A,42.36,-71.05\n")
     (tmp_path / "cells.csv").write_text("store_code,name\n1,A,extra\n2,B\n")
+    (tmp_path / "trailing.csv").write_text("store_code,name,\n1,A,\n")  # a trailing comma: fine
     path = tmp_path / "c.yaml"
     path.write_text(
         "merchants:\n"
         "  - {merchant_id: 1, sources: [{name: P, write_key: k}], stores: lat.csv}\n"
         "  - {merchant_id: 2, sources: [{name: P, write_key: k}], stores: cells.csv}\n"
+        "  - {merchant_id: 3, sources: [{name: P, write_key: k}], stores: trailing.csv}\n"
     )
     with pytest.raises(ConfigError) as info:
         load_merchants_file(path)

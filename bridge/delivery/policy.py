@@ -41,7 +41,7 @@ STATUS_OUTCOMES: Final[Mapping[int, Outcome]] = {
 #: Outcome by status range.
 STATUS_RANGE_OUTCOMES: Final[tuple[tuple[range, Outcome], ...]] = (
     (range(200, 300), "ok"),
-    # requests follows every redirect it can; one that reaches us is a misconfigured host.
+    # Redirects are not followed (delivery.sender.post_batch): one is a misconfigured host.
     (range(300, 400), "permanent"),
     (range(400, 500), "permanent"),
     (range(500, 600), "retry"),

@@ -107,7 +107,7 @@ def observe_many(histogram: Histogram, seconds: float, count: int) -> None:
     observed one by one (a lock and an mmap write each in multiprocess mode) it cost a worker
     ~1.7 µs per message. prometheus_client has no public call for this, so its parts are
     reached by name; should they change, it falls back to ``observe`` per message (and
-    ``tests/test_metrics_state.py`` fails, to say so)."""
+    ``tests/test_worker_metrics.py`` fails, to say so)."""
     if count <= 0:
         return
     bounds = getattr(histogram, "_upper_bounds", None)
