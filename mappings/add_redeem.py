@@ -129,16 +129,13 @@ def _named_card(result: SingleAccrualResult) -> str | None:
     )
 
 
-def _digits(number: str | None) -> str | None:
-    return "".join(number.split()) if number is not None else None
-
-
 def _card_places(cards: list[CardAmount], results: list[SingleAccrualResult]) -> list[int | None]:
     """For each result of a split check's reply, the place in ``request.cards`` of the card it is
     about, or None when that is not known.
 
     A result that names its card (``printedCardNumber``, as every success of the reference does)
-    is the request's card of that number (spaces ignored), wherever it sits, each card claimed
+    is the request's card of that number (the models keep card numbers without spaces:
+    ``bridge.domain.models.CardNumber``), wherever it sits, each card claimed
     once: the reference promises no order, and a failed card may be missing from the reply. Only
     when no result names a card and the reply holds one result per card are they paired by
     position; otherwise an unnamed result has no place, and its amount is unknown, never a
@@ -146,10 +143,9 @@ def _card_places(cards: list[CardAmount], results: list[SingleAccrualResult]) ->
     named = [_named_card(result) for result in results]
     if not any(named):
         return list(range(len(results))) if len(results) == len(cards) else [None] * len(results)
-    free = {place: _digits(paid.card_info.printed_card_number) for place, paid in enumerate(cards)}
+    free = {place: paid.card_info.printed_card_number for place, paid in enumerate(cards)}
     places: list[int | None] = []
-    for number in named:
-        wanted = _digits(number)
+    for wanted in named:
         place = next((p for p, have in free.items() if wanted is not None and have == wanted), None)
         if place is not None:
             del free[place]
@@ -168,6 +164,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     cards = outcome.request.cards or []
     places = _card_places(cards, response.reply)
     redeem = decreases_redeem(outcome)
+    card_count = max(len(cards), len(response.reply))
     messages: list[Message] = []
     for index, card in enumerate(response.reply):
         if card.result != "success":
@@ -179,7 +176,6 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         paid = cards[place] if place is not None else None
         card_number = _named_card(card) or (paid.card_info.printed_card_number if paid else None)
         card_facts = CardHolder.of(card, card_number)
-        card_count = max(len(cards), len(response.reply))
         seen_as = _card_outcome(outcome, card_facts, card_count)
         # One card: the check's person (as POS Activity); several: each its own, even unnamed.
         who = person(seen_as, card_facts, card_index=index if card_count > 1 else None)

@@ -876,18 +876,23 @@ def test_a_card_number_written_with_spaces_is_the_same_card() -> None:
     assert first["userId"] == "u-john" and first["properties"]["email_opt_in"] is True
 
 
-def test_a_recharge_naming_its_wallet_by_label_only_has_its_balance_by_label() -> None:
-    """``wallets_info`` is label -> balance: a recharge that gives the stored-value wallet's label
-    and balance but not its code still tells that balance (it was left out of every wallet
-    property); the by-code ``flat_wallets_info`` has nothing to key it by."""
-    raw = {
-        "outcomeId": "h1",
+def _recharge_by_label(outcome_id: str, **data: Any) -> dict[str, Any]:
+    """A Recharge Value naming its stored-value wallet by label and balance, without its code."""
+    return {
+        "outcomeId": outcome_id,
         "kind": "storedValue.recharge",
         "occurredAt": "2024-05-06T12:30:00Z",
         "merchantId": 1738,
         "guest": {"accountCode": "986"},
-        "data": {"amount": "25.00", "walletLabel": "Stored Value", "balance": "30.00"},
+        "data": {"amount": "25.00", "walletLabel": "Stored Value", "balance": "30.00", **data},
     }
+
+
+def test_a_recharge_naming_its_wallet_by_label_only_has_its_balance_by_label() -> None:
+    """``wallets_info`` is label -> balance: a recharge that gives the stored-value wallet's label
+    and balance but not its code still tells that balance (it was left out of every wallet
+    property); the by-code ``flat_wallets_info`` has nothing to key it by."""
+    raw = _recharge_by_label("h1")
     [message] = messages(raw)
     props = message["properties"]
     assert props["wallets_info"] == {"Stored Value": Decimal("30.00")}
@@ -967,19 +972,9 @@ def test_a_one_card_split_check_is_one_person() -> None:
 
 
 def test_a_recharges_codeless_wallet_already_listed_by_label_is_listed_once() -> None:
-    raw = {
-        "outcomeId": "h2",
-        "kind": "storedValue.recharge",
-        "occurredAt": "2024-05-06T12:30:00Z",
-        "merchantId": 1738,
-        "guest": {"accountCode": "986"},
-        "data": {
-            "amount": "25.00",
-            "walletLabel": "Stored Value",
-            "balance": "30.00",
-            "pointBalances": [{"balance": "30.00", "pointName": "Stored Value", "walletCode": 11}],
-        },
-    }
+    raw = _recharge_by_label(
+        "h2", pointBalances=[{"balance": "30.00", "pointName": "Stored Value", "walletCode": 11}]
+    )
     [message] = messages(raw)
     infos = message["properties"]["all_wallets_info"]
     assert [(i.get("wallet_code"), i["wallet_label"]) for i in infos] == [(11, "Stored Value")]
