@@ -193,7 +193,8 @@ class Ingest:
             decoded = decode_json(body)
         except JSONDecodeProblem as exc:
             raise ApiError(400, "invalid_json", f"invalid JSON body: {exc}") from None
-        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and not depth_ok(body, decoded):
+        # deeper than the limit takes a bracket pair per level: a shorter body cannot be
+        if len(body) > 2 * MAX_JSON_DEPTH and not depth_ok(body, decoded):
             raise ApiError(400, "invalid_json", f"body nested deeper than {MAX_JSON_DEPTH} levels")
         items = split_items(decoded)
         if len(items) > self.settings.max_request_outcomes:

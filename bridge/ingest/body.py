@@ -80,10 +80,14 @@ def depth_ok(body: bytes, decoded: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     brackets and quotes, then every bracket-free string ``""``; one level of innermost ``()``
     pairs goes per round); a string holding one always leaves a quote behind, and then the
     decoded value is walked instead."""
-    skeleton = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_AS_PARENS, _NOT_STRUCTURE)
-    parens = skeleton.replace(b'""', b"")
-    if b'"' in parens:
+    if b"\\" in body:  # escapes are rare: the two passes are skipped without one
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = body.translate(_AS_PARENS, _NOT_STRUCTURE)
+    # every string bracket-free ("" in the skeleton) when the quotes pair up left to right, as
+    # replace(b'""', b"") would find them, counted without building the copy
+    if skeleton.count(b'""') * 2 != skeleton.count(b'"'):
         return _tree_depth_ok(decoded, limit)
+    parens = skeleton.translate(None, b'"')
     for _ in range(limit):
         if not parens:
             return True
