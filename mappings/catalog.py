@@ -273,7 +273,7 @@ DISCOUNT_LINE = obj(
     {
         "item_id": string("POS item id of the discount."),
         "name": string("Discount name."),
-        "quantity": decimal("Quantity."),
+        "quantity": decimal("Quantity, when the line gives it (the platform's default of 1 is not sent)."),
         "price": decimal("Price (usually negative)."),
         "is_voided": boolean("Present (true) only when the line is voided.", const=True),
         "discount_source": string("Where the discount comes from (loyalty, coupon, other)."),
@@ -282,7 +282,7 @@ DISCOUNT_LINE = obj(
         "coupon_id": integer("Coupon redeemed."),
         "multi_item_discount_id": integer("The combo reward this line belongs to."),
     },
-    required=("quantity", "price"),
+    required=("price",),
 )
 
 _MODIFIER = obj(
@@ -290,12 +290,12 @@ _MODIFIER = obj(
     {
         "item_id": string("POS item id."),
         "name": string("Name."),
-        "quantity": decimal("Quantity."),
+        "quantity": decimal("Quantity, when the line gives it (the platform's default of 1 is not sent)."),
         "price": decimal("Price."),
         "is_voided": boolean("Present (true) only when the modifier is voided.", const=True),
         "categories": array("Menu categories.", _CATEGORY),
     },
-    required=("quantity", "price"),
+    required=("price",),
 )
 
 
@@ -304,17 +304,17 @@ def _check_item(*, combo: bool) -> JSONSchema:
         "type": string("menuItem or comboItem.", enum=["menuItem", "comboItem"] if combo else ["menuItem"]),
         "item_id": string("POS item id."),
         "name": string("Name."),
-        "quantity": decimal("Quantity."),
+        "quantity": decimal("Quantity, when the line gives it (the platform's default of 1 is not sent)."),
         "price": decimal("Price."),
         "full_price": decimal("Price before discounts."),
-        "is_voided": boolean("Whether the line is voided."),
+        "is_voided": boolean("Whether the line is voided, when the line says (no default is sent)."),
         "seat": integer("Seat number."),
         "categories": array("Menu categories.", _CATEGORY),
         "modifiers": array("Modifiers.", _MODIFIER),
     }
     if combo:
         properties["items"] = array("Combo items: the menu items of the combo.", _check_item(combo=False))
-    return obj("A menu or combo item of the check.", properties, required=("type", "quantity", "price"))
+    return obj("A menu or combo item of the check.", properties, required=("type", "price"))
 
 
 CHECK_ITEM = _check_item(combo=True)
@@ -324,13 +324,13 @@ SERVICE_CHARGE = obj(
     {
         "item_id": string("POS item id."),
         "name": string("Name."),
-        "quantity": decimal("Quantity."),
+        "quantity": decimal("Quantity, when the line gives it (the platform's default of 1 is not sent)."),
         "price": decimal("Price."),
         "is_voided": boolean(
             "Present (true) when the charge was voided: it did not affect the check total.", const=True
         ),
     },
-    required=("quantity", "price"),
+    required=("price",),
 )
 
 TENDER = obj(
@@ -475,8 +475,9 @@ _CHANGES = "reply (or `data`) `changedWalletContents`"
 POINTS_EARNED = Prop(
     "points_earned",
     decimal(
-        "Sum of the increases, only when every change is of one wallet (never a sum across wallets), "
-        "and not when a decrease may be points taken back (a return check, a check call that does not redeem)."
+        "Sum of the increases, only when an increase is listed and every change is of one wallet (never a "
+        "sum across wallets), and not when a decrease may be points taken back (a return check, a check call "
+        "that does not redeem) or on a voided check."
     ),
     f"{_CHANGES}: positive `quantity`",
     WALLET_UNITS,
@@ -484,10 +485,10 @@ POINTS_EARNED = Prop(
 POINTS_REDEEMED = Prop(
     "points_redeemed",
     decimal(
-        "Sum of the decreases as a positive number, only when every change is of one wallet and a "
-        "decrease is a redemption: on a check, only by a call that redeems (postAndAccruePointsWithRedeem, "
-        "postAndAccruePointsWithAutoRedeem, redeemOnly) and never on a return check, where it may be points "
-        "taken back."
+        "Sum of the decreases as a positive number, only when a decrease is listed, every change is of one "
+        "wallet and a decrease is a redemption: on a check, only by a call that redeems "
+        "(postAndAccruePointsWithRedeem, postAndAccruePointsWithAutoRedeem, redeemOnly) and never on a return "
+        "or voided check, where it may be points taken back."
     ),
     f"{_CHANGES}: negative `quantity`",
     WALLET_UNITS,
@@ -501,14 +502,14 @@ CHANGED_WALLETS = Prop(
 REWARDS_REDEEMED = Prop(
     "rewards_redeemed",
     array(
-        "Loyalty or coupon discount lines of the check (neither voided nor on a voided item) that the call "
-        "redeemed: sent by "
-        "postAndAccruePointsWithRedeem only, the call that redeems them (other calls carry lines redeemed "
-        "elsewhere; redeemOnly reports what it applied as reward_discounts).",
+        "Loyalty or coupon discount lines of the check (neither voided nor on a voided item, on a check that "
+        "is not voided) that the call redeemed: sent by postAndAccruePointsWithRedeem only, the call that "
+        "redeems them (other calls carry lines redeemed elsewhere; redeemOnly reports what it applied as "
+        "reward_discounts). A loyalty line needs its walletQuantity and a card; a coupon line its couponId.",
         DISCOUNT_LINE,
     ),
     "`request.check.items[]` discountItem lines (and the `discounts` of items, a combo's items, modifiers) "
-    "with `walletCode` or `couponId`",
+    "with `walletCode` and `walletQuantity` (and the request's card), or `couponId`",
     CURRENCY,
 )
 REWARD_DISCOUNTS = Prop(
@@ -526,7 +527,11 @@ POS_ACTIVITY_PROPS = (
     POS_FUNCTION,
     Prop("pos_result", string("The reply's result.", enum=list(POS_RESULTS)), "reply `result`"),
     CHECK_NUMBER,
-    Prop("check_unique_identifier", string("Unique check id."), "`request.check.header.uniqueIdentifier`"),
+    Prop(
+        "check_unique_identifier",
+        string("Unique check id."),
+        "`request.check.header.uniqueIdentifier`, else reply `uniqueIdentifier`",
+    ),
     Prop("check_open_time", date_time("When the check was opened (UTC)."), "`request.check.header.openTime`"),
     Prop(
         "check_close_time", date_time("When the check was closed (UTC)."), "`request.check.header.closeTime`"

@@ -501,7 +501,8 @@ def points_changed(changes: list[ChangedPointInfo], *, decreases_redeem: bool = 
     """points_earned (sum of increases) and points_redeemed (sum of decreases, positive), only
     when the outcome reports changes and all of them are of one wallet: with no changes reported
     the totals are unknown (never a guessed 0), and a sum across wallets would add different
-    units (points and reward dollars). ``changed_wallets`` carries the changes per wallet.
+    units (points and reward dollars). Each total only when a change of its sign is listed.
+    ``changed_wallets`` carries the changes per wallet.
 
     ``decreases_redeem=False``: a decrease this outcome reports may be points taken back (a
     return check, a check call that does not redeem: ``mappings.pos.decreases_redeem``) rather
@@ -510,14 +511,21 @@ def points_changed(changes: list[ChangedPointInfo], *, decreases_redeem: bool = 
         return {}
     if not decreases_redeem and any(change.quantity < 0 for change in changes):
         return {}
-    earned = Decimal(0)
-    redeemed = Decimal(0)
+    earned: Decimal | None = None
+    redeemed: Decimal | None = None
     for change in changes:
         if change.quantity >= 0:
-            earned = EXACT.add(earned, change.quantity)
+            earned = EXACT.add(earned or Decimal(0), change.quantity)
         else:
-            redeemed = EXACT.subtract(redeemed, change.quantity)
-    return {"points_earned": earned, "points_redeemed": redeemed}
+            redeemed = EXACT.subtract(redeemed or Decimal(0), change.quantity)
+    # Each only from a change that says it: the list holds the visible changes only, so no
+    # increase listed is not "0 earned" (and no decrease is not "0 redeemed").
+    totals: Properties = {}
+    if earned is not None:
+        totals["points_earned"] = earned
+    if redeemed is not None:
+        totals["points_redeemed"] = redeemed
+    return totals
 
 
 def changed_wallets(changes: list[ChangedPointInfo]) -> list[dict[str, Any]]:

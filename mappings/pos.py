@@ -67,6 +67,14 @@ REDEEMING_KINDS = frozenset(
 )
 
 
+def is_void_check(outcome: Outcome) -> bool:
+    """A voided check (``header.isVoid``): posting it takes back what the check gave, so a wallet
+    increase it reports may be a reward returned and a decrease points taken back. Neither is
+    earned or redeemed, and its discount lines redeem nothing."""
+    request = outcome.request
+    return request is not None and bool(request.check.header.is_void)
+
+
 def decreases_redeem(outcome: Outcome) -> bool:
     """Whether a wallet decrease this check outcome reports is a redemption: only on a call that
     redeems (``REDEEMING_KINDS``), and not on a return check (``header.isReturn``: points may be
@@ -167,7 +175,8 @@ def _modifier(m: Modifier) -> dict[str, Any]:
     line: dict[str, Any] = {"item_id": f["item_id"]} if known(f["item_id"]) else {}
     if known(f["name"]) is not None:
         line["name"] = f["name"]
-    line["quantity"] = f["quantity"]
+    if f["quantity"] is not None:
+        line["quantity"] = f["quantity"]
     line["price"] = f["price"]
     if f["is_voided"]:
         line["is_voided"] = True
@@ -185,11 +194,13 @@ def _item(item: MenuItem | ComboItem) -> dict[str, Any]:
         line["item_id"] = f["item_id"]
     if known(f["name"]) is not None:
         line["name"] = f["name"]
-    line["quantity"] = f["quantity"]
+    if f["quantity"] is not None:
+        line["quantity"] = f["quantity"]
     line["price"] = f["price"]
     if f["full_price"] is not None:
         line["full_price"] = f["full_price"]
-    line["is_voided"] = f["is_voided"]
+    if f["is_voided"] is not None:  # as the check gives it, true or false
+        line["is_voided"] = f["is_voided"]
     if f["seat"] is not None:
         line["seat"] = f["seat"]
     if f["categories"]:
@@ -243,14 +254,29 @@ def _line_discounts(
             _line_discounts(sub, voided, found)
 
 
-def redeemed_rewards(check: Check) -> list[dict[str, Any]]:
+def redeemed_rewards(check: Check, *, with_card: bool = True) -> list[dict[str, Any]]:
     """Loyalty or coupon discounts applied to the check: neither voided nor under a voided line
-    (an item removed from the check took its discount with it). What the guest redeemed."""
+    (an item removed from the check took its discount with it). What the guest redeemed.
+
+    A coupon discount has its ``couponId``. A loyalty discount has its ``walletCode`` and its
+    ``walletQuantity`` (the seed's DiscountItem: without them "the reward will never be redeemed
+    from the guest's account"), and needs a card to come out of (``with_card``: ``cardInfo`` is
+    optional only so that coupon rewards, which no card holds, can be processed)."""
     return [
         _discount(d)
         for d, under_voided in discount_lines(check)
-        if not d.is_voided and not under_voided and (d.wallet_code is not None or d.coupon_id is not None)
+        if not d.is_voided
+        and not under_voided
+        and (
+            d.coupon_id is not None
+            or (with_card and d.wallet_code is not None and d.wallet_quantity is not None)
+        )
     ]
+
+
+def has_card(request: CheckRequest) -> bool:
+    """Whether the call names a card (``cardInfo`` or, on a split check, ``cards``)."""
+    return request.card_info is not None or bool(request.cards)
 
 
 def check_number(outcome: Outcome) -> str | None:
@@ -260,6 +286,13 @@ def check_number(outcome: Outcome) -> str | None:
     if isinstance(response, SuccessReply | CouponSuccessReply) and known(response.check_number):
         return response.check_number
     return outcome.request.check.header.number if outcome.request else None
+
+
+def _reply_unique_identifier(outcome: Outcome) -> str | None:
+    """The reply's ``uniqueIdentifier`` (the compute, simulate, redeemOnly, postAndAccruePointsWithRedeem
+    and couponSuccess replies give it): the check's when the request's header does not."""
+    response = outcome.response
+    return response.unique_identifier if isinstance(response, SuccessReply | CouponSuccessReply) else None
 
 
 def check_properties(outcome: Outcome) -> Properties:
@@ -273,7 +306,7 @@ def check_properties(outcome: Outcome) -> Properties:
     props = drop_unknown(
         {
             "check_number": check_number(outcome),
-            "check_unique_identifier": header.unique_identifier,
+            "check_unique_identifier": known(header.unique_identifier) or _reply_unique_identifier(outcome),
             "check_open_time": utc_text(header.open_time),
             "check_close_time": utc_text(header.close_time) if header.close_time else None,
             "is_return": header.is_return,
@@ -525,6 +558,8 @@ class CheckFacts:
         changes = self.wallets.changed_wallet_contents
         if not changes:
             return {}
+        if is_void_check(self.outcome):
+            return {"changed_wallets": changed_wallets(changes)}
         redeem = decreases_redeem(self.outcome)
         return {
             **points_changed(changes, decreases_redeem=redeem),
@@ -564,9 +599,9 @@ class CheckFacts:
     @once
     def rewards_redeemed(self) -> list[dict[str, Any]]:
         request = self.outcome.request
-        if request is None or not redeems_check_discounts(self.outcome):
+        if request is None or not redeems_check_discounts(self.outcome) or is_void_check(self.outcome):
             return []
-        return redeemed_rewards(request.check)
+        return redeemed_rewards(request.check, with_card=has_card(request))
 
 
 def reply_properties(outcome: Outcome, facts: CheckFacts) -> Properties:

@@ -31,6 +31,15 @@ SIMULATIONS = (
     "check.simulateAccrualAndRedemption",
     "check.simulateCoupon",
 )
+#: A coupon's discount line (``couponId``), as a POS appends it to the check.
+SPRING_COUPON = {
+    "type": "discountItem",
+    "itemId": "33",
+    "name": "Spring coupon",
+    "price": "-5.00",
+    "discountSource": "coupon",
+    "couponId": 4411,
+}
 REDEMPTION_FACTS = ("rewards_redeemed", "points_earned", "points_redeemed", "changed_wallets")
 
 
@@ -415,16 +424,7 @@ def test_a_coupon_redeemed_on_a_posted_check_is_an_add_redeem() -> None:
     an Add/Redeem alike."""
     raw = example("ex-0024")
     assert events(raw, "Add/Redeem") == []  # nothing redeemed: no event
-    raw["request"]["check"]["items"].append(
-        {
-            "type": "discountItem",
-            "itemId": "33",
-            "name": "Spring coupon",
-            "price": "-5.00",
-            "discountSource": "coupon",
-            "couponId": 4411,
-        }
-    )
+    raw["request"]["check"]["items"].append(copy.deepcopy(SPRING_COUPON))
     (pos,) = events(raw, "POS Activity")
     (add_redeem,) = events(raw, "Add/Redeem")
     assert pos["properties"]["rewards_redeemed"] == add_redeem["properties"]["rewards_redeemed"]
@@ -978,3 +978,165 @@ def test_a_recharges_codeless_wallet_already_listed_by_label_is_listed_once() ->
     [message] = messages(raw)
     infos = message["properties"]["all_wallets_info"]
     assert [(i.get("wallet_code"), i["wallet_label"]) for i in infos] == [(11, "Stored Value")]
+
+
+# --------------------------------------------------------------------------- the third data audit
+
+
+def test_the_references_defaults_are_not_sent_as_if_the_check_gave_them() -> None:
+    """``quantity`` "Defaults to 1" and ``isVoided`` "Defaults to false" (reference, MenuItem,
+    Modifier, DiscountItem, ServiceChargeItem): the platform's defaults, not the check's values.
+    A line that leaves them out is sent without them; one that gives them keeps them."""
+    raw = example("ex-0002")
+    items = raw["request"]["check"]["items"]
+    for line in items:
+        line.pop("quantity", None)
+        line.pop("isVoided", None)
+        for modifier in line.get("modifiers", []):
+            modifier.pop("quantity", None)
+    items.append({"type": "serviceChargeItem", "itemId": "90", "name": "Delivery", "price": "3.00"})
+    (pos,) = events(raw, "POS Activity")
+    props = pos["properties"]
+    lines = [
+        *props["items"],
+        *(m for item in props["items"] for m in item.get("modifiers", [])),
+        *props["discounts"],
+        *props["rewards_redeemed"],
+        *props["service_charges"],
+    ]
+    assert len(lines) >= 4
+    for line in lines:
+        assert "quantity" not in line and "is_voided" not in line, line
+    raw = example("ex-0002")
+    raw["request"]["check"]["items"][0]["isVoided"] = False  # given: kept, true or false
+    (pos,) = events(raw, "POS Activity")
+    assert pos["properties"]["items"][0]["is_voided"] is False
+    assert pos["properties"]["items"][0]["quantity"] == Decimal(
+        raw["request"]["check"]["items"][0]["quantity"]
+    )
+
+
+def test_a_loyalty_discount_without_its_wallet_quantity_is_not_redeemed() -> None:
+    """The seed's DiscountItem: a Paytronix discount needs "the walletCode and walletQuantity fields
+    populated if it is to be sent to the POST postAndAccruePointsWithRedeem endpoint, otherwise the
+    reward will never be redeemed from the guest's account"."""
+    raw = example("ex-0002")
+    raw["response"]["changedWalletContents"] = []
+    (line,) = [i for i in raw["request"]["check"]["items"] if i["type"] == "discountItem"]
+    del line["walletQuantity"]
+    (pos,) = events(raw, "POS Activity")
+    assert "rewards_redeemed" not in pos["properties"]
+    assert [d["wallet_code"] for d in pos["properties"]["discounts"]] == [14]  # still on the check
+    assert events(raw, "Add/Redeem") == []
+
+
+def test_a_voided_check_earns_and_redeems_nothing() -> None:
+    """``header.isVoid``: posting a voided check takes back what it gave. The reward coming back
+    (+2.00 Reward Dollars) is not points earned, its discount line is not a redemption; the change
+    itself is still reported, per wallet."""
+    raw = example("ex-0002")
+    raw["request"]["check"]["header"]["isVoid"] = True
+    raw["response"]["changedWalletContents"] = [
+        {"pointName": "Reward Dollars", "walletCode": 14, "quantity": "2.00"}
+    ]
+    for name in ("POS Activity", "Add/Redeem"):
+        (message,) = events(raw, name)
+        props = message["properties"]
+        assert not {"points_earned", "points_redeemed", "rewards_redeemed"} & set(props), name
+        assert props["changed_wallets"] == [
+            {"wallet_code": 14, "wallet_label": "Reward Dollars", "quantity": Decimal("2.00")}
+        ], name
+    raw["request"]["check"]["header"]["isVoid"] = False
+    (pos,) = events(raw, "POS Activity")
+    assert pos["properties"]["points_earned"] == Decimal("2.00")
+    assert [r["wallet_code"] for r in pos["properties"]["rewards_redeemed"]] == [14]
+
+
+def test_a_voided_split_check_earns_nothing_per_card() -> None:
+    raw = example("ex-0019")
+    raw["request"]["check"]["header"]["isVoid"] = True
+    cards = events(raw, "Add/Redeem")
+    assert cards
+    for message in cards:
+        assert not {"points_earned", "points_redeemed"} & set(message["properties"])
+        assert message["properties"]["changed_wallets"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "earned", "redeemed"),
+    [
+        (["1"], Decimal("1"), None),
+        (["-2.00"], None, Decimal("2.00")),
+        (["3", "-1"], Decimal("3"), Decimal("1")),
+    ],
+)
+def test_a_total_no_change_gives_is_not_sent_as_zero(
+    changes: list[str], earned: Decimal | None, redeemed: Decimal | None
+) -> None:
+    """``changedWalletContents`` is "The list of visible points changes": no increase listed is not
+    "0 earned", no decrease listed is not "0 redeemed". Each total only from changes of its sign."""
+    raw = example("ex-0002")
+    raw["response"]["changedWalletContents"] = [
+        {"pointName": "Reward Dollars", "walletCode": 14, "quantity": q} for q in changes
+    ]
+    (pos,) = events(raw, "POS Activity")
+    assert pos["properties"].get("points_earned") == earned
+    assert pos["properties"].get("points_redeemed") == redeemed
+
+
+def test_a_loyalty_reward_needs_a_card_to_be_redeemed_a_coupon_does_not() -> None:
+    """ex-0024: postAndAccruePointsWithRedeem without ``cardInfo`` (answered couponSuccess). The
+    reference makes CardInfo optional "so that rewards that are not directly associated with a
+    card (in this case, from a coupon) can be processed": the coupon line is redeemed, a loyalty
+    line (no wallet to come out of) is not."""
+    raw = example("ex-0024")
+    assert "cardInfo" not in raw["request"]
+    raw["request"]["check"]["items"] += [
+        copy.deepcopy(SPRING_COUPON),
+        {
+            "type": "discountItem",
+            "itemId": "201",
+            "name": "Reward Dollars",
+            "price": "-2.00",
+            "discountSource": "loyalty",
+            "walletCode": 14,
+            "walletQuantity": "2.00",
+        },
+    ]
+    for name in ("POS Activity", "Add/Redeem"):
+        (message,) = events(raw, name)
+        assert [r.get("coupon_id") for r in message["properties"]["rewards_redeemed"]] == [4411], name
+    raw["request"]["cardInfo"] = {"printedCardNumber": "011235813213455"}
+    (pos,) = events(raw, "POS Activity")
+    assert [r.get("wallet_code") for r in pos["properties"]["rewards_redeemed"]] == [None, 14]
+
+
+def test_padded_ids_are_one_person() -> None:
+    """``" 986"`` is account 986: one userId, and on a split check the envelope guest who names
+    the account that way is matched to its card (its opt-ins go with it)."""
+    raw = example("ex-0001")
+    raw["guest"]["userId"] = " guest-986 "
+    raw["guest"]["accountCode"] = " 986"
+    for message in messages(raw):
+        assert message["userId"] == "guest-986", message.get("event")
+        assert message.get("properties", message.get("traits", {})).get("account_code") in ("986", None)
+    raw = example("ex-0019")
+    raw["guest"] = {"accountCode": " 986 ", "emailOptIn": False, "textOptIn": True}
+    cards = {m["properties"]["card_index"]: m for m in events(raw, "Add/Redeem")}
+    assert cards[0]["userId"] == "986"
+    assert (cards[0]["properties"]["email_opt_in"], cards[0]["properties"]["text_opt_in"]) == (False, True)
+    assert "email_opt_in" not in cards[1]["properties"]
+
+
+def test_the_check_unique_identifier_may_come_from_the_reply() -> None:
+    """The compute, simulate, redeemOnly, postAndAccruePointsWithRedeem and couponSuccess replies
+    give ``uniqueIdentifier``: the check's id when the request's header (optional) does not."""
+    for outcome_id in ("ex-0002", "ex-0024"):
+        raw = example(outcome_id)
+        uid = raw["response"]["uniqueIdentifier"]
+        del raw["request"]["check"]["header"]["uniqueIdentifier"]
+        (pos,) = events(raw, "POS Activity")
+        assert pos["properties"]["check_unique_identifier"] == uid, outcome_id
+        raw["request"]["check"]["header"]["uniqueIdentifier"] = "#from-the-pos"
+        (pos,) = events(raw, "POS Activity")
+        assert pos["properties"]["check_unique_identifier"] == "#from-the-pos", outcome_id

@@ -377,6 +377,16 @@ def _without_spaces(value: str) -> str:
 CardNumber = Annotated[Text, AfterValidator(_without_spaces)]
 
 
+def _stripped(value: str) -> str:
+    """An id without surrounding spaces: ``" 986"`` is account 986 (one person, one ``userId``,
+    matched on a split check), as a store code is its code without them."""
+    return value.strip()
+
+
+#: A guest's userId or account code (at most 200 characters), without surrounding spaces.
+GuestId = Annotated[Text200, AfterValidator(_stripped)]
+
+
 class Model(BaseModel):
     """Base of every platform object: camelCase on the wire, extra fields tolerated."""
 
@@ -405,8 +415,10 @@ class _Line(Model):
     name: Text | None = None
     seat: Int | None = None
     reference_line: Text | None = None
-    quantity: Money = Decimal(1)
-    is_voided: Bool = False
+    # The reference's defaults (quantity 1, not voided) are the platform's, not the outcome's:
+    # None when left out, so that nothing sends a default as if the check gave it.
+    quantity: Money | None = None
+    is_voided: Bool | None = None
     is_taxable: Bool = True
     price: Money
     full_price: Money | None = None
@@ -721,7 +733,7 @@ class GuestFieldsMixin(WalletContentsMixin):
     tier_name: Text | None = None
     printed_card_number: CardNumber | None = None
     masked_card_number: Text | None = None
-    account_code: Text | None = None
+    account_code: Annotated[Text, AfterValidator(_stripped)] | None = None
     anonymous_account_token: Text | None = None
     px_transaction_id: Int | None = None
 
@@ -879,8 +891,8 @@ Kind = Literal[
 
 
 class Guest(Model):
-    user_id: Text200 | None = None
-    account_code: Text200 | None = None
+    user_id: GuestId | None = None
+    account_code: GuestId | None = None
     first_name: Text | None = None
     last_name: Text | None = None
     email: Text | None = None
