@@ -481,7 +481,7 @@ def test_send_batch_sets_retry_count_and_fresh_sent_at(segment: StubSegment) -> 
             RetryableDelivery,
             502,
             None,
-            "<html>Bad gateway</html>",
+            "segment 502 unknown: (answer of 24 characters not kept",  # markup may quote the batch
         ),
         (Answer(504, body=b"[1, 2]"), RetryableDelivery, 504, None, "segment 504 unknown"),
     ],
@@ -509,8 +509,33 @@ def test_write_key_echoed_by_the_server_is_redacted(segment: StubSegment) -> Non
     segment.script = lambda req, n: segment_error(400, f"bad key {WRITE_KEY} / Basic {credential}")
     with pytest.raises(PermanentDelivery) as err:
         send_batch(WRITE_KEY, segment.url, [message(1)])
-    assert "bad key <write key> / Basic <write key>" in err.value.reason
+    assert "not kept" in err.value.reason  # an answer quoting values is left out altogether
     assert_no_write_key(err.value)
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        'invalid payload: {"firstName": "Janette", "email": "jane@example.com"}',
+        "bad traits for Janette Doestreet 6175550100",
+        "card 60081234567 refused",
+        "name 'Janette' is not allowed",
+    ],
+)
+def test_a_receivers_answer_quoting_the_batch_is_not_kept(segment: StubSegment, echo: str) -> None:
+    """A receiver may quote what it refused: the reason (logged, stored with dead letters and the
+    source's state) keeps the status, a letters-only code and a plain phrase, never the quote."""
+    segment.script = lambda req, n: segment_error(400, echo, code="invalid_request")
+    with pytest.raises(PermanentDelivery) as err:
+        send_batch(WRITE_KEY, segment.url, [message(1)])
+    reason = err.value.reason
+    assert reason.startswith("segment 400 invalid_request: (answer of")
+    for leak in ("Janette", "jane@example.com", "6175550100", "60081234567", "Doestreet"):
+        assert leak not in reason
+    segment.script = lambda req, n: segment_error(400, echo, code="4111111111111111")
+    with pytest.raises(PermanentDelivery) as err:
+        send_batch(WRITE_KEY, segment.url, [message(1)])
+    assert err.value.reason.startswith("segment 400 unknown:")
 
 
 def test_long_error_text_is_truncated(segment: StubSegment) -> None:
