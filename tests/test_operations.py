@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -157,6 +158,7 @@ def test_a_worker_stuck_after_an_unrecoverable_error_exits(monkeypatch):
 
 _UNRECOVERABLE = """
 import sys
+import time
 from celery.worker.consumer.consumer import Consumer
 
 def start(self):  # what kombu raised when Redis restarted under a worker (seen in the suite)
@@ -229,3 +231,40 @@ def test_serving_processes_keep_their_start_up_out_of_garbage_collection(tmp_pat
     threshold, frozen = json.loads(done.stdout.strip().splitlines()[-1])
     assert threshold == GC_YOUNG_THRESHOLD
     assert frozen > 10_000  # the modules, models and app of the process
+
+
+def test_a_worker_process_started_on_a_bad_configuration_waits_for_it(tmp_path, capfd) -> None:
+    """A worker process started again (after kombu's "Unrecoverable error") while the merchants
+    file is bad reads it again every few seconds, one JSON log line per attempt, instead of dying
+    with a traceback on every restart; it goes on once the file is fixed."""
+    import threading
+
+    from bridge import logs
+    from bridge.config import Settings
+    from workers.main import merchants_once_valid
+
+    config = tmp_path / "bridge.yaml"
+    good = "merchants:\n  - merchant_id: 7\n    sources:\n      - {name: Prod, write_key: wk-7-secret}\n"
+    config.write_text(good.replace("write_key: wk-7-secret", "write_key: ${NOT_SET_ANYWHERE_7}"))
+    settings = Settings(config=config, redis_url="redis://127.0.0.1:9/0")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("INFO")
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(merchants_once_valid(settings, retry_s=0.05)))
+    try:
+        reader.start()
+        time.sleep(0.3)
+        assert found == []  # still waiting
+        config.write_text(good)
+        reader.join(5)
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert not reader.is_alive()
+    assert [m.merchant_id for m in found[0].merchants.values()] == [7]  # type: ignore[attr-defined]
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) >= 2
+    for line in lines:
+        entry = json.loads(line)
+        assert entry["level"] == "error" and "NOT_SET_ANYWHERE_7" in entry["msg"]
+        assert "Traceback" not in line
