@@ -95,3 +95,23 @@ def test_bad_configuration_is_one_clear_error():
     assert result.returncode == 2
     assert "environment variable TEST_WRITE_KEY_1738 is not set" in result.stderr
     assert result.stdout == ""
+
+
+def test_invalid_utf8_on_stdin_is_unreadable_input_as_in_a_file(tmp_path):
+    data = b'\xff\xfe{"outcomeId": "x"}\n'
+    path = tmp_path / "bad.json"
+    path.write_bytes(data)
+    assert run_map([str(path)]).returncode == 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    for locale in ("C", "C.UTF-8"):  # Python reads stdin with errors="surrogateescape" under both
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge.ops.cli", "map", "-"],
+            input=data,
+            capture_output=True,
+            env={**env, "LC_ALL": locale},
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert "error: cannot read -: 'utf-8' codec can't decode byte 0xff" in result.stderr.decode()
+        assert result.stdout == b""

@@ -51,7 +51,10 @@ def map_command(
 
     merchants = _merchants(Settings())
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        if source == "-":  # strict UTF-8 as for a file (sys.stdin lets bad bytes through as surrogates)
+            text = sys.stdin.buffer.read().decode("utf-8")
+        else:
+            text = Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         typer.echo(f"error: cannot read {source}: {exc}", err=True)
         raise typer.Exit(2) from None
