@@ -11,10 +11,14 @@ import time
 
 import httpx
 import pytest
+import redis
 
 from bridge.client import Publisher
 from bridge.logs import REDACTED, JsonFormatter, RedactingFilter, scrub
-from tests.harness import ROOT, Pipeline, many_outcomes
+from bridge.ops import cli
+from bridge.stores.dlq import DeadLetterStore
+from bridge.stores.records import NewDeadLetter
+from tests.harness import EXAMPLES, ROOT, Pipeline, many_outcomes
 from tests.servers import free_port
 
 SECRET_KEY = "wk-SuperSecret-1738-Prod"
@@ -129,6 +133,57 @@ def test_full_pipeline_logs_no_secret_and_status_and_metrics_tell_the_truth(redi
         for secret in SECRETS:
             assert secret not in line, f"{secret!r} leaked into a log line: {line[:300]}"
     assert any("ops-bad" in line for line in lines)  # the invalid outcome is named by its id
+
+
+def _bridge(*args: str, redis_url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.ops.cli", *args],
+        env={**env, "BRIDGE_REDIS_URL": redis_url},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["dlq", "list"], ["dlq", "list", "--json"], ["dlq", "replay"], ["dlq", "drop", "--all"], ["replay"]],
+)
+def test_commands_that_need_redis_say_it_is_unreachable_in_one_line(args, tmp_path):
+    if args == ["replay"]:
+        args = ["replay", str(tmp_path / "outcomes.jsonl")]
+        (tmp_path / "outcomes.jsonl").write_bytes(EXAMPLES.read_bytes())
+    result = _bridge(*args, redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: Redis at the configured BRIDGE_REDIS_URL: ConnectionError: ")
+
+
+def test_a_redis_error_behind_a_broker_error_is_found() -> None:
+    """Celery's send_task raises kombu's OperationalError while handling Redis's error."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        try:
+            raise redis.ConnectionError("Connection refused")
+        except redis.ConnectionError as exc:
+            raise OperationalError(str(exc))  # as kombu does: the Redis error is its context
+    except OperationalError as exc:
+        assert isinstance(cli._redis_error(exc), redis.ConnectionError)
+    assert cli._redis_error(ValueError("not Redis")) is None
+
+
+@pytest.mark.parametrize("command", ["drop", "replay"])
+def test_a_malformed_dead_letter_id_is_one_clear_error_and_nothing_is_touched(command, redis_url):
+    store = DeadLetterStore(redis.Redis.from_url(redis_url))
+    store.drop_all()
+    [good] = store.add_many([NewDeadLetter(reason="invalid", payload={}, kind="outcome")])
+    result = _bridge("dlq", command, good, "not-an-id", redis_url=redis_url)
+    assert result.returncode == 2
+    assert result.stderr == "error: not a dead-letter id: 'not-an-id' (expected <ms>-<seq>)\n"
+    assert store.size() == 1
 
 
 def test_a_worker_stuck_after_an_unrecoverable_error_exits(monkeypatch):

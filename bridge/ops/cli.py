@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,6 +35,34 @@ def _merchants(settings: Settings) -> MerchantsConfig:
         return settings.load_merchants()
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _redis_error(exc: BaseException) -> BaseException | None:
+    """The Redis error behind ``exc``: itself, or one it was raised from or while handling (the
+    task queue's broker errors wrap those of Redis); None if there is none."""
+    import redis
+
+    found: BaseException | None = exc
+    while found is not None and not isinstance(found, redis.RedisError):
+        found = found.__cause__ or (None if found.__suppress_context__ else found.__context__)
+    return found
+
+
+@contextlib.contextmanager
+def _reaching_redis() -> Iterator[None]:
+    """Redis not reachable (or failing): one line on stderr and exit status 2, as ``bridge status``,
+    instead of a traceback. Used as a decorator of the commands that need Redis."""
+    try:
+        yield
+    except Exception as exc:
+        found = _redis_error(exc)
+        if found is None:
+            raise
+        typer.echo(
+            f"error: Redis at the configured BRIDGE_REDIS_URL: {type(found).__name__}: {found}",
+            err=True,
+        )
         raise typer.Exit(2) from None
 
 
@@ -261,6 +291,7 @@ def collector(
 
 
 @app.command()
+@_reaching_redis()
 def replay(
     file: Annotated[
         Path, typer.Argument(metavar="FILE.jsonl", help="Historical outcomes, one JSON per line.")
@@ -385,6 +416,7 @@ def _runtime() -> Runtime:
 
 
 @dlq_app.command("list")
+@_reaching_redis()
 def dlq_list(
     reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
@@ -422,6 +454,7 @@ def dlq_list(
 
 
 @dlq_app.command("replay")
+@_reaching_redis()
 def dlq_replay(
     ids: Annotated[
         list[str] | None, typer.Argument(help="Dead-letter ids (default: all, or --reason).")
@@ -434,18 +467,23 @@ def dlq_replay(
 
     runtime = _runtime()
     stores = runtime.store_set
-    counts = replay(
-        stores.dlq,
-        stores.parking,
-        runtime.enqueuer.publish_texts,
-        ids=ids or None,
-        reason=reason,
-        limit=limit,
-    )
+    try:
+        counts = replay(
+            stores.dlq,
+            stores.parking,
+            runtime.enqueuer.publish_texts,
+            ids=ids or None,
+            reason=reason,
+            limit=limit,
+        )
+    except ValueError as exc:  # a malformed id (nothing was taken)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"replayed {counts['outcome']} outcome(s) and {counts['message']} message(s)")
 
 
 @dlq_app.command("drop")
+@_reaching_redis()
 def dlq_drop(
     ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids.")] = None,
     reason: Annotated[str | None, typer.Option(help="Drop every dead letter of this reason.")] = None,
@@ -454,7 +492,11 @@ def dlq_drop(
     """Delete dead letters for good."""
     store = _runtime().store_set.dlq
     if ids:
-        dropped = store.drop(ids)
+        try:
+            dropped = store.drop(ids)
+        except ValueError as exc:  # a malformed id (nothing was dropped)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     elif reason or all_:
         dropped = store.drop_all(reason)
     else:
