@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from segment.analytics import request as segment_request
 from segment.analytics.request import APIError, parse_retry_after
 
 from bridge.devtools.collector import MAX_MESSAGE_BYTES, build_app, oversize
-from tests.servers import ProcessServer, ThreadServer
+from tests.servers import ProcessServer, ThreadServer, free_port
 
 KEY = "wk_test_primary"
 OTHER_KEY = "wk_test_secondary"
@@ -424,6 +425,23 @@ def test_faults_at_start_and_any_key_when_none_configured() -> None:
         assert send(srv.url, [track(1)], key="whatever").status_code == 200
         assert send(srv.url, [track(2)], key="another").status_code == 200
         assert [m["_writeKey"] for m in messages(srv.url)] == ["whatever", "another"]
+
+
+@pytest.mark.parametrize(
+    ("faults", "problem"),
+    [
+        ("{fail:2}", "Invalid JSON: key must be a string at line 1 column 2"),
+        ("[1]", "Input should be an object"),
+        ('{"fail": -1, "nope": 1}', "fail: Input should be greater than or equal to 0; nope: Extra inputs"),
+    ],
+)
+def test_bad_faults_at_start_are_a_usage_error(faults: str, problem: str) -> None:
+    argv = [str(free_port()) if arg == "{port}" else arg for arg in collector_argv("--faults", faults)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    said = " ".join(result.stderr.replace("│", " ").split())  # the error box wraps lines
+    assert f"Invalid value for '--faults': {problem}" in said
+    assert "Traceback" not in result.stderr
 
 
 def test_build_app_in_a_thread(tmp_path: Path) -> None:

@@ -248,6 +248,25 @@ def worker(
     raise typer.Exit(supervise([*child, "--loglevel", loglevel], dict(os.environ)))
 
 
+def _checked_faults(text: str | None) -> str | None:
+    """``--faults``, refused as a usage error unless it is a JSON object of the collector's faults."""
+    if not text:
+        return text
+    from pydantic import ValidationError
+
+    from bridge.devtools.collector import Faults
+
+    try:
+        Faults.model_validate_json(text)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{where}: {error['msg']}" if where else error["msg"])
+        raise typer.BadParameter("; ".join(problems)) from None
+    return text
+
+
 @app.command()
 def collector(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -257,7 +276,8 @@ def collector(
     ] = None,
     record: Annotated[Path | None, typer.Option(help="Append accepted messages to this JSONL file.")] = None,
     faults: Annotated[
-        str | None, typer.Option(help="Faults active at start, JSON, e.g. '{\"fail\": 2}'.")
+        str | None,
+        typer.Option(help="Faults active at start, JSON, e.g. '{\"fail\": 2}'.", callback=_checked_faults),
     ] = None,
     keep_duplicates: Annotated[
         bool,
