@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from segment.analytics import request as segment_request
 from segment.analytics.request import APIError, parse_retry_after
 
 from bridge.devtools.collector import MAX_MESSAGE_BYTES, build_app, oversize
+from bridge.domain.wire import dumps
 from tests.servers import ProcessServer, ThreadServer, free_port
 
 KEY = "wk_test_primary"
@@ -119,6 +121,44 @@ def test_batch_from_segment_library_is_recorded_with_its_key(url: str, record_fi
         assert received["_receivedAt"].endswith("Z")
     lines = [orjson.loads(line) for line in record_file.read_bytes().splitlines()]
     assert lines == got
+
+
+#: Numbers a float would change (digits, trailing zeros), and integers beyond 64 bits.
+EXACT_PROPERTIES = (
+    b'{"recharge_amount":12345678901234567.89,"balance":1.10,"points":1.000,"x":-2.00,'
+    b'"tiny":1E-7,"big":123456789012345678901234567890,"neg":-18446744073709551617,"list":[0.10,3]}'
+)
+
+
+def test_numbers_are_recorded_and_served_exactly_as_sent(url: str, record_file: Path) -> None:
+    message = b'{"type":"track","event":"Recharge Value","userId":"u1","messageId":"m-n-1","properties":'
+    body = b'{"batch":[' + message + EXACT_PROPERTIES + b'}],"sentAt":1.50}'
+    answer = httpx.post(url + "/v1/batch", auth=(KEY, ""), content=body)
+    assert answer.status_code == 200, answer.text
+    assert b'"properties":' + EXACT_PROPERTIES + b',"_writeKey"' in record_file.read_bytes()
+    assert b'"_sentAt":1.50}' in record_file.read_bytes()
+    served = httpx.get(url + "/messages").content
+    assert b'"properties":' + EXACT_PROPERTIES + b',"_writeKey"' in served
+
+
+def test_the_demo_table_shows_numbers_as_received(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from bridge.devtools.demo import Demo, ThreadedServer, summary_table
+
+    demo = Demo(tmp_path, Console())
+    demo.collector = ThreadedServer(build_app({KEY}, None), free_port()).start()
+    try:
+        properties = {"check_total": Decimal("15.60"), "points_redeemed": Decimal("2.00")}
+        body = dumps({"batch": [track(1, properties=properties)]})
+        assert httpx.post(demo.collector.url + "/v1/batch", auth=(KEY, ""), content=body).status_code == 200
+        [received] = demo.received()
+    finally:
+        demo.collector.stop()
+    assert received["properties"] == properties
+    console = Console(width=200, record=True)
+    console.print(summary_table([received]))
+    assert "check_total=15.60, points_redeemed=2.00" in console.export_text()
 
 
 def test_gzip_batch_and_second_key(url: str) -> None:
@@ -257,6 +297,12 @@ def test_oversize_matches_json_dumps(value: Any) -> None:
     assert oversize(message, orjson.dumps(message)) == (size if size > MAX_MESSAGE_BYTES else None)
 
 
+def test_oversize_counts_an_exact_number_as_its_text() -> None:
+    message = track(1, properties={"v": [Decimal("1.10")] * 7000})
+    as_floats = track(1, properties={"v": [1.1] * 7000})
+    assert oversize(message, dumps(message)) == len(json.dumps(as_floats)) + 7000  # "1.10" is "1.1" + 1
+
+
 def test_batch_over_500kb_is_400(url: str) -> None:
     batch = [track(i, properties={"pad": "x" * 30_000}) for i in range(18)]  # ~540 KB, each < 32 KB
     with pytest.raises(APIError) as caught:
@@ -285,6 +331,20 @@ def test_invalid_json_is_400(url: str) -> None:
     )
     assert bad_gzip.status_code == 400
     assert set(bad_gzip.json()) == {"code", "message"}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b'{"type":"track","event":"E","userId":"\\ud800","messageId":"m-1"}',  # a lone surrogate
+        b'{"type":"track","event":"E","userId":"u","properties":' + b"[" * 300 + b"]" * 300 + b"}",
+    ],
+)
+def test_a_message_that_cannot_be_written_back_is_400(url: str, message: bytes) -> None:
+    answer = httpx.post(url + "/v1/batch", auth=(KEY, ""), content=b'{"batch":[' + message + b"]}")
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "invalid_json"
+    assert messages(url) == []
 
 
 def test_batch_over_2500_messages_answers_200_and_records_nothing(url: str) -> None:

@@ -28,8 +28,13 @@ fault-injection settings. ``GET /messages?redact=1`` replaces each ``_writeKey``
 ``_writeKeyId`` (``bridge.stores.keys.key_id``). ``GET /`` (or ``/debugger``) serves a live
 event debugger page (``bridge/devtools/static/debugger.html``) that polls it.
 
+Numbers are kept exact: a body is parsed as the ingest API parses it
+(``bridge.stages.prepare.decode_json``: integers as ``int``, other numbers as ``Decimal``,
+never a float) and written back with ``bridge.domain.wire.dumps``, so ``1.000`` and
+``12345678901234567.89`` are recorded and served as they were sent.
+
 It is a bare ASGI app (no framework routing on the hot path) served by uvicorn:
-orjson parsing and one serialisation per message keep it fast enough to be the
+jiter parsing and one orjson serialisation per message keep it fast enough to be the
 receiver of a benchmark.
 """
 
@@ -57,6 +62,8 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from bridge.domain.wire import LongNumber, dumps
+from bridge.stages.prepare import JSONDecodeProblem, decode_json
 from bridge.stores.keys import key_id
 
 log = logging.getLogger("bridge.collector")
@@ -154,14 +161,56 @@ def _header(headers: Iterable[tuple[bytes, bytes]], wanted: bytes) -> bytes | No
 def oversize(message: Any, compact: bytes) -> int | None:
     """The size of ``message`` when over 32 KB as ``json.dumps`` writes it, else None.
 
-    That is how segment-analytics-python measures a message. ``compact`` is its orjson
-    form; ``json.dumps`` output is at most 6 times longer (a DEL or non-ASCII character
-    becomes a ``\\uXXXX`` escape), so small messages skip the slow exact measure.
+    That is how segment-analytics-python measures a message; a number kept exact
+    (``Decimal``, ``LongNumber``) counts as its text. ``compact`` is its wire form;
+    ``json.dumps`` output is at most 6 times longer (a DEL or non-ASCII character becomes a
+    ``\\uXXXX`` escape), so small messages skip the slow exact measure.
     """
     if len(compact) * 6 <= MAX_MESSAGE_BYTES:
         return None
-    size = len(json.dumps(message))
+    numbers = 0
+
+    def quoted_number(obj: Any) -> str:  # written as a string: its 2 quotes are taken off below
+        nonlocal numbers
+        numbers += 1
+        return obj.text if isinstance(obj, LongNumber) else str(obj)
+
+    size = len(json.dumps(message, default=quoted_number)) - 2 * numbers
     return size if size > MAX_MESSAGE_BYTES else None
+
+
+#: The integers orjson writes; others (``decode_json`` keeps every digit) are written by their text.
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def _long_ints_as_text(value: Any) -> Any:
+    """``value`` with each integer orjson cannot write (beyond 64 bits) as a ``LongNumber``."""
+    if isinstance(value, dict):
+        return {key: _long_ints_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_long_ints_as_text(item) for item in value]
+    if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
+        return LongNumber(str(value))
+    return value
+
+
+def _encoded(batch: list[Any]) -> list[bytes]:
+    """Each message's JSON bytes, every number as it was received (``bridge.domain.wire``). A
+    message with an integer beyond 64 bits is replaced in ``batch`` by one orjson can write."""
+    serialised: list[bytes] = []
+    for index, message in enumerate(batch):
+        try:
+            data = dumps(message)
+        except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a lone surrogate, deep nesting
+            try:
+                batch[index] = _long_ints_as_text(message)
+                data = dumps(batch[index])
+            except (TypeError, RecursionError) as exc:  # a lone surrogate, or nested too deep
+                raise _BadRequest(
+                    400, "invalid_json", f"message {index} cannot be written as JSON: {exc}"
+                ) from None
+        serialised.append(data)
+    return serialised
 
 
 def _drop_reason(message: Any) -> DropReason | None:
@@ -325,7 +374,7 @@ class Collector:
         if self.write_keys and write_key not in self.write_keys:
             log.info("rejected a request with an unknown write key")
             raise _BadRequest(401, "unauthorized", "unknown write key")
-        sent_at = payload.get("sentAt")
+        sent_at = _long_ints_as_text(payload.get("sentAt"))
         if kind == "batch":
             batch = payload.get("batch")
             if not isinstance(batch, list):
@@ -335,7 +384,7 @@ class Collector:
             single.setdefault("type", kind)
             batch = [single]
         received_at = _utc_now()
-        serialised = [orjson.dumps(m) for m in batch]
+        serialised = _encoded(batch)
         for index, (message, data) in enumerate(zip(batch, serialised, strict=True)):
             size = oversize(message, data)
             if size is not None:
@@ -371,7 +420,7 @@ class Collector:
         sent_at: Any,
         received_at: str,
     ) -> None:
-        suffix = orjson.dumps({"_writeKey": write_key, "_receivedAt": received_at, "_sentAt": sent_at})
+        suffix = dumps({"_writeKey": write_key, "_receivedAt": received_at, "_sentAt": sent_at})
         suffix = b"," + suffix[1:] + b"\n"
         lines: list[bytes] = []
         kept: list[dict[str, Any]] = []
@@ -562,15 +611,15 @@ def _decode(raw: bytes, complete: bool, encoding: bytes | None) -> Any:
     if len(raw) > MAX_REQUEST_BYTES:
         raise too_large
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return decode_json(raw)  # numbers exact: a decimal stays a Decimal, written back as received
+    except JSONDecodeProblem as exc:
         raise _BadRequest(400, "invalid_json", f"invalid JSON: {exc}") from None
 
 
 async def _json(
     send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    body = orjson.dumps(payload)
+    body = dumps(payload)
     await send(
         {
             "type": "http.response.start",

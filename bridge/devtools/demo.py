@@ -31,7 +31,7 @@ from rich.table import Table
 
 from bridge.config import load_merchants_file
 from bridge.ingest.auth import sign
-from bridge.stages.prepare import prepare
+from bridge.stages.prepare import decode_json, prepare
 
 DEMO_MERCHANT = 1738
 DEMO_WRITE_KEY = "demo-write-key-1738"
@@ -241,7 +241,7 @@ class Demo:
         assert self.collector is not None
         response = httpx.get(f"{self.collector.url}/messages", params={"redact": "1"}, timeout=10)
         response.raise_for_status()
-        return list(response.json())
+        return list(decode_json(response.content))  # numbers as received (1.000 stays 1.000)
 
 
 def expected_count(outcomes: list[dict[str, Any]], config_path: Path) -> int:
