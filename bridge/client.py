@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings
 from bridge.runtime import Runtime, build_runtime
-from bridge.stages.accept import Checked, accept, decode_item, short_ids
+from bridge.stages.accept import Answer, Checked, accept, decode_item, short_ids
 
 if TYPE_CHECKING:
     from bridge.domain.mapped import Mapped
@@ -73,11 +73,14 @@ def _default_publisher() -> Publisher:
     return Publisher()
 
 
-def publish(outcome: dict[str, Any]) -> None:
-    """Durably enqueue one outcome; configured from the ``BRIDGE_*`` environment."""
-    _default_publisher().publish_many([outcome])
+def publish(outcome: dict[str, Any]) -> Answer:
+    """Durably enqueue one outcome; configured from the ``BRIDGE_*`` environment. Returns what
+    the HTTP API answers: accepted, duplicate and invalid counts, and an invalid outcome's
+    errors (it is dead-lettered, reason ``invalid``)."""
+    return _default_publisher().publish_many([outcome]).answer()
 
 
-def publish_many(outcomes: Iterable[dict[str, Any]]) -> None:
-    """Durably enqueue many outcomes (batched into tasks)."""
-    _default_publisher().publish_many(outcomes)
+def publish_many(outcomes: Iterable[dict[str, Any]]) -> Answer:
+    """Durably enqueue many outcomes (batched into tasks); returns what the HTTP API answers,
+    each error with the index of its outcome."""
+    return _default_publisher().publish_many(outcomes).answer()

@@ -7,15 +7,20 @@ the delivery tests."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import pytest
+import redis
 
-from bridge.config import Settings
+from bridge.config import MerchantsConfig, Settings
 from bridge.stages import accept
 from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
 from bridge.stages.process import process_outcomes
+from bridge.stores.dlq import DeadLetterStore
 from tests.backends import T0, WRITE_KEY_1738, Backend, FakeSegment, merchants_config, stage_stores
 from tests.harness import many_outcomes
 
@@ -148,3 +153,35 @@ def test_an_accepted_batch_is_delivered_by_the_worker_without_mapping_again(back
     expected = sorted(mid for m in batch.mapped for mid, _, _ in m.messages)
     assert sorted(segment.sent[WRITE_KEY_1738]) == expected
     assert report.messages["delivered"] == len(expected)
+
+
+@pytest.fixture
+def bridge_module(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """``bridge`` as a platform embeds it, configured from ``BRIDGE_*`` (no merchants file)."""
+    import bridge
+    from bridge import client
+
+    for name in [n for n in os.environ if n.startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BRIDGE_REDIS_URL", redis_url)
+    client._default_publisher.cache_clear()
+    yield bridge
+    client._default_publisher.cache_clear()
+
+
+def test_publish_returns_what_the_http_api_answers(bridge_module: ModuleType, redis_url: str) -> None:
+    good, other = _outcomes(2, "pub")
+    bad = {**good, "outcomeId": "pub-bad", "occurredAt": "not a date"}
+    [error] = accept.check([bad], MerchantsConfig(), T0).errors  # what the HTTP API's body holds
+    assert error["outcomeId"] == "pub-bad" and error["errors"][0]["path"] == "occurredAt"
+    assert bridge_module.publish(good) == {"accepted": 1, "duplicate": 0, "invalid": 0, "errors": []}
+    assert bridge_module.publish(good) == {"accepted": 0, "duplicate": 1, "invalid": 0, "errors": []}
+    assert bridge_module.publish(bad) == {"accepted": 0, "duplicate": 0, "invalid": 1, "errors": [error]}
+    assert bridge_module.publish_many([other, bad, good]) == {
+        "accepted": 1,
+        "duplicate": 1,
+        "invalid": 1,
+        "errors": [{**error, "index": 1}],
+    }
+    dlq = DeadLetterStore(redis.Redis.from_url(redis_url))  # still dead-lettered, as before
+    assert [(letter.reason, letter.outcome_id) for letter in dlq.list()] == [("invalid", "pub-bad")] * 2

@@ -255,17 +255,17 @@ class Ingest:
     def answer(
         self, method: str, items: list[Any], checked: accept.Checked, *, close: bool = False
     ) -> JSONResponse:
-        accepted, invalid = len(checked.enqueue), len(checked.errors)
+        body = checked.answer()
+        accepted, invalid = body["accepted"], body["invalid"]
         self.metrics.accepted.inc(accepted)
         self.metrics.duplicate.inc(checked.duplicate)
         self.metrics.invalid.inc(invalid)
         log.debug(
             "ingest (%s): accepted %d, duplicate %d, invalid %d", method, accepted, checked.duplicate, invalid
         )
-        result = {"accepted": accepted, "duplicate": checked.duplicate, "invalid": invalid}
         status = 422 if items and invalid == len(items) else 202
         headers = {"Connection": "close"} if close else None  # see bridge.ingest.connections
-        return JSONResponse({**result, "errors": checked.errors}, status, headers=headers)
+        return JSONResponse(body, status, headers=headers)
 
     async def readiness(self) -> list[str]:
         reasons: list[str] = []

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from bridge.config import MerchantsConfig
 from bridge.domain.errors import FieldProblem, InvalidOutcome
@@ -70,6 +70,16 @@ class Enqueuer:
         return batches
 
 
+class Answer(TypedDict):
+    """What happened to the items, as the HTTP API answers it (the body of its 202 or 422) and
+    ``bridge.publish`` returns it: ``errors`` has one entry per invalid item, with its index."""
+
+    accepted: int
+    duplicate: int
+    invalid: int
+    errors: list[dict[str, Any]]
+
+
 @dataclass
 class Checked:
     """Items after validation (:func:`check`) and the dedup lookup (:func:`drop_seen`)."""
@@ -84,6 +94,15 @@ class Checked:
     def keys(self) -> list[tuple[int, str]]:
         """The dedup keys of the outcomes to enqueue."""
         return [(m.merchant_id, m.outcome_id) for _, m in self.enqueue]
+
+    def answer(self) -> Answer:
+        """The counts and per-item errors (once the outcomes to enqueue are enqueued)."""
+        return {
+            "accepted": len(self.enqueue),
+            "duplicate": self.duplicate,
+            "invalid": len(self.errors),
+            "errors": self.errors,
+        }
 
 
 @dataclass(frozen=True)
