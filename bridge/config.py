@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import yaml
@@ -148,9 +148,14 @@ class EventsConfig(_Strict):
 
 class MerchantConfig(_Strict):
     merchant_id: int
-    sources: list[SourceConfig] = Field(default_factory=list)
-    stores: str | list[dict[str, Any]] | None = None
-    events: EventsConfig = Field(default_factory=EventsConfig)
+    #: Each a ``SourceConfig``, checked on its own (``_merchant_sources``): a bad source hides
+    #: neither the others nor the rest of the merchant.
+    sources: list[Any] = Field(default_factory=list)
+    #: A store directory's file name, or the rows inline (each a mapping); checked by
+    #: ``_merchant_stores`` (so a mistake is reported as one problem at its own path).
+    stores: Any = None
+    #: An ``EventsConfig``, checked on its own (``_merchant``).
+    events: dict[str, Any] = Field(default_factory=dict)
 
 
 class SegmentConfig(_Strict):
@@ -163,9 +168,12 @@ class IngestConfig(_Strict):
 
 
 class _FileModel(_Strict):
-    segment: SegmentConfig = Field(default_factory=SegmentConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    merchants: list[MerchantConfig] = Field(default_factory=list)
+    """The file's top level; each section is checked on its own (``parse_merchants``), so a
+    mistake in one hides no problem of another."""
+
+    segment: dict[str, Any] = Field(default_factory=dict)  # a SegmentConfig
+    ingest: dict[str, Any] = Field(default_factory=dict)  # an IngestConfig
+    merchants: list[Any] = Field(default_factory=list)  # each a MerchantConfig
 
 
 class Source(BaseModel):
@@ -229,6 +237,36 @@ def substitute_env(value: Any, env: Mapping[str, str], problems: list[str], wher
             k: substitute_env(v, env, problems, f"{where}.{k}" if where else str(k)) for k, v in value.items()
         }
     return value
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _valid(model: type[_Model], value: Any, where: str, problems: list[str]) -> _Model | None:
+    """``value`` read as ``model``, each of its problems added to ``problems`` with its path in
+    the file's style (``merchants[0].sources[1].host``). A key that is unknown or holds a bad
+    value is reported and then read as absent, so one mistake hides no other problem; None when
+    even that cannot be read (not a mapping, or a required key bad or missing)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    problems.extend(f"{_path(where, err['loc'])}: {err['msg']}" for err in errors)
+    if not isinstance(value, dict):
+        return None
+    bad = {err["loc"][0] for err in errors if err["loc"]}
+    try:
+        return model.model_validate({k: v for k, v in value.items() if k not in bad})
+    except ValidationError:
+        return None
+
+
+def _path(where: str, loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location below ``where``, written as the file's other problems are."""
+    path = where
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "<root>"
 
 
 def _decimal_or_none(text: str | None, where: str, problems: list[str]) -> Decimal | None:
@@ -321,10 +359,9 @@ def _check_host(host: str, where: str, problems: list[str]) -> None:
 def _merchant(m: MerchantConfig, where: str, default_host: str, base: Path, problems: list[str]) -> Merchant:
     sources = _merchant_sources(m, where, default_host, problems)
     stores = _merchant_stores(m.stores, where, base, problems)
-    _check_event_names(m.events, where, problems)
-    context = MappingContext(
-        stores=stores, rename=dict(m.events.rename), disabled=frozenset(m.events.disabled)
-    )
+    events = _valid(EventsConfig, m.events, f"{where}.events", problems) or EventsConfig()
+    _check_event_names(events, where, problems)
+    context = MappingContext(stores=stores, rename=dict(events.rename), disabled=frozenset(events.disabled))
     return Merchant(merchant_id=m.merchant_id, sources=tuple(sources), context=context)
 
 
@@ -332,8 +369,11 @@ def _merchant_sources(m: MerchantConfig, where: str, default_host: str, problems
     """A merchant's sources, each with its host (the default one unless it names its own)."""
     sources: list[Source] = []
     names: set[str] = set()
-    for j, src in enumerate(m.sources):
+    for j, given in enumerate(m.sources):
         at = f"{where}.sources[{j}]"
+        src = _valid(SourceConfig, given, at, problems)
+        if src is None:
+            continue
         if not src.write_key.get_secret_value().strip():
             problems.append(f"{at}.write_key: empty (is its environment variable set?)")
         if src.name in names:
@@ -346,9 +386,7 @@ def _merchant_sources(m: MerchantConfig, where: str, default_host: str, problems
     return sources
 
 
-def _merchant_stores(
-    given: str | list[dict[str, Any]] | None, where: str, base: Path, problems: list[str]
-) -> dict[str, Store]:
+def _merchant_stores(given: Any, where: str, base: Path, problems: list[str]) -> dict[str, Store]:
     """A merchant's stores: from a directory file (relative to ``base``) or listed inline."""
     stores: dict[str, Store] = {}
     if isinstance(given, str):
@@ -357,11 +395,16 @@ def _merchant_stores(
         )
     elif isinstance(given, list):
         for k, row in enumerate(given):
+            if not isinstance(row, dict):
+                problems.append(f"{where}.stores[{k}]: expected a mapping of column names to values")
+                continue
             store = _store(row, f"{where}.stores[{k}]", problems)
             if store is not None:
                 if store.code in stores:
                     problems.append(f"{where}.stores[{k}]: store_code {store.code!r} appears twice")
                 stores[store.code] = store
+    elif given is not None:
+        problems.append(f"{where}.stores: expected a file name or a list of rows")
     return stores
 
 
@@ -393,32 +436,31 @@ def parse_merchants(
     if not isinstance(raw, dict):
         raise ConfigError([f"{path or 'configuration'}: expected a mapping at the top level"])
     raw = substitute_env(raw, os.environ if env is None else env, problems)
-    try:
-        model = _FileModel.model_validate(raw)
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            loc = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{loc}: {err['msg']}")
-        raise ConfigError(problems) from None
-    _check_host(model.segment.host, "segment.host", problems)
+    top = _valid(_FileModel, raw, "", problems) or _FileModel()
+    segment = _valid(SegmentConfig, top.segment, "segment", problems) or SegmentConfig()
+    ingest = _valid(IngestConfig, top.ingest, "ingest", problems) or IngestConfig()
+    _check_host(segment.host, "segment.host", problems)
     merchants: dict[int, Merchant] = {}
-    for i, m in enumerate(model.merchants):
+    for i, given in enumerate(top.merchants):
         where = f"merchants[{i}]"
+        m = _valid(MerchantConfig, given, where, problems)
+        if m is None:
+            continue
         if m.merchant_id in merchants:
             problems.append(f"{where}.merchant_id: merchant {m.merchant_id} appears twice")
-        merchants[m.merchant_id] = _merchant(m, where, model.segment.host, base, problems)
-    for i, secret in enumerate(model.ingest.hmac_secrets):
+        merchants[m.merchant_id] = _merchant(m, where, segment.host, base, problems)
+    for i, secret in enumerate(ingest.hmac_secrets):
         if not secret.get_secret_value():
             problems.append(f"ingest.hmac_secrets[{i}]: empty")
-    for i, token in enumerate(model.ingest.bearer_tokens):
+    for i, token in enumerate(ingest.bearer_tokens):
         if not token.get_secret_value():
             problems.append(f"ingest.bearer_tokens[{i}]: empty")
     if problems:
         raise ConfigError(_without_echoes(problems))
     return MerchantsConfig(
-        segment_host=model.segment.host.rstrip("/"),
-        hmac_secrets=tuple(model.ingest.hmac_secrets),
-        bearer_tokens=tuple(model.ingest.bearer_tokens),
+        segment_host=segment.host.rstrip("/"),
+        hmac_secrets=tuple(ingest.hmac_secrets),
+        bearer_tokens=tuple(ingest.bearer_tokens),
         merchants=merchants,
         path=path,
     )

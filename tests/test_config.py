@@ -77,9 +77,57 @@ merchants:
 def test_unknown_keys_and_wrong_types_are_errors():
     with pytest.raises(ConfigError) as info:
         parse_merchants({"merchants": [{"merchant_id": "x", "sourcez": []}]}, Path("."), env={})
-    text = str(info.value)
-    assert "merchants.0.merchant_id" in text
-    assert "merchants.0.sourcez" in text
+    assert info.value.problems == (
+        "merchants[0].merchant_id: Input should be a valid integer, unable to parse string as an integer",
+        "merchants[0].sourcez: Extra inputs are not permitted",
+    )
+
+
+def test_a_schema_problem_hides_no_other_problem(tmp_path: Path) -> None:
+    # An unknown key (a typo) or a value of the wrong type is reported beside what the other
+    # checks find in the parts that could be read, with paths in one style.
+    (tmp_path / "c.yaml").write_text(
+        """
+segment: {host: not-a-url}
+ingest: {bearer_tokens: [""], hmac_secret: [s]}
+merchants:
+  - merchant_id: 1738
+    sources:
+      - {name: Prod, write_key: k, hots: "https://events.eu1.segmentapis.com"}
+      - {name: Prod, write_key: k}
+      - {name: NoKey}
+      - just text
+    stores: missing-stores.csv
+    events: {rename: {"Check In": "Store Check-In"}, disabled: "Nope"}
+  - merchant_id: 1738
+    sources: [{name: Other, write_key: k}]
+    stores: [{store_code: "1"}, [1, 2]]
+  - {merchant_id: x, sources: [{name: P, write_key: k, host: "ftp://x"}]}
+  - {merchant_id: 3, stores: true, events: []}
+"""
+    )
+    with pytest.raises(ConfigError) as info:
+        load_merchants_file(tmp_path / "c.yaml", env={})
+    known = "POS Activity, Add/Redeem, Identify Customer, Loyalty Registration, Web Registration, Referral, Check-In, Recharge Value, Survey Completion"
+    assert sorted(p.replace(f"{tmp_path}/", "") for p in info.value.problems) == sorted(
+        [
+            "ingest.hmac_secret: Extra inputs are not permitted",
+            "segment.host: not an http(s) URL: 'not-a-url'",
+            "ingest.bearer_tokens[0]: empty",
+            "merchants[0].sources[0].hots: Extra inputs are not permitted",
+            "merchants[0].sources[1].name: source 'Prod' appears twice for merchant 1738",
+            "merchants[0].sources[2].write_key: Field required",
+            "merchants[0].sources[3]: Input should be a valid dictionary or instance of SourceConfig",
+            "missing-stores.csv: cannot read store directory (No such file or directory)",
+            "merchants[0].events.disabled: Input should be a valid list",
+            f"merchants[0].events.rename: unknown event 'Check In' (known: {known})",
+            "merchants[1].merchant_id: merchant 1738 appears twice",
+            "merchants[1].stores[1]: expected a mapping of column names to values",
+            "merchants[2].merchant_id: Input should be a valid integer, unable to parse string as an integer",
+            "merchants[3].events: Input should be a valid dictionary",
+            "merchants[3].stores: expected a file name or a list of rows",
+        ]
+    )
 
 
 def test_settings_from_environment(monkeypatch):
