@@ -9,6 +9,7 @@ Write keys are kept in ``SecretStr`` so they never print by accident.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -322,31 +323,51 @@ def _store(row: Mapping[str, Any], where: str, problems: list[str]) -> Store | N
 
 
 def read_store_directory(path: Path, problems: list[str]) -> dict[str, Store]:
-    """Read ``store_code,name,latitude,longitude,city,postal_code,state,country`` (header row first)."""
-    stores: dict[str, Store] = {}
+    """Read ``store_code,name,latitude,longitude,city,postal_code,state,country`` (header row first):
+    UTF-8 text (a byte-order mark allowed), read as strict CSV, so a quote left open is a problem,
+    not a value that swallows the rows after it."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            missing = [c for c in ("store_code",) if c not in columns]
-            # an empty header cell (a trailing comma) names no column
-            unknown = [c for c in columns if c.strip() and c not in STORE_COLUMNS]
-            if missing or unknown:
-                named = [f"missing column(s) {', '.join(missing)}"] if missing else []
-                named += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
-                problems.append(f"{path}: {'; '.join(named)} (expected {','.join(STORE_COLUMNS)})")
-                return stores
-            for line, row in enumerate(reader, start=2):
-                if None in row:  # more cells than the header names
-                    problems.append(f"{path}:{line}: more values than columns")
-                    continue
-                store = _store(row, f"{path}:{line}", problems)
-                if store is not None:
-                    if store.code in stores:
-                        problems.append(f"{path}:{line}: store_code {store.code!r} appears twice")
-                    stores[store.code] = store
+        data = path.read_bytes()
     except OSError as exc:
         problems.append(f"{path}: cannot read store directory ({exc.strerror or exc})")
+        return {}
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problems.append(f"{path}:{line}: not UTF-8 text (save the store directory as UTF-8)")
+        return {}
+    return _store_rows(csv.DictReader(io.StringIO(text, newline=""), strict=True), path, problems)
+
+
+def _store_rows(reader: csv.DictReader[str], path: Path, problems: list[str]) -> dict[str, Store]:
+    """The store directory's rows; each problem named by its line (where its row ends)."""
+    stores: dict[str, Store] = {}
+    try:
+        columns = reader.fieldnames or []
+        missing = [c for c in ("store_code",) if c not in columns]
+        # an empty header cell (a trailing comma) names no column
+        unknown = [c for c in columns if c.strip() and c not in STORE_COLUMNS]
+        if missing or unknown:
+            named = [f"missing column(s) {', '.join(missing)}"] if missing else []
+            named += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
+            problems.append(f"{path}: {'; '.join(named)} (expected {','.join(STORE_COLUMNS)})")
+            return stores
+        for row in reader:
+            line = reader.line_num
+            if None in row:  # more cells than the header names
+                problems.append(f"{path}:{line}: more values than columns")
+                continue
+            if None in row.values():  # fewer cells (an empty one is "", not None)
+                problems.append(f"{path}:{line}: fewer values than columns")
+                continue
+            store = _store(row, f"{path}:{line}", problems)
+            if store is not None:
+                if store.code in stores:
+                    problems.append(f"{path}:{line}: store_code {store.code!r} appears twice")
+                stores[store.code] = store
+    except csv.Error as exc:  # the row after the last one read (its quote left open, say)
+        problems.append(f"{path}:{reader.line_num + 1}: not valid CSV ({exc})")
     return stores
 
 

@@ -216,3 +216,32 @@ def test_a_store_directory_with_unknown_columns_or_extra_cells_is_refused(tmp_pa
         "lat.csv: unknown column(s) lat, lng (expected "
         "store_code,name,latitude,longitude,city,postal_code,state,country)",
     ]
+
+
+def test_a_store_directory_that_is_not_utf8_or_not_strict_csv_is_refused(tmp_path: Path) -> None:
+    # Not UTF-8: a configuration problem (it was a UnicodeDecodeError traceback); a quote left
+    # open: refused (it swallowed every row after it into one name); a row with fewer cells
+    # than the header: refused (an empty cell is still fine).
+    (tmp_path / "latin1.csv").write_bytes("store_code,name\n0,Café\n".encode("latin-1"))
+    (tmp_path / "quote.csv").write_text('store_code,name,city\n0,"unterminated,x\n1,B,y\n')
+    (tmp_path / "short.csv").write_text("store_code,name,city\n0,A,\n1,B\n2\n3,C,z\n")
+    (tmp_path / "multi.csv").write_text('store_code,name\n0,"two\nlines"\n\n1,"a"b\n')
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "merchants:\n"
+        "  - {merchant_id: 1, sources: [{name: P, write_key: k}], stores: latin1.csv,"
+        " events: {disabled: [Nope]}}\n"
+        "  - {merchant_id: 2, sources: [{name: P, write_key: k}], stores: quote.csv}\n"
+        "  - {merchant_id: 3, sources: [{name: P, write_key: k}], stores: short.csv}\n"
+        "  - {merchant_id: 4, sources: [{name: P, write_key: k}], stores: multi.csv}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_merchants_file(path)
+    assert sorted(p.replace(str(tmp_path) + "/", "") for p in info.value.problems if "Nope" not in p) == [
+        "latin1.csv:2: not UTF-8 text (save the store directory as UTF-8)",
+        "multi.csv:5: not valid CSV (',' expected after '\"')",
+        "quote.csv:2: not valid CSV (unexpected end of data)",
+        "short.csv:3: fewer values than columns",
+        "short.csv:4: fewer values than columns",
+    ]
+    assert any("unknown event 'Nope'" in p for p in info.value.problems)  # still checked
