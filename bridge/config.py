@@ -220,8 +220,15 @@ class MerchantsConfig(BaseModel):
 
 
 def substitute_env(value: Any, env: Mapping[str, str], problems: list[str], where: str = "") -> Any:
-    """Replace ``${NAME}`` in every string of a YAML tree; a missing variable is a problem."""
+    """Replace ``${NAME}`` in every string of a YAML tree; a missing variable is a problem, and so
+    is any other ``${`` (``${ NAME }``, ``${NAME:-default}``, ``${A-B}``): it is no reference, and
+    a secret must not silently be the text that spells it. Problems name where, never the value."""
     if isinstance(value, str):
+        if "${" in _ENV_REF.sub("", value):
+            problems.append(
+                f"{where or '<root>'}: '${{' that does not start a ${{NAME}} reference "
+                "(NAME: letters, digits and _, not starting with a digit; no spaces, no default)"
+            )
 
         def repl(match: re.Match[str]) -> str:
             name = match.group(1)
@@ -456,7 +463,8 @@ def parse_merchants(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{path or 'configuration'}: expected a mapping at the top level"])
-    raw = substitute_env(raw, os.environ if env is None else env, problems)
+    references: list[str] = []  # the ${NAME} references' problems
+    raw = substitute_env(raw, os.environ if env is None else env, references)
     top = _valid(_FileModel, raw, "", problems) or _FileModel()
     segment = _valid(SegmentConfig, top.segment, "segment", problems) or SegmentConfig()
     ingest = _valid(IngestConfig, top.ingest, "ingest", problems) or IngestConfig()
@@ -476,8 +484,8 @@ def parse_merchants(
     for i, token in enumerate(ingest.bearer_tokens):
         if not token.get_secret_value():
             problems.append(f"ingest.bearer_tokens[{i}]: empty")
-    if problems:
-        raise ConfigError(_without_echoes(problems))
+    if references or problems:
+        raise ConfigError([*references, *_without_echoes(problems, references)])
     return MerchantsConfig(
         segment_host=segment.host.rstrip("/"),
         hmac_secrets=tuple(ingest.hmac_secrets),
@@ -487,16 +495,12 @@ def parse_merchants(
     )
 
 
-def _without_echoes(problems: list[str]) -> list[str]:
-    """Drop the follow-on complaints about a value whose environment variable is missing."""
-    missing = {
-        p.split(": ", 1)[0] for p in problems if "environment variable" in p and p.endswith("is not set")
-    }
+def _without_echoes(problems: list[str], references: list[str]) -> list[str]:
+    """Drop the follow-on complaints about a value whose ``${NAME}`` reference is a problem
+    (its environment variable missing, or not a reference)."""
+    bad = {p.split(": ", 1)[0] for p in references}
     return [
-        p
-        for p in problems
-        if p.endswith("is not set")
-        or not any(p.startswith(f"{path}:") or p.startswith(f"{path}.") for path in missing)
+        p for p in problems if not any(p.startswith(f"{path}:") or p.startswith(f"{path}.") for path in bad)
     ]
 
 

@@ -245,3 +245,35 @@ def test_a_store_directory_that_is_not_utf8_or_not_strict_csv_is_refused(tmp_pat
         "short.csv:4: fewer values than columns",
     ]
     assert any("unknown event 'Nope'" in p for p in info.value.problems)  # still checked
+
+
+def test_a_dollar_brace_that_is_not_a_reference_is_refused_without_its_value(tmp_path: Path) -> None:
+    # They were kept as the literal secret (a write key of "${SEGMENT-WRITE-KEY}" sent to Segment).
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+segment: {host: "${ SEGMENT_HOST }"}
+ingest: {bearer_tokens: ["${ BRIDGE_INGEST_TOKEN }"]}
+merchants:
+  - merchant_id: 1738
+    sources:
+      - {name: Prod, write_key: "${SEGMENT-WRITE-KEY-1738}"}
+      - {name: Staging, write_key: "${SEGMENT_WRITE_KEY_STAGING:-fallback-key}"}
+      - {name: Half, write_key: "${WK}${"}
+      - {name: Fine, write_key: "${WK}"}
+"""
+    )
+    with pytest.raises(ConfigError) as info:
+        load_merchants_file(path, env={"WK": "wk-1738", "SEGMENT_WRITE_KEY_STAGING": "s"})
+    reason = (
+        "'${' that does not start a ${NAME} reference "
+        "(NAME: letters, digits and _, not starting with a digit; no spaces, no default)"
+    )
+    assert info.value.problems == (
+        f"segment.host: {reason}",  # and no follow-on "not an http(s) URL"
+        f"ingest.bearer_tokens[0]: {reason}",
+        f"merchants[0].sources[0].write_key: {reason}",
+        f"merchants[0].sources[1].write_key: {reason}",
+        f"merchants[0].sources[2].write_key: {reason}",
+    )
+    assert "fallback-key" not in str(info.value) and "wk-1738" not in str(info.value)
