@@ -12,15 +12,24 @@ import csv
 import io
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.domain.errors import ConfigError
@@ -38,7 +47,27 @@ class _ConfigLoader(yaml.SafeLoader):
     configuration's models read numbers from it (``merchant_id: 1738``). So ``NO`` (Norway),
     ``on`` and ``y`` stay text, and so do ``02210`` (a ZIP code, an octal number to YAML 1.1),
     ``007``, ``12.10``, ``40.712776123456789012`` (every digit), ``1:30`` (base 60 to YAML 1.1)
-    and ``2024-05-05`` (a date to YAML 1.1)."""
+    and ``2024-05-05`` (a date to YAML 1.1).
+
+    A key repeated in one mapping (a second ``merchants:`` or ``write_key:``) is an error: YAML
+    readers keep the last value and drop the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable):  # other keys: refused by SafeLoader
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"repeated key {key!r} (the first value would be lost)",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _GUESSED = {
@@ -136,6 +165,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer, not true or false")
+    return value
+
+
+#: An integer of the file: written as text (``_ConfigLoader``), never ``true``/``false``
+#: (which pydantic would read as 1 and 0).
+_FileInt = Annotated[int, BeforeValidator(_not_a_boolean)]
+
+
 class SourceConfig(_Strict):
     name: str = Field(min_length=1)
     write_key: SecretStr
@@ -148,7 +188,7 @@ class EventsConfig(_Strict):
 
 
 class MerchantConfig(_Strict):
-    merchant_id: int
+    merchant_id: _FileInt
     #: Each a ``SourceConfig``, checked on its own (``_merchant_sources``): a bad source hides
     #: neither the others nor the rest of the merchant.
     sources: list[Any] = Field(default_factory=list)

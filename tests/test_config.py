@@ -277,3 +277,51 @@ merchants:
         f"merchants[0].sources[2].write_key: {reason}",
     )
     assert "fallback-key" not in str(info.value) and "wk-1738" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    [
+        (
+            "merchants:\n  - merchant_id: 1\n    sources: [{name: P, write_key: a}]\n"
+            "merchants:\n  - merchant_id: 2\n    sources: [{name: P, write_key: b}]\n",
+            "merchants",
+            "line 4, column 1",
+        ),
+        (
+            "merchants:\n  - merchant_id: 1\n    sources:\n      - name: P\n"
+            "        write_key: a\n        write_key: b\n",
+            "write_key",
+            "line 6, column 9",
+        ),
+        ("segment: {host: 'https://a.example', host: 'https://b.example'}\n", "host", "line 1, column 38"),
+    ],
+    ids=["merchants", "write_key", "flow-mapping"],
+)
+def test_a_repeated_yaml_key_is_refused(tmp_path: Path, text: str, key: str, where: str) -> None:
+    # YAML readers keep the last value: the first merchants list (or write key) was dropped.
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_merchants_file(path)
+    [problem] = info.value.problems
+    assert f"repeated key {key!r}" in problem and where in problem
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "merchants:\n  - &one {merchant_id: 1, sources: [{name: P, write_key: a}]}\n"
+        "  - <<: *one\n    merchant_id: 2\n"
+    )
+    assert set(load_merchants_file(path).merchants) == {1, 2}
+
+
+def test_a_boolean_is_not_a_merchant_id() -> None:
+    # pydantic reads true as 1: "merchant_id: true" configured merchant 1.
+    raw = {"merchants": [{"merchant_id": True, "sources": [{"name": "P", "write_key": "k"}]}]}
+    with pytest.raises(ConfigError) as info:
+        parse_merchants(raw, Path("."), env={})
+    assert info.value.problems == (
+        "merchants[0].merchant_id: Input should be a valid integer, not true or false",
+    )
