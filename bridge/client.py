@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bridge.config import Settings
+from bridge.config import Settings, load_settings
 from bridge.runtime import Runtime, build_runtime
 from bridge.stages.accept import Answer, Checked, accept, decode_item, short_ids
 
@@ -26,10 +26,10 @@ log = logging.getLogger("bridge.publish")
 
 class Publisher:
     """Publishes outcomes with the wiring of ``runtime`` (default: built from ``settings``, or
-    from the ``BRIDGE_*`` environment)."""
+    from the ``BRIDGE_*`` environment; a bad setting there raises ``ConfigError``)."""
 
     def __init__(self, settings: Settings | None = None, *, runtime: Runtime | None = None) -> None:
-        self.runtime = runtime or build_runtime(settings or Settings())
+        self.runtime = runtime or build_runtime(settings or load_settings())
         self.settings = self.runtime.settings
 
     def publish_texts(self, texts: Sequence[str], mapped: Sequence[Mapped] | None = None) -> int:

@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -39,6 +40,8 @@ DEFAULT_SEGMENT_HOST = "https://api.segment.io"
 DAY_S = 24 * 3600
 STORE_COLUMNS = ("store_code", "name", "latitude", "longitude", "city", "postal_code", "state", "country")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: The levels every logger of the bridge takes (uvicorn's have no WARN, FATAL or NOTSET).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -139,16 +142,55 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     #: Port on which ``bridge worker`` serves its Prometheus metrics (unset: none).
-    metrics_port: int | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("log_level")
+    @classmethod
+    def _a_log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"not a log level (one of {', '.join(LOG_LEVELS)})")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: str) -> str:
+        """What redis-py and kombu can use. The URL may hold a password: never quoted."""
+        parsed = urlparse(value)
+        if value != value.strip() or parsed.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("not a redis://, rediss:// or unix:// URL")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("its port is not a number from 1 to 65535")
+        if parsed.scheme == "unix" and not parsed.path:
+            raise ValueError("a unix:// URL names no socket path")
+        return value
 
     @model_validator(mode="after")
-    def _heartbeat_outlives_its_interval(self) -> Settings:
+    def _settings_agree(self) -> Settings:
+        """Settings that bound each other; every disagreement on a line of its own."""
+        problems: list[str] = []
         if self.heartbeat_ttl_s < 2 * self.heartbeat_interval_s:
-            raise ValueError(
+            problems.append(
                 f"BRIDGE_HEARTBEAT_TTL_S ({self.heartbeat_ttl_s}) must be at least twice "
                 f"BRIDGE_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s}): one late renewal "
                 "would make a live worker look dead"
             )
+        if self.dedup_window_s < self.retention_s:
+            problems.append(
+                f"BRIDGE_DEDUP_WINDOW_S ({self.dedup_window_s}) must be at least BRIDGE_RETENTION_S "
+                f"({self.retention_s}): an outcome sent again while its delivery is still retried "
+                "would be accepted and delivered twice"
+            )
+        if self.retry_base_s > self.retry_cap_s:
+            problems.append(
+                f"BRIDGE_RETRY_BASE_S ({self.retry_base_s}) must not exceed BRIDGE_RETRY_CAP_S "
+                f"({self.retry_cap_s})"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def load_merchants(self) -> MerchantsConfig:
@@ -156,6 +198,22 @@ class Settings(BaseSettings):
         if self.config is None:
             return MerchantsConfig()
         return load_merchants_file(self.config)
+
+
+def load_settings() -> Settings:
+    """This process's ``Settings``, from the ``BRIDGE_*`` environment; raises ``ConfigError``
+    listing every bad setting by its environment variable (never its value)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems: list[str] = []
+        for err in exc.errors(include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["loc"]:
+                problems.append(f"BRIDGE_{str(err['loc'][0]).upper()}: {msg}")
+            else:  # _settings_agree's, each naming its variables
+                problems += msg.splitlines()
+        raise ConfigError(problems) from None
 
 
 # --------------------------------------------------------------------------- merchants file

@@ -115,3 +115,15 @@ def test_invalid_utf8_on_stdin_is_unreadable_input_as_in_a_file(tmp_path):
         assert result.returncode == 2
         assert "error: cannot read -: 'utf-8' codec can't decode byte 0xff" in result.stderr.decode()
         assert result.stdout == b""
+
+
+def test_a_bad_bridge_setting_is_one_clear_error_naming_the_variable():
+    # It was a pydantic traceback (exit 1) naming the Python field (rate_per_s).
+    result = run_map([str(EXAMPLES)], env={"BRIDGE_RATE_PER_S": "abc", "BRIDGE_LOG_LEVEL": "chatty"})
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: invalid configuration:\n"
+        "  - BRIDGE_RATE_PER_S: Input should be a valid number, unable to parse string as a number\n"
+        "  - BRIDGE_LOG_LEVEL: not a log level (one of DEBUG, INFO, WARNING, ERROR, CRITICAL)\n"
+    )
+    assert result.stdout == ""

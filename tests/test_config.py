@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from bridge.config import Settings, load_merchants_file, parse_merchants
+from bridge.config import Settings, load_merchants_file, load_settings, parse_merchants
 from bridge.domain.errors import ConfigError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "merchants.yaml"
@@ -134,6 +135,7 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("BRIDGE_REDIS_URL", "redis://example:6380/2")
     # A parsing test (any integer shows the variable is read): no process runs with it.
     monkeypatch.setenv("BRIDGE_DEDUP_WINDOW_S", "60")
+    monkeypatch.setenv("BRIDGE_RETENTION_S", "60")  # the window may not be shorter
     settings = Settings()
     assert settings.redis_url == "redis://example:6380/2"
     assert settings.dedup_window_s == 60
@@ -325,3 +327,91 @@ def test_a_boolean_is_not_a_merchant_id() -> None:
     assert info.value.problems == (
         "merchants[0].merchant_id: Input should be a valid integer, not true or false",
     )
+
+
+@pytest.fixture
+def bridge_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The environment without any ``BRIDGE_*`` variable of the caller's."""
+    for name in [n for n in os.environ if n.startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_bad_bridge_settings_are_one_error_naming_the_variables(bridge_env: pytest.MonkeyPatch) -> None:
+    # They were a pydantic traceback naming Python fields (rate_per_s), quoting the values; a
+    # log level, Redis URL or port no process can use was accepted and failed later.
+    for name, value in {
+        "RATE_PER_S": "abc",
+        "DEDUP_WINDOW_S": "-5",
+        "LOG_LEVEL": "chatty",
+        "METRICS_PORT": "99999",
+        "REDIS_URL": "localhost:6379",
+    }.items():
+        bridge_env.setenv(f"BRIDGE_{name}", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert sorted(info.value.problems) == [
+        "BRIDGE_DEDUP_WINDOW_S: Input should be greater than 0",
+        "BRIDGE_LOG_LEVEL: not a log level (one of DEBUG, INFO, WARNING, ERROR, CRITICAL)",
+        "BRIDGE_METRICS_PORT: Input should be less than or equal to 65535",
+        "BRIDGE_RATE_PER_S: Input should be a valid number, unable to parse string as a number",
+        "BRIDGE_REDIS_URL: not a redis://, rediss:// or unix:// URL",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://:secret@127.0.0.1:6379/0", "not a redis://, rediss:// or unix:// URL"),
+        (" redis://:secret@127.0.0.1:6379/0", "not a redis://, rediss:// or unix:// URL"),
+        ("redis://:secret@127.0.0.1:99999/0", "its port is not a number from 1 to 65535"),
+        ("redis://:secret@127.0.0.1:0/0", "its port is not a number from 1 to 65535"),
+        ("redis://:secret@127.0.0.1:port/0", "its port is not a number from 1 to 65535"),
+        ("unix://", "a unix:// URL names no socket path"),
+    ],
+)
+def test_a_redis_url_no_client_can_use_is_refused_without_its_password(
+    bridge_env: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    bridge_env.setenv("BRIDGE_REDIS_URL", url)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.problems == (f"BRIDGE_REDIS_URL: {problem}",)
+    assert "secret" not in str(info.value)
+
+
+def test_settings_that_bound_each_other_are_all_checked(bridge_env: pytest.MonkeyPatch) -> None:
+    # README: keep BRIDGE_DEDUP_WINDOW_S >= BRIDGE_RETENTION_S; a retry base above its cap and a
+    # heartbeat TTL under two intervals: every disagreement reported, not the first.
+    for name, value in {
+        "DEDUP_WINDOW_S": "60",
+        "RETRY_BASE_S": "900",
+        "RETRY_CAP_S": "1",
+        "HEARTBEAT_INTERVAL_S": "5",
+        "HEARTBEAT_TTL_S": "8",
+    }.items():
+        bridge_env.setenv(f"BRIDGE_{name}", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert [p.split(" ", 1)[0] for p in info.value.problems] == [
+        "BRIDGE_HEARTBEAT_TTL_S",
+        "BRIDGE_DEDUP_WINDOW_S",
+        "BRIDGE_RETRY_BASE_S",
+    ]
+    assert "must be at least BRIDGE_RETENTION_S (604800)" in info.value.problems[1]
+    assert info.value.problems[2] == "BRIDGE_RETRY_BASE_S (900.0) must not exceed BRIDGE_RETRY_CAP_S (1.0)"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"BRIDGE_REDIS_URL": "rediss://:pw@redis.example:6380/1", "BRIDGE_LOG_LEVEL": "debug"},
+        {"BRIDGE_REDIS_URL": "unix:///run/redis.sock?db=2", "BRIDGE_LOG_LEVEL": "WARNING"},
+        {"BRIDGE_REDIS_URL": "redis://", "BRIDGE_METRICS_PORT": "65535", "BRIDGE_RETRY_BASE_S": "600"},
+    ],
+)
+def test_usable_settings_are_accepted(bridge_env: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name, value in env.items():
+        bridge_env.setenv(name, value)
+    assert load_settings().redis_url == env["BRIDGE_REDIS_URL"]
+    assert load_settings().log_level == env.get("BRIDGE_LOG_LEVEL", "INFO")  # as given

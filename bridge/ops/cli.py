@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bridge.config import MerchantsConfig, Settings
+from bridge.config import MerchantsConfig, Settings, load_settings
 from bridge.domain.errors import ConfigError, InvalidOutcome
 
 if TYPE_CHECKING:
@@ -28,6 +28,15 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Loyalty platform -> Segment event-source bridge."""
+
+
+def _settings() -> Settings:
+    """The ``BRIDGE_*`` settings; a bad one ends the command as a bad merchants file does."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _merchants(settings: Settings) -> MerchantsConfig:
@@ -79,7 +88,7 @@ def map_command(
     from bridge.stages.prepare import prepare, split_outcomes
     from mappings import no_event_reason
 
-    merchants = _merchants(Settings())
+    merchants = _merchants(_settings())
     try:
         if source == "-":  # strict UTF-8 as for a file (sys.stdin lets bad bytes through as surrogates)
             text = sys.stdin.buffer.read().decode("utf-8")
@@ -135,7 +144,7 @@ def serve(
     from bridge import logs
     from bridge.ingest.app import run
 
-    settings = Settings()
+    settings = _settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
     workers = workers or available_cores()
@@ -185,7 +194,7 @@ def tracking_plan_command(
         return
     context = None
     if merchant is not None:
-        merchants = _merchants(Settings())
+        merchants = _merchants(_settings())
         if merchant not in merchants.merchants:
             typer.echo(f"error: merchant {merchant} is not configured in BRIDGE_CONFIG", err=True)
             raise typer.Exit(2)
@@ -237,7 +246,7 @@ def worker(
 
     from bridge import logs
 
-    settings = Settings()
+    settings = _settings()
     merchants = _merchants(settings)  # refuse to start on a bad configuration
     logs.configure(settings.log_level, logs.secrets_of(merchants))
     _multiprocess_metrics()
@@ -328,7 +337,7 @@ def replay(
     from bridge.runtime import build_runtime
     from bridge.stages.bulk import ingest_file
 
-    settings = Settings()
+    settings = _settings()
     merchants = _merchants(settings)
     if not file.is_file():
         typer.echo(f"error: {file} is not a file", err=True)
@@ -379,8 +388,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
 
     from bridge.ops.status import collect
 
+    settings = _settings()  # a bad setting is not "cannot read Redis"
     try:
-        facts = collect(_runtime().store_set)
+        facts = collect(_runtime(settings).store_set)
     except Exception as exc:
         typer.echo(
             f"error: cannot read Redis at the configured BRIDGE_REDIS_URL: {type(exc).__name__}", err=True
@@ -428,11 +438,11 @@ dlq_app = typer.Typer(help="Inspect, replay and drop dead letters.", no_args_is_
 app.add_typer(dlq_app, name="dlq")
 
 
-def _runtime() -> Runtime:
-    """This command's wiring, from the ``BRIDGE_*`` environment read once."""
+def _runtime(settings: Settings | None = None) -> Runtime:
+    """This command's wiring, from the ``BRIDGE_*`` environment read once (or ``settings``)."""
     from bridge.runtime import build_runtime
 
-    return build_runtime(Settings())
+    return build_runtime(settings or _settings())
 
 
 @dlq_app.command("list")
