@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import yaml
 from pydantic import (
@@ -477,9 +477,27 @@ def _store_rows(reader: csv.DictReader[str], path: Path, problems: list[str]) ->
 
 
 def _check_host(host: str, where: str, problems: list[str]) -> None:
-    parsed = urlparse(host)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        problems.append(f"{where}: not an http(s) URL: {host!r}")
+    """A URL requests can go to (``/v1/batch`` is added to it): http(s), a host, a port in
+    1..65535, no path but ``/``, no query or fragment. Never quoted: a write key put in its
+    place by mistake would be printed."""
+    if host != host.strip():
+        problems.append(f"{where}: spaces around the URL")
+    elif any(c.isspace() for c in host):
+        problems.append(f"{where}: a space inside the URL")
+    parsed = urlsplit(host.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        problems.append(f"{where}: not an http(s) URL")
+        return
+    try:
+        port = parsed.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        problems.append(f"{where}: its port is not a number from 1 to 65535")
+    if parsed.path not in ("", "/"):
+        problems.append(f"{where}: has a path (give the scheme and host only: /v1/batch is added)")
+    if parsed.query or parsed.fragment or host.rstrip().endswith(("?", "#")):
+        problems.append(f"{where}: has a query or fragment")
 
 
 def _merchant(m: MerchantConfig, where: str, default_host: str, base: Path, problems: list[str]) -> Merchant:
@@ -602,6 +620,20 @@ def _without_echoes(problems: list[str], references: list[str]) -> list[str]:
     ]
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, without PyYAML's copy of the line (a write key written
+    into the file would be printed)."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        return f" at character {exc.position + 1}: {exc.reason}"
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f" ({type(exc).__name__})"
+    mark = exc.problem_mark
+    text = f" at line {mark.line + 1}, column {mark.column + 1}: {exc.problem or 'not valid'}"
+    if exc.context and exc.context_mark is not None:
+        text += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    return text
+
+
 def load_merchants_file(path: Path, env: Mapping[str, str] | None = None) -> MerchantsConfig:
     """Read and check the YAML merchants file (relative paths inside are relative to it)."""
     try:
@@ -611,5 +643,5 @@ def load_merchants_file(path: Path, env: Mapping[str, str] | None = None) -> Mer
     try:
         raw = read_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+        raise ConfigError([f"{path}: not valid YAML{_yaml_problem(exc)}"]) from None
     return parse_merchants(raw, path.parent, env, path)

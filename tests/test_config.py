@@ -113,7 +113,7 @@ merchants:
     assert sorted(p.replace(f"{tmp_path}/", "") for p in info.value.problems) == sorted(
         [
             "ingest.hmac_secret: Extra inputs are not permitted",
-            "segment.host: not an http(s) URL: 'not-a-url'",
+            "segment.host: not an http(s) URL",
             "ingest.bearer_tokens[0]: empty",
             "merchants[0].sources[0].hots: Extra inputs are not permitted",
             "merchants[0].sources[1].name: source 'Prod' appears twice for merchant 1738",
@@ -415,3 +415,74 @@ def test_usable_settings_are_accepted(bridge_env: pytest.MonkeyPatch, env: dict[
         bridge_env.setenv(name, value)
     assert load_settings().redis_url == env["BRIDGE_REDIS_URL"]
     assert load_settings().log_level == env.get("BRIDGE_LOG_LEVEL", "INFO")  # as given
+
+
+@pytest.mark.parametrize(
+    ("host", "problems"),
+    [
+        ("https://api.segment.io ", ["spaces around the URL"]),
+        ("\thttps://api.segment.io", ["spaces around the URL"]),
+        ("http://exa mple.com", ["a space inside the URL"]),
+        ("https://api.segment.io:99999", ["its port is not a number from 1 to 65535"]),
+        ("https://api.segment.io:0", ["its port is not a number from 1 to 65535"]),
+        ("https://api.segment.io:https", ["its port is not a number from 1 to 65535"]),
+        (
+            "https://api.segment.io/v1/batch",
+            ["has a path (give the scheme and host only: /v1/batch is added)"],
+        ),
+        ("https://api.segment.io/?key=1", ["has a query or fragment"]),
+        ("https://api.segment.io#top", ["has a query or fragment"]),
+        ("https://api.segment.io?", ["has a query or fragment"]),
+        ("REAL-EU-WRITE-KEY-0123456789", ["not an http(s) URL"]),  # a write key in its place
+        ("WRITE KEY", ["a space inside the URL", "not an http(s) URL"]),
+    ],
+)
+def test_a_host_no_request_can_use_is_refused_without_quoting_it(host: str, problems: list[str]) -> None:
+    # They were accepted at start (a space, a port, a path) or printed whole in the error (a
+    # write key swapped with the host).
+    raw = {
+        "segment": {"host": host},
+        "merchants": [{"merchant_id": 1, "sources": [{"name": "a", "write_key": "k1234", "host": host}]}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_merchants(raw, Path("."), env={})
+    assert info.value.problems == tuple(
+        [f"segment.host: {p}" for p in problems] + [f"merchants[0].sources[0].host: {p}" for p in problems]
+    )
+    assert host.strip() not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "host", ["https://api.segment.io", "http://127.0.0.1:8090/", "https://h.example:443"]
+)
+def test_a_usable_host_is_accepted(host: str) -> None:
+    raw = {"merchants": [{"merchant_id": 1, "sources": [{"name": "a", "write_key": "k", "host": host}]}]}
+    assert parse_merchants(raw, Path("."), env={}).sources_for(1)[0].host == host.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "merchants:\n  - merchant_id: 1738\n    sources:\n      - name: Prod\n"
+            "        write_key: LITERALWRITEKEY9876543210: x\n",
+            "not valid YAML at line 5, column 45: mapping values are not allowed here",
+        ),
+        (
+            "merchants:\n  - merchant_id: 1738\n    sources:\n      - name: Prod\n"
+            '        write_key: "LITERALWRITEKEY9876543210\n  - merchant_id: 1739\n',
+            "not valid YAML at line 7, column 1: found unexpected end of stream "
+            "(while scanning a quoted scalar at line 5, column 20)",
+        ),
+    ],
+)
+def test_a_yaml_syntax_error_says_where_without_printing_the_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    # PyYAML's message copies the offending line, which may hold a write key written literally.
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_merchants_file(path)
+    assert info.value.problems == (f"{path}: {problem}",)
+    assert "LITERALWRITEKEY" not in str(info.value)
