@@ -637,9 +637,14 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def load_merchants_file(path: Path, env: Mapping[str, str] | None = None) -> MerchantsConfig:
     """Read and check the YAML merchants file (relative paths inside are relative to it)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read configuration ({exc.strerror or exc})"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (save the configuration as UTF-8)"]) from None
     try:
         raw = read_yaml(text)
     except yaml.YAMLError as exc:

@@ -486,3 +486,12 @@ def test_a_yaml_syntax_error_says_where_without_printing_the_line(
         load_merchants_file(path)
     assert info.value.problems == (f"{path}: {problem}",)
     assert "LITERALWRITEKEY" not in str(info.value)
+
+
+def test_a_merchants_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    # It was a UnicodeDecodeError traceback (exit status 1).
+    path = tmp_path / "c.yaml"
+    path.write_bytes("merchants: []\n# Café\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_merchants_file(path)
+    assert info.value.problems == (f"{path}:2: not UTF-8 text (save the configuration as UTF-8)",)
