@@ -553,7 +553,8 @@ def _merchant_stores(given: Any, where: str, base: Path, problems: list[str]) ->
 
 
 def _check_event_names(events: EventsConfig, where: str, problems: list[str]) -> None:
-    """Renamed and disabled events must be known ones; a new name must not be blank."""
+    """Renamed and disabled events must be known ones; a new name must not be blank, nor the
+    name another event is sent under (renamed to it, or its own name, not renamed away)."""
     known = set(EVENT_NAMES)
     for name in events.rename:
         if name not in known:
@@ -563,6 +564,16 @@ def _check_event_names(events: EventsConfig, where: str, problems: list[str]) ->
     for name, new in events.rename.items():
         if not str(new).strip():
             problems.append(f"{where}.events.rename: empty new name for {name!r}")
+    # Two events sent under one name would be one event to Segment (and to its tracking plan).
+    sent_as: dict[str, list[str]] = {}
+    for name in EVENT_NAMES:
+        sent_as.setdefault(events.rename.get(name, name), []).append(name)
+    for new, names in sent_as.items():
+        if len(names) > 1 and new.strip():
+            problems.append(
+                f"{where}.events.rename: events {', '.join(map(repr, names))} "
+                f"would be sent under one name, {new!r}"
+            )
     for name in events.disabled:
         if name not in known and name != IDENTIFY:
             problems.append(

@@ -495,3 +495,46 @@ def test_a_merchants_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Pa
     with pytest.raises(ConfigError) as info:
         load_merchants_file(path)
     assert info.value.problems == (f"{path}:2: not UTF-8 text (save the configuration as UTF-8)",)
+
+
+def _with_renames(rename: dict[str, str]) -> dict[str, object]:
+    return {
+        "merchants": [
+            {"merchant_id": 1, "sources": [{"name": "a", "write_key": "k"}], "events": {"rename": rename}}
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("rename", "problem"),
+    [
+        (
+            {"Check-In": "Store Visit", "Referral": "Store Visit"},
+            "events 'Referral', 'Check-In' would be sent under one name, 'Store Visit'",
+        ),
+        ({"Check-In": "Referral"}, "events 'Referral', 'Check-In' would be sent under one name, 'Referral'"),
+        (
+            {"Check-In": "Referral", "Recharge Value": "Referral"},
+            "events 'Referral', 'Check-In', 'Recharge Value' would be sent under one name, 'Referral'",
+        ),
+    ],
+)
+def test_renames_that_send_two_events_under_one_name_are_refused(
+    rename: dict[str, str], problem: str
+) -> None:
+    # They were accepted: Segment (and the tracking plan, with rules of one key) saw one event.
+    with pytest.raises(ConfigError) as info:
+        parse_merchants(_with_renames(rename), Path("."), env={})
+    assert info.value.problems == (f"merchants[0].events.rename: {problem}",)
+
+
+@pytest.mark.parametrize(
+    "rename",
+    [
+        {"Check-In": "Referral", "Referral": "Friend Referral"},  # Referral renamed away
+        {"Check-In": "Referral", "Referral": "Check-In"},  # swapped
+        {"Check-In": "Check-In"},
+    ],
+)
+def test_renames_that_keep_every_event_apart_are_accepted(rename: dict[str, str]) -> None:
+    assert parse_merchants(_with_renames(rename), Path("."), env={}).context_for(1).rename == rename
