@@ -206,14 +206,30 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems: list[str] = []
-        for err in exc.errors(include_url=False):
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["loc"]:
-                problems.append(f"BRIDGE_{str(err['loc'][0]).upper()}: {msg}")
-            else:  # _settings_agree's, each naming its variables
-                problems += msg.splitlines()
-        raise ConfigError(problems) from None
+        problems = _setting_problems(exc)
+        bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+    if bad:
+        # The settings that bound each other are checked only once every setting is valid:
+        # check them with the bad ones at their defaults, keeping what names none of those.
+        defaults = {name: Settings.model_fields[name].get_default(call_default_factory=True) for name in bad}
+        named = tuple(f"BRIDGE_{name.upper()} (" for name in bad)
+        try:
+            Settings(**defaults)
+        except ValidationError as again:
+            problems += [p for p in _setting_problems(again) if not any(n in p for n in named)]
+    raise ConfigError(problems)
+
+
+def _setting_problems(exc: ValidationError) -> list[str]:
+    """Each of ``Settings``'s errors, named by its ``BRIDGE_*`` variable, without the value."""
+    problems: list[str] = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["loc"]:
+            problems.append(f"BRIDGE_{str(err['loc'][0]).upper()}: {msg}")
+        else:  # _settings_agree's, each naming its variables: BRIDGE_RETRY_BASE_S (900.0) ...
+            problems += msg.splitlines()
+    return problems
 
 
 # --------------------------------------------------------------------------- merchants file

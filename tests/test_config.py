@@ -538,3 +538,22 @@ def test_renames_that_send_two_events_under_one_name_are_refused(
 )
 def test_renames_that_keep_every_event_apart_are_accepted(rename: dict[str, str]) -> None:
     assert parse_merchants(_with_renames(rename), Path("."), env={}).context_for(1).rename == rename
+
+
+def test_settings_that_bound_each_other_are_checked_beside_bad_values(bridge_env: pytest.MonkeyPatch) -> None:
+    # The checks across settings ran only once every value was valid: they are reported
+    # together with the bad values, except those that name a bad one (compared with what?).
+    for name, value in {
+        "DEDUP_WINDOW_S": "60",
+        "LOG_LEVEL": "chatty",
+        "RETRY_BASE_S": "900",
+        "RETRY_CAP_S": "abc",
+    }.items():
+        bridge_env.setenv(f"BRIDGE_{name}", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert [p.split(" ", 1)[0] for p in info.value.problems] == [
+        "BRIDGE_RETRY_CAP_S:",
+        "BRIDGE_LOG_LEVEL:",
+        "BRIDGE_DEDUP_WINDOW_S",
+    ]
