@@ -1,9 +1,11 @@
 """Configuration: one settings object (``BRIDGE_*`` environment) and the merchants file it names.
 
-``Settings`` holds process settings; ``Settings.load_merchants()`` reads the YAML file of
-``BRIDGE_CONFIG``, substitutes ``${NAME}`` from the environment, reads store directories
-(CSV) and checks everything, raising one ``ConfigError`` that lists every problem.
-Write keys are kept in ``SecretStr`` so they never print by accident.
+``Settings`` holds process settings; ``load_settings()`` reads them from the environment,
+raising one ``ConfigError`` that names every bad variable. ``Settings.load_merchants()`` reads
+the YAML file of ``BRIDGE_CONFIG``, substitutes ``${NAME}`` from the environment, reads store
+directories (CSV) and checks everything, raising one ``ConfigError`` that lists every problem.
+Write keys are kept in ``SecretStr`` so they never print by accident, and no problem quotes a
+value that may be one (a host, a reference, a line of YAML).
 """
 
 from __future__ import annotations
