@@ -299,7 +299,9 @@ def test_a_worker_process_started_on_a_bad_configuration_waits_for_it(tmp_path, 
     from workers.main import merchants_once_valid
 
     config = tmp_path / "bridge.yaml"
-    good = "merchants:\n  - merchant_id: 7\n    sources:\n      - {name: Prod, write_key: wk-7-secret}\n"
+    good = (
+        "merchants:\n  - merchant_id: 7\n    sources:\n      - name: Prod\n        write_key: wk-7-secret\n"
+    )
     config.write_text(good.replace("write_key: wk-7-secret", "write_key: ${NOT_SET_ANYWHERE_7}"))
     settings = Settings(config=config, redis_url="redis://127.0.0.1:9/0")
     root = logging.getLogger()
@@ -311,6 +313,10 @@ def test_a_worker_process_started_on_a_bad_configuration_waits_for_it(tmp_path, 
         reader.start()
         time.sleep(0.3)
         assert found == []  # still waiting
+        # a write key swapped into host: named as a bad host, never printed (no secret is known yet)
+        config.write_text(good + "        host: wk-7-swapped-secret\n")
+        time.sleep(0.3)
+        assert found == []
         config.write_text(good)
         reader.join(5)
     finally:
@@ -321,5 +327,7 @@ def test_a_worker_process_started_on_a_bad_configuration_waits_for_it(tmp_path, 
     assert len(lines) >= 2
     for line in lines:
         entry = json.loads(line)
-        assert entry["level"] == "error" and "NOT_SET_ANYWHERE_7" in entry["msg"]
-        assert "Traceback" not in line
+        assert entry["level"] == "error" and "configuration is not valid" in entry["msg"]
+        assert "Traceback" not in line and "wk-7-swapped-secret" not in line
+    assert any("NOT_SET_ANYWHERE_7" in line for line in lines)
+    assert any("host" in line and "NOT_SET_ANYWHERE_7" not in line for line in lines)
