@@ -321,6 +321,8 @@ class MerchantsConfig(BaseModel):
     bearer_tokens: tuple[SecretStr, ...] = ()
     merchants: Mapping[int, Merchant] = Field(default_factory=dict)
     path: Path | None = None
+    #: The store directory files the merchants name: read with the file, and watched with it.
+    store_files: tuple[Path, ...] = ()
 
     def context_for(self, merchant_id: int) -> MappingContext:
         merchant = self.merchants.get(merchant_id)
@@ -548,13 +550,16 @@ def _merchant_sources(m: MerchantConfig, where: str, default_host: str, problems
     return sources
 
 
+def store_file(given: str, base: Path) -> Path:
+    """The store directory file a merchant names (a relative name is relative to ``base``)."""
+    return (base / given) if not Path(given).is_absolute() else Path(given)
+
+
 def _merchant_stores(given: Any, where: str, base: Path, problems: list[str]) -> dict[str, Store]:
     """A merchant's stores: from a directory file (relative to ``base``) or listed inline."""
     stores: dict[str, Store] = {}
     if isinstance(given, str):
-        stores = read_store_directory(
-            (base / given) if not Path(given).is_absolute() else Path(given), problems
-        )
+        stores = read_store_directory(store_file(given, base), problems)
     elif isinstance(given, list):
         for k, row in enumerate(given):
             if not isinstance(row, dict):
@@ -615,6 +620,7 @@ def parse_merchants(
     ingest = _valid(IngestConfig, top.ingest, "ingest", problems) or IngestConfig()
     _check_host(segment.host, "segment.host", problems)
     merchants: dict[int, Merchant] = {}
+    store_files: list[Path] = []
     for i, given in enumerate(top.merchants):
         where = f"merchants[{i}]"
         m = _valid(MerchantConfig, given, where, problems)
@@ -623,6 +629,8 @@ def parse_merchants(
         if m.merchant_id in merchants:
             problems.append(f"{where}.merchant_id: merchant {m.merchant_id} appears twice")
         merchants[m.merchant_id] = _merchant(m, where, segment.host, base, problems)
+        if isinstance(m.stores, str):
+            store_files.append(store_file(m.stores, base))
     for i, secret in enumerate(ingest.hmac_secrets):
         if not secret.get_secret_value():
             problems.append(f"ingest.hmac_secrets[{i}]: empty")
@@ -637,6 +645,7 @@ def parse_merchants(
         bearer_tokens=tuple(ingest.bearer_tokens),
         merchants=merchants,
         path=path,
+        store_files=tuple(dict.fromkeys(store_files)),
     )
 
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -68,7 +68,14 @@ def redis_client(settings: Settings) -> redis.Redis:
     )
 
 
+def _stamps(path: Path | None, store_files: tuple[Path, ...]) -> tuple[Any, ...]:
+    """What tells a change of the configuration: the stamp of each file it is read from."""
+    return (_file_stamp(path), store_files, *(_file_stamp(f) for f in store_files))
+
+
 def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
+    # Modification time, size and inode: a file rewritten (or replaced by a rename) within one
+    # tick of the filesystem clock still counts as changed.
     if path is None:
         return None
     try:
@@ -86,7 +93,7 @@ class ConfigWatcher:
     #: A fixed configuration (tests, the demo): returned as it is, no file read.
     fixed: MerchantsConfig | None = None
     _config: MerchantsConfig | None = None
-    _mtime: tuple[int, int, int] | None = None
+    _stamp: tuple[Any, ...] = ()
     _checked: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,13 +106,11 @@ class ConfigWatcher:
                 return self._config
             self._checked = now
             path = self.settings.config
-            # Modification time, size and inode: a file rewritten (or replaced by a rename)
-            # within one tick of the filesystem clock still counts as changed.
-            mtime = _file_stamp(path)
-            if self._config is None or mtime != self._mtime:
+            # The merchants file and the store directories it names: a change to any is a change.
+            stamp = _stamps(path, self._config.store_files if self._config is not None else ())
+            if self._config is None or stamp != self._stamp:
                 try:
-                    self._config = self.settings.load_merchants()
-                    self._mtime = mtime
+                    config = self.settings.load_merchants()
                 except Exception:
                     if self._config is None:
                         raise
@@ -114,7 +119,11 @@ class ConfigWatcher:
                     logging.getLogger("bridge.config").exception(
                         "new configuration rejected; keeping the old one"
                     )
-                    self._mtime = mtime
+                    self._stamp = stamp
+                    return self._config
+                self._config = config
+                # the files it names now (the stamp above named those of the old configuration)
+                self._stamp = stamp if config.store_files == stamp[1] else _stamps(path, config.store_files)
             return self._config
 
 

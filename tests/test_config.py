@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -557,3 +558,26 @@ def test_settings_that_bound_each_other_are_checked_beside_bad_values(bridge_env
         "BRIDGE_LOG_LEVEL:",
         "BRIDGE_DEDUP_WINDOW_S",
     ]
+
+
+def test_a_store_directory_edited_alone_reaches_running_processes(tmp_path) -> None:
+    """Running processes re-read the configuration when it changes (README): the store directory
+    a merchant names is part of it. Editing only the CSV used to leave the old store names in
+    every message until the YAML itself changed."""
+    from bridge.runtime import CONFIG_CHECK_INTERVAL_S, ConfigWatcher
+
+    (tmp_path / "stores.csv").write_text("store_code,name\n0,Old Name\n")
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        "merchants:\n  - merchant_id: 5\n    sources:\n      - name: Prod\n        write_key: wk-5-abcdef\n"
+        "    stores: stores.csv\n"
+    )
+    watcher = ConfigWatcher(Settings(config=config))
+    assert watcher.current().merchants[5].context.stores["0"].name == "Old Name"
+    assert watcher.current().store_files == (tmp_path / "stores.csv",)
+    (tmp_path / "stores.csv").write_text("store_code,name\n0,New Name\n")
+    time.sleep(CONFIG_CHECK_INTERVAL_S + 0.1)
+    assert watcher.current().merchants[5].context.stores["0"].name == "New Name"
+    (tmp_path / "stores.csv").write_text('store_code,name\n0,"open quote\n')  # bad: the old one stays
+    time.sleep(CONFIG_CHECK_INTERVAL_S + 0.1)
+    assert watcher.current().merchants[5].context.stores["0"].name == "New Name"
