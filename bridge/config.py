@@ -143,8 +143,8 @@ class Settings(BaseSettings):
     dlq_invalid_max: int = Field(default=100_000, gt=0)
 
     log_level: str = "INFO"
-    #: Port on which ``bridge worker`` serves its Prometheus metrics (unset: none).
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    #: Port on which ``bridge worker`` serves its Prometheus metrics (unset or 0: none).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @field_validator("log_level")
     @classmethod
@@ -158,16 +158,15 @@ class Settings(BaseSettings):
     def _a_redis_url(cls, value: str) -> str:
         """What redis-py and kombu can use. The URL may hold a password: never quoted."""
         parsed = urlparse(value)
-        if value != value.strip() or parsed.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("not a redis://, rediss:// or unix:// URL")
+        # (not unix://: redis-py reads it, but the worker's broker, kombu, has no such transport)
+        if value != value.strip() or parsed.scheme not in ("redis", "rediss"):
+            raise ValueError("not a redis:// or rediss:// URL")
         try:
             port = parsed.port
         except ValueError:
             port = 0
         if port == 0:
             raise ValueError("its port is not a number from 1 to 65535")
-        if parsed.scheme == "unix" and not parsed.path:
-            raise ValueError("a unix:// URL names no socket path")
         return value
 
     @model_validator(mode="after")
@@ -462,7 +461,7 @@ def read_store_directory(path: Path, problems: list[str]) -> dict[str, Store]:
         line = data[: exc.start].count(b"\n") + 1
         problems.append(f"{path}:{line}: not UTF-8 text (save the store directory as UTF-8)")
         return {}
-    return _store_rows(csv.DictReader(io.StringIO(text, newline=""), strict=True), path, problems)
+    return _store_rows(csv.DictReader(io.StringIO(text, newline="")), path, problems)
 
 
 def _store_rows(reader: csv.DictReader[str], path: Path, problems: list[str]) -> dict[str, Store]:
@@ -478,28 +477,32 @@ def _store_rows(reader: csv.DictReader[str], path: Path, problems: list[str]) ->
             named += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
             problems.append(f"{path}: {'; '.join(named)} (expected {','.join(STORE_COLUMNS)})")
             return stores
-        for row in reader:
-            line = reader.line_num
-            if None in row:  # more cells than the header names
+        ended = reader.line_num  # the header's last line
+        for given in reader:
+            started, line = ended + 1, reader.line_num
+            ended = line
+            if None in given:  # more cells than the header names
                 problems.append(f"{path}:{line}: more values than columns")
                 continue
-            if None in row.values():  # fewer cells (an empty one is "", not None)
-                problems.append(f"{path}:{line}: fewer values than columns")
+            # fewer cells than columns: the missing ones are unknown, as empty cells are
+            row = {k: "" if v is None else v for k, v in given.items()}
+            if any("\n" in v or "\r" in v for v in row.values()):  # what a quote left open swallows
+                problems.append(f"{path}:{started}: a value spans lines (a quote left open?)")
                 continue
             store = _store(row, f"{path}:{line}", problems)
             if store is not None:
                 if store.code in stores:
                     problems.append(f"{path}:{line}: store_code {store.code!r} appears twice")
                 stores[store.code] = store
-    except csv.Error as exc:  # the row after the last one read (its quote left open, say)
+    except csv.Error as exc:  # the row after the last one read (a NUL byte, say)
         problems.append(f"{path}:{reader.line_num + 1}: not valid CSV ({exc})")
     return stores
 
 
 def _check_host(host: str, where: str, problems: list[str]) -> None:
     """A URL requests can go to (``/v1/batch`` is added to it): http(s), a host, a port in
-    1..65535, no path but ``/``, no query or fragment. Never quoted: a write key put in its
-    place by mistake would be printed."""
+    1..65535, a path prefix (a gateway's) but not ``/v1/batch`` itself, no query or fragment.
+    Never quoted: a write key put in its place by mistake would be printed."""
     if host != host.strip():
         problems.append(f"{where}: spaces around the URL")
     elif any(c.isspace() for c in host):
@@ -514,8 +517,10 @@ def _check_host(host: str, where: str, problems: list[str]) -> None:
         port = 0
     if port == 0:
         problems.append(f"{where}: its port is not a number from 1 to 65535")
-    if parsed.path not in ("", "/"):
-        problems.append(f"{where}: has a path (give the scheme and host only: /v1/batch is added)")
+    if parsed.path.rstrip("/").endswith(("/v1/batch", "/v1")):
+        problems.append(
+            f"{where}: ends in /v1 or /v1/batch (give the host, or a gateway's prefix: /v1/batch is added)"
+        )
     if parsed.query or parsed.fragment or host.rstrip().endswith(("?", "#")):
         problems.append(f"{where}: has a query or fragment")
 
@@ -590,7 +595,8 @@ def _check_event_names(events: EventsConfig, where: str, problems: list[str]) ->
     # Two events sent under one name would be one event to Segment (and to its tracking plan).
     sent_as: dict[str, list[str]] = {}
     for name in EVENT_NAMES:
-        sent_as.setdefault(events.rename.get(name, name), []).append(name)
+        if name not in events.disabled:  # a disabled event is sent under no name
+            sent_as.setdefault(events.rename.get(name, name), []).append(name)
     for new, names in sent_as.items():
         if len(names) > 1 and new.strip():
             problems.append(

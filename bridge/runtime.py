@@ -94,6 +94,7 @@ class ConfigWatcher:
     fixed: MerchantsConfig | None = None
     _config: MerchantsConfig | None = None
     _stamp: tuple[Any, ...] = ()
+    _rejected: bool = False
     _checked: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -108,20 +109,23 @@ class ConfigWatcher:
             path = self.settings.config
             # The merchants file and the store directories it names: a change to any is a change.
             stamp = _stamps(path, self._config.store_files if self._config is not None else ())
-            if self._config is None or stamp != self._stamp:
+            # A rejected file is read again at every check: what it names may not exist yet (a
+            # new merchant's store directory), and the stamp knows only the old files.
+            if self._config is None or stamp != self._stamp or self._rejected:
                 try:
                     config = self.settings.load_merchants()
                 except Exception:
                     if self._config is None:
                         raise
-                    import logging
+                    if stamp != self._stamp or not self._rejected:  # said once per change
+                        import logging
 
-                    logging.getLogger("bridge.config").exception(
-                        "new configuration rejected; keeping the old one"
-                    )
-                    self._stamp = stamp
+                        logging.getLogger("bridge.config").exception(
+                            "new configuration rejected; keeping the old one"
+                        )
+                    self._stamp, self._rejected = stamp, True
                     return self._config
-                self._config = config
+                self._config, self._rejected = config, False
                 # the files it names now (the stamp above named those of the old configuration)
                 self._stamp = stamp if config.store_files == stamp[1] else _stamps(path, config.store_files)
             return self._config

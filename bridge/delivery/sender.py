@@ -141,19 +141,10 @@ def _one_line(text: str, limit: int) -> str:
 
 
 #: What of a receiver's answer a reason keeps (it is logged, and stored with dead letters and
-#: the source's state): an error code made of letters, and a short plain phrase ("Message is
-#: invalid"). An answer that quotes, holds digits, addresses, JSON or markup may echo the batch
-#: (guest names, e-mails, card numbers), so it is left out and only its length is said.
+#: the source's state): the status and an error code made of letters (``invalid_request``).
+#: Its message is left out, only its length said: a receiver may quote what it refused (guest
+#: names, e-mails, card numbers), and no pattern tells a plain phrase from a quoted name.
 _PLAIN_CODE: Final = re.compile(r"[A-Za-z_.-]{1,50}")
-_PLAIN_PHRASE: Final = re.compile(r"[A-Za-z][A-Za-z ,.()/_-]{0,119}")
-
-
-def _plain_message(text: str) -> str:
-    """The receiver's message on one line if it is a plain phrase, else a note of its length."""
-    line = " ".join(text.split())
-    if not line or _PLAIN_PHRASE.fullmatch(line):
-        return line
-    return f"(answer of {len(line)} characters not kept: it may quote the batch)"
 
 
 def _from_api_error(exc: BaseException, write_key: str) -> DeliveryError:
@@ -161,8 +152,10 @@ def _from_api_error(exc: BaseException, write_key: str) -> DeliveryError:
     status = raw_status if isinstance(raw_status, int) else None
     code = str(getattr(exc, "code", ""))
     code = code if _PLAIN_CODE.fullmatch(code) else "unknown"
-    message = _plain_message(redact(str(getattr(exc, "message", "")), write_key))
-    reason = f"segment {status} {code}: {message}"
+    message = str(getattr(exc, "message", "") or "").strip()
+    reason = f"segment {status} {code}" + (
+        f" (a message of {len(message)} characters, not kept)" if message else ""
+    )
     if classify(status, exc) == "retry":
         retry_after = None
         response = getattr(exc, "response", None)
