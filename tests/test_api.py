@@ -285,6 +285,11 @@ def test_all_invalid_is_422_and_dead_lettered(server: ThreadServer, client: redi
         (b'{"outcomes": [{"amount": NaN}]}', "NaN"),
         (b'{"x": Infinity}', "Infinity"),
         (b"[" * 100 + b"]" * 100, "nested"),
+        (b"[" * 65 + b"]" * 65, "nested deeper than 64"),  # small: its brackets counted first
+        (
+            b'{"outcomes": [' + b'{"a": "' + b"x" * 20_000 + b'"},' + b"[" * 65 + b"]" * 65 + b"]}",
+            "nested deeper",
+        ),
         (b'"just a string"', "expected an outcome object"),
         (b"42", "expected an outcome object"),
         (b'{"outcomes": {"outcomeId": "o1"}}', "must be an array"),
@@ -297,6 +302,8 @@ def test_all_invalid_is_422_and_dead_lettered(server: ThreadServer, client: redi
         "nan",
         "infinity",
         "deep",
+        "deep-small",
+        "deep-large",
         "string",
         "number",
         "outcomes-object",

@@ -128,6 +128,18 @@ def create_app(
     return app
 
 
+#: Above this size a body surely holds more brackets than the depth limit: not counted first.
+_SURELY_MANY_BRACKETS = 16 * 1024
+
+
+def _may_be_too_deep(body: bytes) -> bool:
+    """Whether ``depth_ok`` must look: deeper than the limit takes a bracket pair per level, so a
+    body of fewer opening brackets (counted when it is small: cheaper than the check) cannot be."""
+    if len(body) > _SURELY_MANY_BRACKETS:
+        return True
+    return body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
+
+
 class Ingest:
     """``POST /v1/outcomes``, step by step: backpressure, body, items, the accept stage."""
 
@@ -193,8 +205,7 @@ class Ingest:
             decoded = decode_json(body)
         except JSONDecodeProblem as exc:
             raise ApiError(400, "invalid_json", f"invalid JSON body: {exc}") from None
-        # deeper than the limit takes a bracket pair per level: a shorter body cannot be
-        if len(body) > 2 * MAX_JSON_DEPTH and not depth_ok(body, decoded):
+        if _may_be_too_deep(body) and not depth_ok(body, decoded):
             raise ApiError(400, "invalid_json", f"body nested deeper than {MAX_JSON_DEPTH} levels")
         items = split_items(decoded)
         if len(items) > self.settings.max_request_outcomes:
