@@ -96,3 +96,10 @@ class ConfigError(BridgeError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = tuple(problems)
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class MalformedDeadLetterId(BridgeError, ValueError):
+    """A dead-letter id that is not ``<ms>-<seq>``: refused before anything is taken or dropped."""
+
+    def __init__(self, given: str) -> None:
+        super().__init__(f"not a dead-letter id: {given!r} (expected <ms>-<seq>)")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bridge.config import MerchantsConfig, Settings, load_settings
-from bridge.domain.errors import ConfigError, InvalidOutcome
+from bridge.domain.errors import ConfigError, InvalidOutcome, MalformedDeadLetterId
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -506,7 +506,7 @@ def dlq_replay(
             reason=reason,
             limit=limit,
         )
-    except ValueError as exc:  # a malformed id (nothing was taken)
+    except MalformedDeadLetterId as exc:  # checked before anything is taken
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"replayed {counts['outcome']} outcome(s) and {counts['message']} message(s)")
@@ -524,7 +524,7 @@ def dlq_drop(
     if ids:
         try:
             dropped = store.drop(ids)
-        except ValueError as exc:  # a malformed id (nothing was dropped)
+        except MalformedDeadLetterId as exc:  # checked before anything is dropped
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     elif reason or all_:

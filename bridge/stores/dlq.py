@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 
+from bridge.domain.errors import MalformedDeadLetterId
 from bridge.stores import lua
 from bridge.stores.keys import DLQ_COUNTS, DLQ_INVALID_IDS, DLQ_STREAM, DLQ_TRIMMED
 from bridge.stores.records import (
@@ -54,7 +55,7 @@ def _check_ids(ids: Sequence[str]) -> list[str]:
     out = []
     for i in ids:
         if not STREAM_ID.match(i):
-            raise ValueError(f"not a dead-letter id: {i!r} (expected <ms>-<seq>)")
+            raise MalformedDeadLetterId(i)
         out.append(i)
     return out
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bridge.domain.errors import MalformedDeadLetterId
 from bridge.domain.mapped import Mapped
 from bridge.stores.dlq import DEFAULT_INVALID_MAX, STREAM_ID
 from bridge.stores.keys import (
@@ -229,7 +230,7 @@ class MemoryDedup:
 def _stream_id(entry_id: str) -> tuple[int, int]:
     match = STREAM_ID.match(entry_id)
     if match is None:
-        raise ValueError(f"not a dead-letter id: {entry_id!r} (expected <ms>-<seq>)")
+        raise MalformedDeadLetterId(entry_id)
     return int(match.group(1)), int(match.group(2))
 
 
