@@ -45,7 +45,12 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Scrub ``secrets`` too (longest first, so that none is left half replaced)."""
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if s)}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -105,6 +110,15 @@ def configure(level: str = "INFO", secrets: Iterable[str] = (), stream: Any = No
     # write key), Celery and kombu task arguments (outcomes with guest data). Never below INFO.
     for name in ("segment", "celery", "kombu", "amqp"):
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+
+
+def remember_secrets(secrets: Iterable[str]) -> None:
+    """Add ``secrets`` to what the installed log handlers scrub (a configuration reloaded with a
+    new write key or token: the old ones stay, as messages may still name them)."""
+    for handler in logging.getLogger().handlers:
+        for found in handler.filters:
+            if isinstance(found, RedactingFilter):
+                found.add(secrets)
 
 
 def secrets_of(merchants: Any) -> list[str]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from bridge import logs
 from bridge.config import MerchantsConfig, Settings
 from bridge.stages.accept import Enqueuer
 from bridge.stages.context import Stores
@@ -126,6 +127,7 @@ class ConfigWatcher:
                     self._stamp, self._rejected = stamp, True
                     return self._config
                 self._config, self._rejected = config, False
+                logs.remember_secrets(logs.secrets_of(config))  # a rotated key is scrubbed too
                 # the files it names now (the stamp above named those of the old configuration)
                 self._stamp = stamp if config.store_files == stamp[1] else _stamps(path, config.store_files)
             return self._config

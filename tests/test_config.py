@@ -641,3 +641,30 @@ def test_a_rejected_file_is_taken_once_the_store_directory_it_names_exists(tmp_p
     time.sleep(CONFIG_CHECK_INTERVAL_S + 0.1)
     assert list(watcher.current().merchants) == [1, 2]
     assert watcher.current().merchants[2].context.stores["0"].name == "Two"
+
+
+def test_a_write_key_rotated_in_the_file_is_scrubbed_from_logs(tmp_path, capfd) -> None:
+    """README: a key written in the file is in force within 2 s of the edit. The log scrubber
+    learnt the secrets once, at start: the new key must be scrubbed too (and the old one still)."""
+    import logging
+
+    from bridge import logs
+    from bridge.runtime import CONFIG_CHECK_INTERVAL_S, ConfigWatcher
+
+    config = tmp_path / "bridge.yaml"
+    yaml_of = "merchants:\n  - merchant_id: 1\n    sources:\n      - name: P\n        write_key: {}\n".format
+    config.write_text(yaml_of("wk-old-0123456789"))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        watcher = ConfigWatcher(Settings(config=config))
+        logs.configure("INFO", logs.secrets_of(watcher.current()))
+        config.write_text(yaml_of("wk-new-9876543210"))
+        time.sleep(CONFIG_CHECK_INTERVAL_S + 0.1)
+        assert watcher.current().sources_for(1)[0].write_key.get_secret_value() == "wk-new-9876543210"
+        logging.getLogger("bridge.test").warning("keys %s and %s", "wk-old-0123456789", "wk-new-9876543210")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    err = capfd.readouterr().err
+    assert "keys [redacted] and [redacted]" in err
+    assert "wk-new-9876543210" not in err and "wk-old-0123456789" not in err
