@@ -474,6 +474,53 @@ def test_a_failed_replay_puts_its_letters_back(stage: Stage) -> None:
     assert [letter.raw for letter in stage.stores.dlq.list()] == texts
 
 
+def test_an_interrupted_replay_loses_no_letter(stage: Stage) -> None:
+    """Ctrl-C or SIGTERM (not an Exception) while the letters are re-entered: they were taken out
+    first, and only an Exception put them back, so they were gone (and the ingest, which had
+    marked them accepted, refused them as duplicates). A letter now leaves once it is back in."""
+    texts = ["not json 1", "not json 2"]
+    process_outcomes(texts, stage.stores)
+
+    def interrupted(_texts: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(stage.stores.dlq, stage.stores.parking, interrupted, reason="invalid")
+    assert [letter.raw for letter in stage.stores.dlq.list()] == texts
+    published: list[str] = []
+    assert replay(stage.stores.dlq, stage.stores.parking, published.extend) == Counter({"outcome": 2})
+    assert published == texts and stage.stores.dlq.size() == 0
+
+
+def test_replayed_messages_of_one_source_go_out_in_one_request(stage: Stage) -> None:
+    """Replayed message letters were parked one batch each: a request per message (2,097 letters,
+    2,097 requests over 48 s). Those of one source now go out together."""
+    process_outcomes(_texts(many_outcomes(30, "r", 1738)), stage.stores)
+    letters = [
+        NewDeadLetter(
+            reason="segment_rejected",
+            payload={
+                "source": "Paytronix_Prod",
+                "message": json.dumps({**json.loads(body), "messageId": f"replay-{i}"}),
+            },
+            kind="message",
+            merchant_id=1738,
+        )
+        for i, body in enumerate(stage.segment.bodies[WRITE_KEY_1738][:40])
+    ]
+    assert len(letters) == 40
+    stage.stores.dlq.add_many(letters)
+    requests_before = stage.segment.requests
+    assert replay(stage.stores.dlq, stage.stores.parking, list, clock=stage.backend.clock) == Counter(
+        {"message": 40}
+    )
+    assert stage.stores.parking.size() == 1  # one batch, not one per letter
+    resume_parked(stage.stores)
+    assert stage.segment.requests == requests_before + 1
+    assert stage.segment.sent[WRITE_KEY_1738][-40:] == [f"replay-{i}" for i in range(40)]
+    assert stage.stores.dlq.size() == 0
+
+
 # --------------------------------------------------------------------------- status
 
 

@@ -11,9 +11,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from bridge.stores.protocols import DeadLetters, Parking
 from bridge.stores.records import DeadLetter, ParkedBatch, ParkedMessage
+
+#: Most messages of one source parked as one replayed batch (a request each, like a delivery).
+REPLAY_BATCH_MESSAGES = 500
 
 
 def replay(
@@ -26,47 +30,67 @@ def replay(
     limit: int = 1000,
     clock: Callable[[], float] = time.time,
 ) -> Counter[str]:
-    """Take dead letters (by ids, or oldest of a reason) and re-enter them; returns counts by kind.
+    """Re-enter dead letters (by ids, or the oldest of a reason); returns counts by kind.
 
-    Taken letters that cannot be re-entered (broker down) are put back before the error propagates."""
-    letters = dlq.take_for_replay(ids, reason=reason, limit=limit)
+    A letter is deleted only once it is back in the pipeline (its outcome enqueued, its message
+    parked): a replay interrupted (Ctrl-C, SIGTERM, Redis failing) leaves the rest where they
+    were, and one replayed again is absorbed by dedup (nothing is sent twice). Two replays at once
+    may both re-enter a letter, with the same result."""
+    if ids is not None:
+        letters = dlq.read(ids[:limit] if limit > 0 else [])
+        letters = [letter for letter in letters if reason is None or letter.reason == reason]
+    else:
+        letters = dlq.list(reason, limit=limit)
     counts: Counter[str] = Counter()
     outcomes = [letter for letter in letters if letter.kind == "outcome"]
-    messages = [letter for letter in letters if letter.kind == "message"]
-    done: list[DeadLetter] = []
-    try:
-        if outcomes:
-            publish_texts([letter.raw for letter in outcomes])
-            done.extend(outcomes)
-            counts["outcome"] += len(outcomes)
-        now = clock()
-        for letter in messages:
-            if (
-                letter.merchant_id is None
-            ):  # every message letter names one; never park a batch that cannot run
-                raise ValueError(f"dead letter {letter.id} holds a message but names no merchant")
-            text = letter.message
-            message = json.loads(text)
-            batch = ParkedBatch(
-                merchant_id=letter.merchant_id,
-                source=letter.source,
-                attempts=0,
-                first_failed_at=now,
-                last_error=f"replayed after: {letter.last_error}"[:2000],
-                messages=(
+    if outcomes:
+        publish_texts([letter.raw for letter in outcomes])
+        dlq.drop([letter.id for letter in outcomes])
+        counts["outcome"] += len(outcomes)
+    for batch in _message_batches([letter for letter in letters if letter.kind == "message"], clock()):
+        parking.park(f"replay-{uuid.uuid4().hex}", batch.parked, batch.parked.first_failed_at)
+        dlq.drop(batch.letter_ids)
+        counts["message"] += len(batch.letter_ids)
+    return counts
+
+
+@dataclass(frozen=True)
+class _Batch:
+    parked: ParkedBatch
+    letter_ids: list[str]
+
+
+def _message_batches(letters: Sequence[DeadLetter], now: float) -> list[_Batch]:
+    """Message letters as parked batches: one per source of a merchant, at most
+    ``REPLAY_BATCH_MESSAGES`` messages each (a batch a request, not a message a request)."""
+    groups: dict[tuple[int, str], list[DeadLetter]] = {}
+    for letter in letters:
+        if letter.merchant_id is None:  # every message letter names one; never park a batch that cannot run
+            raise ValueError(f"dead letter {letter.id} holds a message but names no merchant")
+        groups.setdefault((letter.merchant_id, letter.source), []).append(letter)
+    batches: list[_Batch] = []
+    for (merchant_id, source), group in groups.items():
+        for start in range(0, len(group), REPLAY_BATCH_MESSAGES):
+            part = group[start : start + REPLAY_BATCH_MESSAGES]
+            messages = []
+            for letter in part:
+                message = json.loads(letter.message)
+                messages.append(
                     ParkedMessage(
                         message_id=str(message.get("messageId")),
                         outcome_id=letter.outcome_id,
-                        message=text,
+                        message=letter.message,
                         event=str(message.get("event") or message.get("type")),
                         accepted_at=now,
-                    ),
-                ),
+                    )
+                )
+            parked = ParkedBatch(
+                merchant_id=merchant_id,
+                source=source,
+                attempts=0,
+                first_failed_at=now,
+                last_error=f"replayed after: {part[0].last_error}"[:2000],
+                messages=tuple(messages),
             )
-            parking.park(f"replay-{uuid.uuid4().hex}", batch, now)
-            done.append(letter)
-            counts["message"] += 1
-    except Exception:
-        dlq.restore([letter for letter in letters if letter not in done])
-        raise
-    return counts
+            batches.append(_Batch(parked, [letter.id for letter in part]))
+    return batches

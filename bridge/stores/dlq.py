@@ -183,6 +183,14 @@ class DeadLetterStore:
             cursor = candidates[-1].id
         return taken
 
+    def read(self, ids: Sequence[str]) -> builtins.list[DeadLetter]:
+        """These dead letters, in the order given, those that exist (nothing is removed)."""
+        ids = _check_ids(ids)
+        pipe = self._client.pipeline(transaction=False)
+        for i in ids:
+            pipe.xrange(DLQ_STREAM, min=i, max=i)
+        return [decode_dead_letter(eid, fields) for found in pipe.execute() for eid, fields in found]
+
     def _take_letters(self, ids: Sequence[str], reason: str | None) -> builtins.list[DeadLetter]:
         if not ids:
             return []

@@ -333,6 +333,11 @@ class MemoryDeadLetters:
                 self._invalid_ids.clear()
             return len(keys)
 
+    def read(self, ids: Sequence[str]) -> builtins.list[DeadLetter]:
+        keys = [_stream_id(i) for i in ids]
+        with self._lock:
+            return [self._letter(key) for key in keys if key in self._entries]
+
     def take_for_replay(
         self, ids: Sequence[str] | None = None, *, reason: str | None = None, limit: int = 100
     ) -> builtins.list[DeadLetter]:

@@ -133,6 +133,10 @@ class DeadLetters(Protocol):
         """Remove and return dead letters to replay; concurrent callers never get the same one."""
         ...
 
+    def read(self, ids: Sequence[str]) -> builtins.list[DeadLetter]:
+        """These dead letters, in the order given, those that exist (nothing is removed)."""
+        ...
+
 
 # --------------------------------------------------------------------------- parking
 
