@@ -417,6 +417,29 @@ def test_backlog_over_limit_is_503(redis_url: str, client: redis.Redis) -> None:
         assert "bridge_queue_depth" in httpx.get(srv.url + "/metrics").text
 
 
+def test_redis_near_its_maxmemory_is_503_before_it_is_full(redis_url: str, client: redis.Redis) -> None:
+    """With ``noeviction`` (README), a full Redis refuses the workers' heartbeats, leases and
+    parking as well: nothing drains until an operator adds memory (an audit saw 180 s of nothing
+    after the receiver came back). The ingest stops at 90 % of ``maxmemory``, with the default
+    backlog limit (a million tasks: memory always ran out first), and takes outcomes again once
+    there is room."""
+    used = int(client.info("memory")["used_memory"])
+    original = client.config_get("maxmemory")["maxmemory"]
+    try:
+        client.config_set("maxmemory", str(int(used / 0.95)))  # ~95 % used
+        with serve(redis_url) as srv:
+            response = post(srv, outcome("near-full"))
+            assert response.status_code == 503
+            assert int(response.headers["Retry-After"]) > 0
+            assert "maxmemory" in response.json()["message"]
+            assert client.llen(QUEUE) == 0
+            client.config_set("maxmemory", str(used * 4))
+            time.sleep(0.6)  # the cached reading expires
+            assert post(srv, outcome("room-again")).status_code == 202
+    finally:
+        client.config_set("maxmemory", original)
+
+
 def test_redis_down_is_503_and_nothing_accepted_is_lost(redis_server: RedisServer) -> None:
     client = redis_server.client()
     with serve(redis_server.url) as srv:

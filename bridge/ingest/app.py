@@ -40,6 +40,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -128,6 +129,19 @@ def create_app(
     return app
 
 
+#: Share of Redis's ``maxmemory`` (per mille) above which the ingest answers 503. The rest is the
+#: workers' room: with ``noeviction`` a full Redis refuses their heartbeats, leases and parking
+#: too, and nothing drains until an operator adds memory; a delivery frees more than it writes.
+REDIS_MEMORY_LIMIT_PER_MILLE = 900
+
+
+def redis_memory_per_mille(client: Any) -> int:
+    """Redis's ``used_memory`` per mille of its ``maxmemory`` (0 when it has no limit)."""
+    info = client.info("memory")
+    limit = int(info.get("maxmemory", 0) or 0)
+    return int(int(info.get("used_memory", 0) or 0) * 1000 // limit) if limit else 0
+
+
 #: Above this size a body surely holds more brackets than the depth limit: not counted first.
 _SURELY_MANY_BRACKETS = 16 * 1024
 
@@ -164,6 +178,7 @@ class Ingest:
         commit_class = GroupCommit if group_commit else DirectCommit
         self.committer = commit_class(publish, on_flush=lambda _n: metrics.enqueue_calls.inc())
         self.backlog = Backlog(runtime.store_set.pending.queue_depth, on_read=metrics.queue_depth.set)
+        self.memory = Backlog(partial(redis_memory_per_mille, runtime.redis))
         self.authenticators = auth.AuthenticatorCache(clock=clock, on_new=_warn_if_disabled)
         self.connections = ConnectionRecycler()
         self.authenticator()  # logs the warning at start when authentication is off
@@ -192,6 +207,17 @@ class Ingest:
         except RedisError as exc:
             log.warning("ingest: cannot read the queue length (%s)", type(exc).__name__)
             raise unavailable("the queue (Redis) is not reachable; retry later") from None
+        try:
+            memory = await self.memory.depth()
+        except RedisError as exc:
+            log.warning("ingest: cannot read Redis memory use (%s)", type(exc).__name__)
+            raise unavailable("the queue (Redis) is not reachable; retry later") from None
+        if memory > REDIS_MEMORY_LIMIT_PER_MILLE:
+            raise unavailable(
+                f"Redis holds {memory / 10:.1f} % of its maxmemory (over {REDIS_MEMORY_LIMIT_PER_MILLE / 10:.0f} %: "
+                "the rest is the workers' room to drain the queue); retry later",
+                RETRY_AFTER_BACKLOG_S,
+            )
         if depth > self.settings.max_backlog:
             raise unavailable(
                 f"queue backlog of {depth} task messages is over the limit of {self.settings.max_backlog}; "
