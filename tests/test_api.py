@@ -417,6 +417,22 @@ def test_backlog_over_limit_is_503(redis_url: str, client: redis.Redis) -> None:
         assert "bridge_queue_depth" in httpx.get(srv.url + "/metrics").text
 
 
+def test_metrics_hold_the_redis_held_gauges(server: ThreadServer) -> None:
+    """README: ``bridge serve``'s /metrics has the Redis-held gauges the runbook reads
+    (bridge_redis_up, bridge_dlq_size…); with the defaults no worker serves them."""
+    assert post(server, [outcome("m1"), {"outcomeId": "bad"}]).status_code == 202
+    text = httpx.get(server.url + "/metrics").text
+    for name in (
+        "bridge_redis_up 1.0",
+        "bridge_queue_depth_tasks",
+        "bridge_in_flight_tasks",
+        "bridge_parked_batches",
+        "bridge_dlq_size 1.0",
+        'bridge_dlq_entries{reason="invalid"} 1.0',
+    ):
+        assert name in text, name
+
+
 def test_redis_near_its_maxmemory_is_503_before_it_is_full(redis_url: str, client: redis.Redis) -> None:
     """With ``noeviction`` (README), a full Redis refuses the workers' heartbeats, leases and
     parking as well: nothing drains until an operator adds memory (an audit saw 180 s of nothing

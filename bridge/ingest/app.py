@@ -66,7 +66,7 @@ from bridge.ingest.body import (
 )
 from bridge.ingest.connections import ConnectionRecycler
 from bridge.ingest.group_commit import DirectCommit, GroupCommit, Member
-from bridge.ingest.metrics import IngestMetricsMiddleware, Metrics
+from bridge.ingest.metrics import IngestMetricsMiddleware, Metrics, StoreStateCollector
 from bridge.ingest.openapi import install as install_openapi
 from bridge.ingest.schemas import ErrorBody, IngestResult, Readiness
 from bridge.runtime import Runtime, build_runtime, tune_gc
@@ -104,6 +104,8 @@ def create_app(
     runtime = runtime or build_runtime(settings, merchants=merchants, client=redis)
     runtime.merchants()  # a bad configuration is an error at start
     ingest = Ingest(runtime, publisher or runtime.enqueuer, Metrics.create(registry), clock, group_commit)
+    # the Redis-held gauges (queue, in flight, parked, dead letters, bridge_redis_up), read per scrape
+    ingest.metrics.registry.register(StoreStateCollector(runtime.store_set))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.stores.protocols import StoreSet
 
 
 @dataclass
@@ -97,3 +103,43 @@ class IngestMetricsMiddleware:
         finally:
             self.metrics.requests.labels(status=str(status)).inc()
             self.metrics.request_seconds.observe(time.perf_counter() - started)
+
+
+class StoreStateCollector(Collector):
+    """Gauges read from the stores at scrape time: queue depth, in flight, parked, dead letters by reason."""
+
+    def __init__(self, stores: StoreSet) -> None:
+        self._stores = stores
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        up = GaugeMetricFamily("bridge_redis_up", "Whether Redis answered the last scrape.")
+        stores = self._stores
+        try:
+            queued, in_flight = stores.pending.queue_depth(), stores.pending.in_flight()
+            parked, dlq_size = stores.parking.size(), stores.dlq.size()
+            by_reason, trimmed = stores.dlq.counts_by_reason(), stores.dlq.trimmed()
+        except redis.RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        for name, doc, value in (
+            ("bridge_queue_depth_tasks", "Task messages waiting in the Celery queue.", queued),
+            ("bridge_in_flight_tasks", "Tasks delivered to workers and not yet acknowledged.", in_flight),
+            ("bridge_parked_batches", "Delivery batches parked for a later retry.", parked),
+            ("bridge_dlq_size", "Dead letters kept.", dlq_size),
+        ):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], float(value))
+            yield gauge
+        dropped = CounterMetricFamily(
+            "bridge_dlq_invalid_trimmed",
+            "Dead letters of reason invalid deleted by the cap (BRIDGE_DLQ_INVALID_MAX), oldest first.",
+        )
+        dropped.add_metric([], float(trimmed))
+        yield dropped
+        reasons = GaugeMetricFamily("bridge_dlq_entries", "Dead letters by reason.", labels=["reason"])
+        for reason, count in sorted(by_reason.items()):
+            reasons.add_metric([reason], float(count))
+        yield reasons

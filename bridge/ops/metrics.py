@@ -10,15 +10,12 @@ letters by reason) is read from the stores at scrape time by ``StoreStateCollect
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
+from bridge.ingest.metrics import StoreStateCollector
 from bridge.stores.protocols import StoreSet
 
 LATENCY_BUCKETS = (
@@ -124,46 +121,6 @@ def observe_many(histogram: Histogram, seconds: float, count: int) -> None:
             return
     for _ in range(count):  # above +Inf cannot happen (NaN): let the library decide
         histogram.observe(seconds)
-
-
-class StoreStateCollector(Collector):
-    """Gauges read from the stores at scrape time: queue depth, in flight, parked, dead letters by reason."""
-
-    def __init__(self, stores: StoreSet) -> None:
-        self._stores = stores
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        up = GaugeMetricFamily("bridge_redis_up", "Whether Redis answered the last scrape.")
-        stores = self._stores
-        try:
-            queued, in_flight = stores.pending.queue_depth(), stores.pending.in_flight()
-            parked, dlq_size = stores.parking.size(), stores.dlq.size()
-            by_reason, trimmed = stores.dlq.counts_by_reason(), stores.dlq.trimmed()
-        except redis.RedisError:
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        for name, doc, value in (
-            ("bridge_queue_depth_tasks", "Task messages waiting in the Celery queue.", queued),
-            ("bridge_in_flight_tasks", "Tasks delivered to workers and not yet acknowledged.", in_flight),
-            ("bridge_parked_batches", "Delivery batches parked for a later retry.", parked),
-            ("bridge_dlq_size", "Dead letters kept.", dlq_size),
-        ):
-            gauge = GaugeMetricFamily(name, doc)
-            gauge.add_metric([], float(value))
-            yield gauge
-        dropped = CounterMetricFamily(
-            "bridge_dlq_invalid_trimmed",
-            "Dead letters of reason invalid deleted by the cap (BRIDGE_DLQ_INVALID_MAX), oldest first.",
-        )
-        dropped.add_metric([], float(trimmed))
-        yield dropped
-        reasons = GaugeMetricFamily("bridge_dlq_entries", "Dead letters by reason.", labels=["reason"])
-        for reason, count in sorted(by_reason.items()):
-            reasons.add_metric([reason], float(count))
-        yield reasons
 
 
 def exposition_registry(stores: StoreSet | None = None) -> CollectorRegistry:
