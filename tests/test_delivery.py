@@ -762,10 +762,14 @@ class RecordingPacer:
         self.calls: list[str] = []
         self.fail_after = fail_after
 
-    def acquire(self, key_id: str) -> None:
+    def acquire(self, key_id: str, max_wait_s: float | None = None) -> float:
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise ConnectionError(f"redis down (key {WRITE_KEY})")
         self.calls.append(key_id)
+        return 0.0
+
+    def hold(self, key_id: str, seconds: float) -> None:
+        self.calls.append(f"hold {key_id} {seconds}")
 
 
 def test_deliver_paces_every_request_by_key_id(segment: StubSegment) -> None:
@@ -858,3 +862,25 @@ def test_a_redirect_is_never_followed_but_refused(segment: StubSegment, status: 
     assert report.delivered == []
     assert [r.status for r in report.rejected] == [status, status]
     assert segment.gets == [] and len(segment.requests) == 1
+
+
+def test_a_429_holds_the_key_for_the_next_batches_too(segment: StubSegment) -> None:
+    """DESIGN: 429, honour ``Retry-After``. The refused batch waited, but every new batch of the
+    key was sent at once and refused again (an audit counted 116 requests inside the windows of
+    earlier 429s). The pacer now holds the key: the next delivery sends nothing and hands its
+    messages back to retry after the time Segment gave."""
+    from bridge.stores.memory import MemoryPacer
+
+    now = [1_700_000_000.0]
+    pacer = MemoryPacer(50, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    segment.script = lambda req, n: segment_error(429, "slow down", **{"Retry-After": "30"})
+    first = deliver(WRITE_KEY, segment.url, [message(i) for i in range(3)], pacer=pacer)
+    assert first.retry_after == 30.0 and len(segment.requests) == 1
+    segment.script = lambda req, n: Answer(200)
+    second = deliver(WRITE_KEY, segment.url, [message(i) for i in range(3, 6)], pacer=pacer)
+    assert len(segment.requests) == 1  # nothing sent while the key is held
+    assert sorted(r.index for r in second.retry) == [0, 1, 2]
+    assert second.retry_after == pytest.approx(30.0, abs=0.1)
+    now[0] += 31
+    third = deliver(WRITE_KEY, segment.url, [message(i) for i in range(6, 9)], pacer=pacer)
+    assert third.delivered == [0, 1, 2] and len(segment.requests) == 2

@@ -213,3 +213,19 @@ def test_redis_unreachable_raises(redis_url: str) -> None:
     pacer = RedisPacer(client, 50)
     with pytest.raises(redis.ConnectionError):
         pacer.acquire(KID)
+
+
+def test_a_held_key_gets_no_slot_before_its_retry_after(make_pacer: PacerFactory) -> None:
+    """A 429's ``Retry-After`` holds the key for every worker: a wait longer than the caller's
+    ``max_wait_s`` is returned instead of slept (the caller parks its messages until then); a
+    later hold never shortens an earlier one; other keys are not held."""
+    clock = FakeClock()
+    pacer = make_pacer(clock, 50)
+    pacer.hold(KID, 30)
+    pacer.hold(KID, 5)  # shorter: the 30 s stand
+    assert pacer.acquire(KID, 2.0) == pytest.approx(30, abs=1e-3)
+    assert clock.sleeps == []
+    assert pacer.acquire(OTHER, 2.0) == 0.0
+    clock.now += 31
+    assert pacer.acquire(KID, 2.0) == 0.0
+    assert pacer.acquire(KID) == 0.0 and clock.sleeps == [pytest.approx(0.02, abs=1e-5)]  # paced again

@@ -421,6 +421,11 @@ def deliver(
     return run.report
 
 
+#: Longest pacing wait slept in a delivery (many workers sharing a key's 50 requests/s); a longer
+#: one is a key held by Segment's ``Retry-After``: its messages are parked until then instead.
+PACE_MAX_WAIT_S: Final = 2.0
+
+
 @dataclass
 class _Delivery:
     """One :func:`deliver` call under way: what is left to send and what happened so far."""
@@ -459,11 +464,15 @@ class _Delivery:
         if self.pacer is None:
             return True
         try:
-            self.pacer.acquire(self.kid)
+            held = self.pacer.acquire(self.kid, PACE_MAX_WAIT_S)
         except Exception as exc:
             reason = _one_line(redact(f"pacer unavailable: {type(exc).__name__}: {exc}", self.write_key), 300)
             self.halt = RetryableDelivery(reason, None)
             log.warning("pacing failed for key %s; deferring the rest: %s", self.kid, reason)
+            self.work.appendleft(piece)
+            return False
+        if held:  # Segment asked this key to wait (a 429's Retry-After): not before then
+            self.halt = RetryableDelivery(f"held {held:.1f} s by Segment's Retry-After", 429, held)
             self.work.appendleft(piece)
             return False
         return True
@@ -495,6 +504,11 @@ class _Delivery:
             self.refused(piece, err)
             return
         _record(self.report, piece.indices, err, unsent=False)
+        if err.status == 429 and err.retry_after and self.pacer is not None:
+            try:  # every worker's next request for this key waits too, not only these messages
+                self.pacer.hold(self.kid, err.retry_after)
+            except Exception as exc:  # the pacer's Redis down: these messages still wait
+                log.warning("holding key %s failed (%s)", self.kid, type(exc).__name__)
         if _halts(err):
             log.warning("delivery for key %s stopped: %s", self.kid, err.reason)
             self.halt = err

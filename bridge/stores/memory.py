@@ -667,10 +667,19 @@ class MemoryPacer:
                 self._tat = {k: v for k, v in self._tat.items() if v > now}
         return max(tat - self._tolerance - now, 0.0)
 
-    def acquire(self, key_id: str) -> None:
+    def acquire(self, key_id: str, max_wait_s: float | None = None) -> float:
         wait = self.reserve(key_id)
+        if max_wait_s is not None and wait > max_wait_s:
+            return wait
         if wait > 0:
             self._sleep(wait)
+        return 0.0
+
+    def hold(self, key_id: str, seconds: float) -> None:
+        check_pacer_key_id(key_id)
+        with self._lock:
+            until = self._clock() + seconds
+            self._tat[key_id] = max(self._tat.get(key_id, until), until)
 
 
 # --------------------------------------------------------------------------- stats

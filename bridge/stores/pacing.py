@@ -78,6 +78,7 @@ class RedisPacer:
     ) -> None:
         self._interval, self._tolerance = gcra_params(rate_per_s, burst)
         self._script = redis_client.register_script(lua.load("pacing_gcra"))
+        self._hold = redis_client.register_script(lua.load("pacing_hold"))
         self._clock = clock
         self._sleep = sleep
         self._prefix = prefix
@@ -96,7 +97,20 @@ class RedisPacer:
         )
         return float(raw.decode() if isinstance(raw, bytes) else raw)
 
-    def acquire(self, key_id: str) -> None:
+    def acquire(self, key_id: str, max_wait_s: float | None = None) -> float:
+        """Wait for ``key_id``'s next slot and return 0; a wait over ``max_wait_s`` (the key is
+        held: a 429's ``Retry-After``) is returned instead of waited."""
         wait = self.reserve(key_id)
+        if max_wait_s is not None and wait > max_wait_s:
+            return wait
         if wait > 0:
             self._sleep(wait)
+        return 0.0
+
+    def hold(self, key_id: str, seconds: float) -> None:
+        """No slot of ``key_id`` before ``seconds`` from now (Segment's ``Retry-After``)."""
+        check_pacer_key_id(key_id)
+        self._hold(
+            keys=[self._prefix + key_id],
+            args=["" if self._clock is None else repr(self._clock()), repr(seconds), repr(PACE_TTL_MARGIN_S)],
+        )

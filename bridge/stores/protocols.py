@@ -270,8 +270,14 @@ class Pending(Protocol):
 class Pacer(Protocol):
     """Paces requests per write key."""
 
-    def acquire(self, key_id: str) -> None:
-        """Block until one request for ``key_id`` may be sent."""
+    def acquire(self, key_id: str, max_wait_s: float | None = None) -> float:
+        """Block until one request for ``key_id`` may be sent and return 0; a wait longer than
+        ``max_wait_s`` (the key is held) is returned instead of waited."""
+        ...
+
+    def hold(self, key_id: str, seconds: float) -> None:
+        """No request for ``key_id`` before ``seconds`` from now (a 429's ``Retry-After``)."""
+        ...
 
 
 # --------------------------------------------------------------------------- stats
