@@ -629,3 +629,15 @@ def _tree_depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_tree_depth(v) for v in value), default=0)
     return 0
+
+
+def test_a_redis_that_does_not_say_its_memory_has_no_memory_limit() -> None:
+    """fakeredis's server (the demo's fallback) and managed Redis services that disable ``INFO``
+    answer it with an error: no limit is known, so none is enforced (the ingest still runs)."""
+    from bridge.ingest.app import redis_memory_per_mille
+
+    class NoInfo:
+        def info(self, section: str) -> dict[str, object]:
+            raise redis.ResponseError("unknown command 'INFO'")
+
+    assert redis_memory_per_mille(NoInfo()) == 0

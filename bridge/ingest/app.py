@@ -47,7 +47,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from redis import Redis, RedisError
+from redis import Redis, RedisError, ResponseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.config import MerchantsConfig, Settings
@@ -138,8 +138,12 @@ REDIS_MEMORY_LIMIT_PER_MILLE = 900
 
 
 def redis_memory_per_mille(client: Any) -> int:
-    """Redis's ``used_memory`` per mille of its ``maxmemory`` (0 when it has no limit)."""
-    info = client.info("memory")
+    """Redis's ``used_memory`` per mille of its ``maxmemory`` (0 when it has no limit, or does
+    not say: a server without ``INFO memory``, as fakeredis's or a managed one that disables it)."""
+    try:
+        info = client.info("memory")
+    except ResponseError:
+        return 0
     limit = int(info.get("maxmemory", 0) or 0)
     return int(int(info.get("used_memory", 0) or 0) * 1000 // limit) if limit else 0
 
