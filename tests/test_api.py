@@ -641,3 +641,21 @@ def test_a_redis_that_does_not_say_its_memory_has_no_memory_limit() -> None:
             raise redis.ResponseError("unknown command 'INFO'")
 
     assert redis_memory_per_mille(NoInfo()) == 0
+
+
+@pytest.mark.parametrize(
+    ("info", "per_mille"),
+    [
+        ({"used_memory": 950, "maxmemory": 1000, "maxmemory_policy": "noeviction"}, 950),
+        ({"used_memory": 999, "maxmemory": 1000, "maxmemory_policy": "allkeys-lru"}, 0),  # evicts by design
+        ({"used_memory": 950, "maxmemory": 0, "maxmemory_policy": "noeviction"}, 0),  # no limit
+    ],
+)
+def test_the_memory_guard_reads_a_noeviction_limit_only(info: dict[str, object], per_mille: int) -> None:
+    from bridge.ingest.app import redis_memory_per_mille
+
+    class Info:
+        def info(self, section: str) -> dict[str, object]:
+            return info
+
+    assert redis_memory_per_mille(Info()) == per_mille

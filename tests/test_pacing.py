@@ -229,3 +229,19 @@ def test_a_held_key_gets_no_slot_before_its_retry_after(make_pacer: PacerFactory
     clock.now += 31
     assert pacer.acquire(KID, 2.0) == 0.0
     assert pacer.acquire(KID) == 0.0 and clock.sleeps == [pytest.approx(0.02, abs=1e-5)]  # paced again
+
+
+def test_deliveries_turned_away_by_a_hold_do_not_push_the_key_further_out(make_pacer: PacerFactory) -> None:
+    """A delivery that finds the key held parks its messages and sends nothing: it must reserve
+    no slot. Reserving one per refusal pushed the key's queue out with every new batch (a review's
+    simulation: 6,000 batches in 20 minutes after one 60 s hold, 4 sent)."""
+    clock = FakeClock()
+    pacer = make_pacer(clock, 50)
+    end = clock.now + 60
+    pacer.hold(KID, 60)
+    while clock.now < end - 2.5:  # 50 deliveries a second, each turned away
+        assert pacer.acquire(KID, 2.0) > 2.0
+        clock.now += 0.02
+    clock.now = end + 0.5
+    assert pacer.acquire(KID, 2.0) == 0.0  # the hold is over: the key is free at once
+    assert clock.sleeps == []

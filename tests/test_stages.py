@@ -521,6 +521,50 @@ def test_replayed_messages_of_one_source_go_out_in_one_request(stage: Stage) -> 
     assert stage.stores.dlq.size() == 0
 
 
+def test_an_unreadable_message_letter_does_not_block_the_others(stage: Stage) -> None:
+    """A message letter that is not a JSON object (or names no merchant) raised before anything
+    was parked, and replay by reason picks the oldest first: no letter of that reason could ever
+    be replayed until it was dropped. It is now left in place and counted."""
+    process_outcomes(_texts(many_outcomes(2, "u", 1738)), stage.stores)
+    good = stage.segment.bodies[WRITE_KEY_1738][0].decode()
+    payload = {"source": "Paytronix_Prod"}
+    bad_ids = stage.stores.dlq.add_many(
+        [
+            NewDeadLetter(
+                reason="segment_rejected",
+                payload={**payload, "message": "[1, 2]"},
+                kind="message",
+                merchant_id=1738,
+            ),
+            NewDeadLetter(
+                reason="segment_rejected",
+                payload={**payload, "message": "{not json"},
+                kind="message",
+                merchant_id=1738,
+            ),
+            NewDeadLetter(
+                reason="segment_rejected", payload={**payload, "message": good}, kind="message"
+            ),  # no merchant
+        ]
+    )
+    [good_id] = stage.stores.dlq.add_many(
+        [
+            NewDeadLetter(
+                reason="segment_rejected",
+                payload={**payload, "message": good},
+                kind="message",
+                merchant_id=1738,
+            )
+        ]
+    )
+    counts = replay(
+        stage.stores.dlq, stage.stores.parking, list, reason="segment_rejected", clock=stage.backend.clock
+    )
+    assert counts == Counter({"message": 1, "skipped": 3})
+    assert [letter.id for letter in stage.stores.dlq.list()] == bad_ids
+    assert good_id not in [letter.id for letter in stage.stores.dlq.list()]
+
+
 # --------------------------------------------------------------------------- status
 
 

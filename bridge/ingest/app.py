@@ -138,12 +138,14 @@ REDIS_MEMORY_LIMIT_PER_MILLE = 900
 
 
 def redis_memory_per_mille(client: Any) -> int:
-    """Redis's ``used_memory`` per mille of its ``maxmemory`` (0 when it has no limit, or does
-    not say: a server without ``INFO memory``, as fakeredis's or a managed one that disables it)."""
+    """Redis's ``used_memory`` per mille of its ``maxmemory`` (0 when it has no limit, evicts, or
+    does not say: a server without ``INFO memory``, as fakeredis's or a managed one disabling it)."""
     try:
         info = client.info("memory")
     except ResponseError:
         return 0
+    if info.get("maxmemory_policy", "noeviction") != "noeviction":  # unsupported, but then Redis
+        return 0  # sits at its limit by design: evicting is how it makes room
     limit = int(info.get("maxmemory", 0) or 0)
     return int(int(info.get("used_memory", 0) or 0) * 1000 // limit) if limit else 0
 
@@ -399,7 +401,10 @@ def _add_probes(app: FastAPI, ingest: Ingest) -> None:
     async def metrics_text() -> Response:
         with contextlib.suppress(RedisError):
             await ingest.backlog.depth()  # refreshes bridge_queue_depth
-        return Response(generate_latest(ingest.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # in a thread: the Redis-held gauges are read with blocking calls (a hanging Redis must
+        # not stall the event loop, and every request with it, for the socket timeout)
+        text = await asyncio.to_thread(generate_latest, ingest.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 def _serving_app(settings: Settings) -> FastAPI:

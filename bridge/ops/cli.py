@@ -509,7 +509,8 @@ def dlq_replay(
     except MalformedDeadLetterId as exc:  # checked before anything is taken
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"replayed {counts['outcome']} outcome(s) and {counts['message']} message(s)")
+    skipped = f"; {counts['skipped']} unreadable message letter(s) left in place" if counts["skipped"] else ""
+    typer.echo(f"replayed {counts['outcome']} outcome(s) and {counts['message']} message(s){skipped}")
 
 
 @dlq_app.command("drop")

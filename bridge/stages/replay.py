@@ -7,6 +7,7 @@ already delivered to a write key is never sent to it again.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 from bridge.stores.protocols import DeadLetters, Parking
 from bridge.stores.records import DeadLetter, ParkedBatch, ParkedMessage
+
+log = logging.getLogger("bridge.replay")
 
 #: Most messages of one source parked as one replayed batch (a request each, like a delivery).
 REPLAY_BATCH_MESSAGES = 500
@@ -47,7 +50,15 @@ def replay(
         publish_texts([letter.raw for letter in outcomes])
         dlq.drop([letter.id for letter in outcomes])
         counts["outcome"] += len(outcomes)
-    for batch in _message_batches([letter for letter in letters if letter.kind == "message"], clock()):
+    batches, skipped = _message_batches([letter for letter in letters if letter.kind == "message"], clock())
+    if skipped:
+        counts["skipped"] += len(skipped)
+        log.warning(
+            "replay: %d message letter(s) left in place, unreadable: %s",
+            len(skipped),
+            ", ".join(skipped[:20]),
+        )
+    for batch in batches:
         parking.park(f"replay-{uuid.uuid4().hex}", batch.parked, batch.parked.first_failed_at)
         dlq.drop(batch.letter_ids)
         counts["message"] += len(batch.letter_ids)
@@ -60,13 +71,16 @@ class _Batch:
     letter_ids: list[str]
 
 
-def _message_batches(letters: Sequence[DeadLetter], now: float) -> list[_Batch]:
+def _message_batches(letters: Sequence[DeadLetter], now: float) -> tuple[list[_Batch], list[str]]:
     """Message letters as parked batches: one per source of a merchant, at most
-    ``REPLAY_BATCH_MESSAGES`` messages each (a batch a request, not a message a request)."""
+    ``REPLAY_BATCH_MESSAGES`` messages each (a batch a request, not a message a request); and the
+    ids of letters that cannot be replayed (no merchant, not a JSON object), left in place."""
     groups: dict[tuple[int, str], list[DeadLetter]] = {}
+    skipped: list[str] = []
     for letter in letters:
-        if letter.merchant_id is None:  # every message letter names one; never park a batch that cannot run
-            raise ValueError(f"dead letter {letter.id} holds a message but names no merchant")
+        if letter.merchant_id is None or not _readable(letter.message):
+            skipped.append(letter.id)  # never park a batch that cannot run; never block the rest
+            continue
         groups.setdefault((letter.merchant_id, letter.source), []).append(letter)
     batches: list[_Batch] = []
     for (merchant_id, source), group in groups.items():
@@ -93,4 +107,11 @@ def _message_batches(letters: Sequence[DeadLetter], now: float) -> list[_Batch]:
                 messages=tuple(messages),
             )
             batches.append(_Batch(parked, [letter.id for letter in part]))
-    return batches
+    return batches, skipped
+
+
+def _readable(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False

@@ -8,11 +8,13 @@ Only letters of reason ``invalid`` are trimmed automatically: a client that keep
 outcomes must not grow Redis without bound. Beyond ``invalid_max`` (``BRIDGE_DLQ_INVALID_MAX``)
 the oldest are deleted as new ones come, and counted (``trimmed()``, shown by ``bridge status``
 and ``/metrics``). Letters of every other reason hold outcomes or messages that can still be
-delivered; they leave only through ``drop*`` or ``take_for_replay`` (an operator's command).
+delivered; they leave only through ``drop*`` (an operator's command, or ``bridge dlq replay``
+once a letter is back in the pipeline).
 
-``take_for_replay`` removes entries inside one Lua script and returns only the entries it
-removed, so two concurrent replays never take the same entry. The caller re-enqueues what
-it took; if that fails it should ``restore()`` them, or they are gone.
+``bridge.stages.replay`` reads letters (``list``, ``read``), re-enters them and only then drops
+them: an interrupted replay leaves them in place, and dedup absorbs one replayed twice.
+``take_for_replay`` (remove and return, in one Lua script) and ``restore()`` are kept for callers
+that want each entry taken by one of them only; the replay stage no longer uses them.
 
 A letter is a ``bridge.stores.records.DeadLetter`` (its one encoder and decoder live there);
 its payload is stored as JSON (``bridge.domain.wire.dumps``): a ``Decimal`` comes back as a

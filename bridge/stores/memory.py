@@ -655,12 +655,15 @@ class MemoryPacer:
         self._tat: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def reserve(self, key_id: str) -> float:
-        """Reserve the next slot for ``key_id``; return the seconds to wait before using it."""
+    def reserve(self, key_id: str, max_wait_s: float | None = None) -> float:
+        """Reserve the next slot for ``key_id``; return the seconds to wait before using it. A wait
+        over ``max_wait_s`` reserves nothing (the caller will not use that slot)."""
         check_pacer_key_id(key_id)
         with self._lock:
             now = self._clock()
             tat = max(self._tat.get(key_id, now), now)
+            if max_wait_s is not None and tat - self._tolerance - now > max_wait_s:
+                return tat - self._tolerance - now
             self._tat[key_id] = tat + self._interval
             # Forget keys whose slot has passed, as the Redis keys expire.
             if len(self._tat) > 1024:
@@ -668,7 +671,7 @@ class MemoryPacer:
         return max(tat - self._tolerance - now, 0.0)
 
     def acquire(self, key_id: str, max_wait_s: float | None = None) -> float:
-        wait = self.reserve(key_id)
+        wait = self.reserve(key_id, max_wait_s)
         if max_wait_s is not None and wait > max_wait_s:
             return wait
         if wait > 0:

@@ -83,8 +83,9 @@ class RedisPacer:
         self._sleep = sleep
         self._prefix = prefix
 
-    def reserve(self, key_id: str) -> float:
-        """Reserve the next slot for ``key_id``; return the seconds to wait before using it."""
+    def reserve(self, key_id: str, max_wait_s: float | None = None) -> float:
+        """Reserve the next slot for ``key_id``; return the seconds to wait before using it. A wait
+        over ``max_wait_s`` reserves nothing (the caller will not use that slot)."""
         check_pacer_key_id(key_id)
         raw = self._script(
             keys=[self._prefix + key_id],
@@ -93,14 +94,15 @@ class RedisPacer:
                 repr(self._interval),
                 repr(self._tolerance),
                 repr(PACE_TTL_MARGIN_S),
+                "" if max_wait_s is None else repr(max_wait_s),
             ],
         )
         return float(raw.decode() if isinstance(raw, bytes) else raw)
 
     def acquire(self, key_id: str, max_wait_s: float | None = None) -> float:
         """Wait for ``key_id``'s next slot and return 0; a wait over ``max_wait_s`` (the key is
-        held: a 429's ``Retry-After``) is returned instead of waited."""
-        wait = self.reserve(key_id)
+        held: a 429's ``Retry-After``) is returned instead of waited, and reserves no slot."""
+        wait = self.reserve(key_id, max_wait_s)
         if max_wait_s is not None and wait > max_wait_s:
             return wait
         if wait > 0:
