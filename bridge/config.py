@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import ParseResult, SplitResult, urlparse, urlsplit
 
 import yaml
 from pydantic import (
@@ -161,11 +161,7 @@ class Settings(BaseSettings):
         # (not unix://: redis-py reads it, but the worker's broker, kombu, has no such transport)
         if value != value.strip() or parsed.scheme not in ("redis", "rediss"):
             raise ValueError("not a redis:// or rediss:// URL")
-        try:
-            port = parsed.port
-        except ValueError:
-            port = 0
-        if port == 0:
+        if not _port_ok(parsed):
             raise ValueError("its port is not a number from 1 to 65535")
         return value
 
@@ -199,6 +195,14 @@ class Settings(BaseSettings):
         if self.config is None:
             return MerchantsConfig()
         return load_merchants_file(self.config)
+
+
+def _port_ok(parsed: SplitResult | ParseResult) -> bool:
+    """A URL's port is absent or a number from 1 to 65535 (``urllib`` raises beyond, and reads 0)."""
+    try:
+        return parsed.port != 0
+    except ValueError:
+        return False
 
 
 def load_settings() -> Settings:
@@ -446,10 +450,20 @@ def _store(row: Mapping[str, Any], where: str, problems: list[str]) -> Store | N
     )
 
 
+def _add_store(stores: dict[str, Store], row: Mapping[str, Any], where: str, problems: list[str]) -> None:
+    """One row of a directory (a CSV line or an inline row) added to ``stores``; a code listed
+    twice is a problem (the later row still wins, as before)."""
+    store = _store(row, where, problems)
+    if store is not None:
+        if store.code in stores:
+            problems.append(f"{where}: store_code {store.code!r} appears twice")
+        stores[store.code] = store
+
+
 def read_store_directory(path: Path, problems: list[str]) -> dict[str, Store]:
     """Read ``store_code,name,latitude,longitude,city,postal_code,state,country`` (header row first):
-    UTF-8 text (a byte-order mark allowed), read as strict CSV, so a quote left open is a problem,
-    not a value that swallows the rows after it."""
+    UTF-8 text (a byte-order mark allowed). A value spanning lines is a problem (a quote left open
+    swallows the rows after it), not a store name."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -489,11 +503,7 @@ def _store_rows(reader: csv.DictReader[str], path: Path, problems: list[str]) ->
             if any("\n" in v or "\r" in v for v in row.values()):  # what a quote left open swallows
                 problems.append(f"{path}:{started}: a value spans lines (a quote left open?)")
                 continue
-            store = _store(row, f"{path}:{line}", problems)
-            if store is not None:
-                if store.code in stores:
-                    problems.append(f"{path}:{line}: store_code {store.code!r} appears twice")
-                stores[store.code] = store
+            _add_store(stores, row, f"{path}:{line}", problems)
     except csv.Error as exc:  # the row after the last one read (a NUL byte, say)
         problems.append(f"{path}:{reader.line_num + 1}: not valid CSV ({exc})")
     return stores
@@ -511,11 +521,7 @@ def _check_host(host: str, where: str, problems: list[str]) -> None:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         problems.append(f"{where}: not an http(s) URL")
         return
-    try:
-        port = parsed.port
-    except ValueError:
-        port = 0
-    if port == 0:
+    if not _port_ok(parsed):
         problems.append(f"{where}: its port is not a number from 1 to 65535")
     if parsed.path.rstrip("/").endswith(("/v1/batch", "/v1")):
         problems.append(
@@ -557,7 +563,7 @@ def _merchant_sources(m: MerchantConfig, where: str, default_host: str, problems
 
 def store_file(given: str, base: Path) -> Path:
     """The store directory file a merchant names (a relative name is relative to ``base``)."""
-    return (base / given) if not Path(given).is_absolute() else Path(given)
+    return base / given  # an absolute name stays itself
 
 
 def _merchant_stores(given: Any, where: str, base: Path, problems: list[str]) -> dict[str, Store]:
@@ -570,11 +576,7 @@ def _merchant_stores(given: Any, where: str, base: Path, problems: list[str]) ->
             if not isinstance(row, dict):
                 problems.append(f"{where}.stores[{k}]: expected a mapping of column names to values")
                 continue
-            store = _store(row, f"{where}.stores[{k}]", problems)
-            if store is not None:
-                if store.code in stores:
-                    problems.append(f"{where}.stores[{k}]: store_code {store.code!r} appears twice")
-                stores[store.code] = store
+            _add_store(stores, row, f"{where}.stores[{k}]", problems)
     elif given is not None:
         problems.append(f"{where}.stores: expected a file name or a list of rows")
     return stores

@@ -13,6 +13,7 @@ running workers and ``bridge serve`` processes within ``CONFIG_RELOAD_S`` withou
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ from bridge.stores.protocols import StoreSet
 
 if TYPE_CHECKING:
     from bridge.stages.accept import TaskQueue
+
+log = logging.getLogger("bridge.config")
 
 #: How often (seconds) a running process looks at the merchants file's modification time.
 CONFIG_CHECK_INTERVAL_S = 1.0
@@ -119,11 +122,7 @@ class ConfigWatcher:
                     if self._config is None:
                         raise
                     if stamp != self._stamp or not self._rejected:  # said once per change
-                        import logging
-
-                        logging.getLogger("bridge.config").exception(
-                            "new configuration rejected; keeping the old one"
-                        )
+                        log.exception("new configuration rejected; keeping the old one")
                     self._stamp, self._rejected = stamp, True
                     return self._config
                 self._config, self._rejected = config, False

@@ -34,7 +34,7 @@ from mappings.common import (
     wallet_lists,
     wallet_properties,
 )
-from mappings.pos import REDEEM_ONLY, CheckFacts, check_number, decreases_redeem, is_void_check, pos_activity
+from mappings.pos import REDEEM_ONLY, CheckFacts, change_totals, check_number, pos_activity
 
 ACCRUING_KINDS = frozenset(
     {
@@ -163,8 +163,6 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
         return []
     cards = outcome.request.cards or []
     places = _card_places(cards, response.reply)
-    redeem = decreases_redeem(outcome)
-    void = is_void_check(outcome)
     card_count = max(len(cards), len(response.reply))
     messages: list[Message] = []
     for index, card in enumerate(response.reply):
@@ -189,12 +187,7 @@ def _multi_check(outcome: Outcome, ctx: MappingContext) -> list[Message]:
                     "card_index": index,
                     "amount_paid": paid.amount_paid if paid else None,
                     "px_transaction_id": card_facts.px_transaction_id,
-                    # a voided check's changes are no earnings or redemptions (is_void_check)
-                    **(
-                        {}
-                        if void
-                        else points_changed(wallets.changed_wallet_contents, decreases_redeem=redeem)
-                    ),
+                    **change_totals(outcome, wallets.changed_wallet_contents),
                     "changed_wallets": changed_wallets(wallets.changed_wallet_contents),
                 }
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.domain.models import (
+    ChangedPointInfo,
     Check,
     CheckRequest,
     ComboItem,
@@ -73,6 +74,15 @@ def is_void_check(outcome: Outcome) -> bool:
     earned or redeemed, and its discount lines redeem nothing."""
     request = outcome.request
     return request is not None and bool(request.check.header.is_void)
+
+
+def change_totals(outcome: Outcome, changes: list[ChangedPointInfo]) -> Properties:
+    """points_earned / points_redeemed of the changes a check outcome (or one card of it) reports:
+    none on a voided check (``is_void_check``), decreases as redemptions only where
+    ``decreases_redeem`` says so."""
+    if is_void_check(outcome):
+        return {}
+    return points_changed(changes, decreases_redeem=decreases_redeem(outcome))
 
 
 def decreases_redeem(outcome: Outcome) -> bool:
@@ -558,13 +568,7 @@ class CheckFacts:
         changes = self.wallets.changed_wallet_contents
         if not changes:
             return {}
-        if is_void_check(self.outcome):
-            return {"changed_wallets": changed_wallets(changes)}
-        redeem = decreases_redeem(self.outcome)
-        return {
-            **points_changed(changes, decreases_redeem=redeem),
-            "changed_wallets": changed_wallets(changes),
-        }
+        return {**change_totals(self.outcome, changes), "changed_wallets": changed_wallets(changes)}
 
     @once
     def wallet_properties(self) -> Properties:

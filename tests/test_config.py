@@ -384,23 +384,31 @@ def test_a_redis_url_no_client_can_use_is_refused_without_its_password(
 def test_settings_that_bound_each_other_are_all_checked(bridge_env: pytest.MonkeyPatch) -> None:
     # README: keep BRIDGE_DEDUP_WINDOW_S >= BRIDGE_RETENTION_S; a retry base above its cap and a
     # heartbeat TTL under two intervals: every disagreement reported, not the first.
-    for name, value in {
-        "DEDUP_WINDOW_S": "60",
-        "RETRY_BASE_S": "900",
-        "RETRY_CAP_S": "1",
-        "HEARTBEAT_INTERVAL_S": "5",
-        "HEARTBEAT_TTL_S": "8",
-    }.items():
-        bridge_env.setenv(f"BRIDGE_{name}", value)
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    assert [p.split(" ", 1)[0] for p in info.value.problems] == [
+    problems = _refused_settings(
+        bridge_env,
+        DEDUP_WINDOW_S="60",
+        RETRY_BASE_S="900",
+        RETRY_CAP_S="1",
+        HEARTBEAT_INTERVAL_S="5",
+        HEARTBEAT_TTL_S="8",
+    )
+    assert [p.split(" ", 1)[0] for p in problems] == [
         "BRIDGE_HEARTBEAT_TTL_S",
         "BRIDGE_DEDUP_WINDOW_S",
         "BRIDGE_RETRY_BASE_S",
     ]
-    assert "must be at least BRIDGE_RETENTION_S (604800)" in info.value.problems[1]
-    assert info.value.problems[2] == "BRIDGE_RETRY_BASE_S (900.0) must not exceed BRIDGE_RETRY_CAP_S (1.0)"
+    assert "must be at least BRIDGE_RETENTION_S (604800)" in problems[1]
+    assert problems[2] == "BRIDGE_RETRY_BASE_S (900.0) must not exceed BRIDGE_RETRY_CAP_S (1.0)"
+
+
+def _refused_settings(bridge_env: pytest.MonkeyPatch, **values: str) -> tuple[str, ...]:
+    """The problems ``load_settings`` names with these ``BRIDGE_*`` values set (a validation test:
+    no process runs with them)."""
+    for name, value in values.items():
+        bridge_env.setenv(f"BRIDGE_{name}", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    return info.value.problems
 
 
 @pytest.mark.parametrize(
@@ -409,6 +417,7 @@ def test_settings_that_bound_each_other_are_all_checked(bridge_env: pytest.Monke
         {"BRIDGE_REDIS_URL": "rediss://:pw@redis.example:6380/1", "BRIDGE_LOG_LEVEL": "debug"},
         {"BRIDGE_REDIS_URL": "redis://redis.internal:6379/2", "BRIDGE_LOG_LEVEL": "WARNING"},
         {"BRIDGE_REDIS_URL": "redis://", "BRIDGE_METRICS_PORT": "0"},  # 0: no metrics server, as unset
+        # a validation test (no process runs with it): a base equal to the default cap (600) is allowed
         {"BRIDGE_REDIS_URL": "redis://", "BRIDGE_METRICS_PORT": "65535", "BRIDGE_RETRY_BASE_S": "600"},
     ],
 )
@@ -556,16 +565,10 @@ def test_renames_that_keep_every_event_apart_are_accepted(rename: dict[str, str]
 def test_settings_that_bound_each_other_are_checked_beside_bad_values(bridge_env: pytest.MonkeyPatch) -> None:
     # The checks across settings ran only once every value was valid: they are reported
     # together with the bad values, except those that name a bad one (compared with what?).
-    for name, value in {
-        "DEDUP_WINDOW_S": "60",
-        "LOG_LEVEL": "chatty",
-        "RETRY_BASE_S": "900",
-        "RETRY_CAP_S": "abc",
-    }.items():
-        bridge_env.setenv(f"BRIDGE_{name}", value)
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    assert [p.split(" ", 1)[0] for p in info.value.problems] == [
+    problems = _refused_settings(
+        bridge_env, DEDUP_WINDOW_S="60", LOG_LEVEL="chatty", RETRY_BASE_S="900", RETRY_CAP_S="abc"
+    )
+    assert [p.split(" ", 1)[0] for p in problems] == [
         "BRIDGE_RETRY_CAP_S:",
         "BRIDGE_LOG_LEVEL:",
         "BRIDGE_DEDUP_WINDOW_S",

@@ -212,13 +212,9 @@ class Ingest:
     async def check_backlog(self) -> None:
         try:
             depth = await self.backlog.depth()
-        except RedisError as exc:
-            log.warning("ingest: cannot read the queue length (%s)", type(exc).__name__)
-            raise unavailable("the queue (Redis) is not reachable; retry later") from None
-        try:
             memory = await self.memory.depth()
         except RedisError as exc:
-            log.warning("ingest: cannot read Redis memory use (%s)", type(exc).__name__)
+            log.warning("ingest: cannot read the queue length or memory use (%s)", type(exc).__name__)
             raise unavailable("the queue (Redis) is not reachable; retry later") from None
         if memory > REDIS_MEMORY_LIMIT_PER_MILLE:
             raise unavailable(
