@@ -695,4 +695,8 @@ def load_merchants_file(path: Path, env: Mapping[str, str] | None = None) -> Mer
         raw = read_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML{_yaml_problem(exc)}"]) from None
+    if raw is None:
+        # an empty file is a mistake (or a file caught mid-rewrite), never "no merchants and no
+        # ingest secrets": that would turn ingest authentication off (unset BRIDGE_CONFIG for none)
+        raise ConfigError([f"{path}: the configuration is empty"])
     return parse_merchants(raw, path.parent, env, path)

@@ -671,3 +671,33 @@ def test_a_write_key_rotated_in_the_file_is_scrubbed_from_logs(tmp_path, capfd) 
     err = capfd.readouterr().err
     assert "keys [redacted] and [redacted]" in err
     assert "wk-new-9876543210" not in err and "wk-old-0123456789" not in err
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
+def test_an_empty_merchants_file_is_refused(tmp_path: Path, text: str) -> None:
+    """An empty file named by BRIDGE_CONFIG is a mistake (unset BRIDGE_CONFIG means no merchants),
+    never "no merchants and no ingest secrets": that turned ingest authentication off."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_merchants_file(path)
+    assert "empty" in str(caught.value)
+
+
+def test_a_truncated_merchants_file_does_not_turn_ingest_authentication_off(tmp_path: Path) -> None:
+    """A non-atomic rewrite (``cat new > bridge.yaml``, many editors) leaves the file empty for a
+    moment. A running process that read it then took it as a configuration without secrets: the
+    ingest answered 202 to unauthenticated requests, and every merchant was unconfigured."""
+    from bridge.runtime import CONFIG_CHECK_INTERVAL_S, ConfigWatcher
+
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        'ingest:\n  bearer_tokens: ["tok-0123456789"]\n'
+        "merchants:\n  - merchant_id: 1\n    sources:\n      - name: P\n        write_key: wk-1-abcdef\n"
+    )
+    watcher = ConfigWatcher(Settings(config=config))
+    assert len(watcher.current().bearer_tokens) == 1
+    config.write_text("")  # truncated, not yet written
+    time.sleep(CONFIG_CHECK_INTERVAL_S + 0.1)
+    current = watcher.current()
+    assert len(current.bearer_tokens) == 1 and list(current.merchants) == [1]
