@@ -98,3 +98,18 @@ def test_replay_command_delivers_once_and_twice_sends_nothing(redis_server, tmp_
         assert second.returncode == 0, second.stderr
         assert "accepted 0  duplicate 400  invalid 1" in second.stdout
         assert pipe.received_pairs() == expected
+
+
+def test_a_utf8_bom_and_crlf_line_ends_do_not_make_an_outcome_invalid(backend: Backend, tmp_path):
+    """A JSONL file saved by a Windows tool starts with a UTF-8 BOM and ends lines with CRLF. The
+    BOM made the first outcome "not valid JSON" and its dead letter kept the BOM, so replaying
+    the letter could never take it either."""
+    outcomes = many_outcomes(3, prefix="bom")
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(o).encode() + b"\r\n" for o in outcomes))
+    publish = FlakyPublisher()
+    stores = dict(merchants=MerchantsConfig(), dedup=backend.stores.dedup, dlq=backend.stores.dlq)
+    counts = ingest_file(path, publish_texts=publish, **stores)
+    assert (counts.accepted, counts.duplicate, counts.invalid) == (3, 0, 0)
+    assert [json.loads(t)["outcomeId"] for t in publish.texts] == [o["outcomeId"] for o in outcomes]
+    assert backend.stores.dlq.size() == 0

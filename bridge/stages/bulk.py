@@ -25,6 +25,9 @@ from bridge.stores.protocols import DeadLetters, DedupStore
 
 #: Outcomes validated and enqueued per step (and per checkpoint).
 CHUNK_LINES = 1000
+#: A UTF-8 byte order mark, as Windows tools write at the start of a text file: not part of the
+#: first outcome.
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -92,8 +95,9 @@ def ingest_file(
         line_no = counts.lines
         while True:
             chunk: list[tuple[int, bytes]] = []
-            for raw in handle:
+            for read in handle:
                 line_no += 1
+                raw = read[len(UTF8_BOM) :] if line_no == 1 and read.startswith(UTF8_BOM) else read
                 if raw.strip():
                     chunk.append((line_no, raw))
                 if len(chunk) >= chunk_lines:
