@@ -42,12 +42,12 @@ class Publisher:
         items: list[Any] = []
         texts: list[str | None] = []  # None: a dict's text is written by the accept stage
         for outcome in outcomes:
-            if isinstance(outcome, dict):
-                items.append(outcome)
-                texts.append(None)
-            else:
+            if isinstance(outcome, str | bytes):
                 items.append(decode_item(outcome))
                 texts.append(outcome.decode("utf-8", "replace") if isinstance(outcome, bytes) else outcome)
+            else:  # an outcome, or anything else the accept stage refuses as the HTTP API does
+                items.append(outcome)
+                texts.append(None)
         stores = self.runtime.current_stores()
         checked = accept(
             items,

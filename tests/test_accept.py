@@ -185,3 +185,21 @@ def test_publish_returns_what_the_http_api_answers(bridge_module: ModuleType, re
     }
     dlq = DeadLetterStore(redis.Redis.from_url(redis_url))  # still dead-lettered, as before
     assert [(letter.reason, letter.outcome_id) for letter in dlq.list()] == [("invalid", "pub-bad")] * 2
+
+
+def test_publish_many_refuses_any_item_with_the_http_apis_error_shape(bridge_module: ModuleType) -> None:
+    """README: ``errors`` lists each invalid item with "its index and every bad field, as in the
+    HTTP API's 202/422 body" (``{"index", "outcomeId", "errors": [{"path", "reason"}]}``). A JSON
+    text that does not decode gave ``{"index", "error"}`` instead, and an item that is neither an
+    outcome nor a text (a number, None, a list) raised AttributeError instead of being refused and
+    dead-lettered as the HTTP API does with the same items in a bare array."""
+    [good] = _outcomes(1, "pubshape")
+    answer = bridge_module.publish_many(['{"broken', 5, None, ["list"], good])
+    assert (answer["accepted"], answer["invalid"]) == (1, 4)
+    assert [e["index"] for e in answer["errors"]] == [0, 1, 2, 3]
+    for error in answer["errors"]:
+        assert set(error) == {"index", "outcomeId", "errors"} and error["outcomeId"] is None
+        [problem] = error["errors"]
+        assert set(problem) == {"path", "reason"} and problem["reason"]
+    assert "not valid JSON" in answer["errors"][0]["errors"][0]["reason"]
+    assert answer["errors"][1]["errors"][0]["reason"] == "expected a JSON object, got a number"

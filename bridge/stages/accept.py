@@ -144,7 +144,11 @@ def check(
         except (InvalidOutcome, JSONDecodeProblem) as exc:
             given = None if texts is None else texts[index]
             text = given if given is not None else item_text(item)
-            details = exc.to_dict() if isinstance(exc, InvalidOutcome) else {"error": str(exc)}
+            details = (
+                exc.to_dict()  # the same shape for text that is not JSON (a file's line, a publish)
+                if isinstance(exc, InvalidOutcome)
+                else {"outcomeId": None, "errors": [{"path": "", "reason": str(exc)}]}
+            )
             checked.errors.append({"index": index, **details})
             merchant_id = item.get("merchantId") if isinstance(item, dict) else None
             extra = {} if lines is None else {"line": lines[index]}
