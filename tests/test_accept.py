@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from bridge.config import MerchantsConfig, Settings
+from bridge.domain.errors import OutcomesInFlight
 from bridge.stages import accept
 from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
 from bridge.stages.process import process_outcomes
@@ -121,6 +122,54 @@ def test_a_failed_enqueue_marks_nothing_accepted_and_dead_letters_nothing(backen
     retried = _accept(backend, [*outcomes, bad], _enqueuer(backend, queue))
     assert (len(retried.enqueue), retried.duplicate, len(retried.errors)) == (2, 0, 1)
     assert backend.stores.dlq.size() == 1
+
+
+def _checked(backend: Backend, outcomes: list[dict[str, Any]]) -> accept.Checked:
+    return accept.check(outcomes, merchants_config(), backend.clock())
+
+
+def test_an_outcome_another_request_is_storing_is_accepted_once(backend: Backend) -> None:
+    """Two requests with one outcome at once (a client retrying a request still in progress):
+    the first stores and counts it; the second waits for it and finds a duplicate. (Before the
+    claim, both looked it up before either marked it, and both stored and counted it.)"""
+    dedup = backend.stores.dedup
+    outcomes = _outcomes(2, "race")
+    first = accept.drop_seen(_checked(backend, outcomes), dedup)
+    assert len(first.enqueue) == 2
+
+    waits: list[float] = []
+
+    def first_stores_it_meanwhile(seconds: float) -> None:
+        waits.append(seconds)
+        accept.mark_accepted(first, dedup, WINDOW_S)
+
+    second = accept.drop_seen(_checked(backend, [outcomes[1]]), dedup, sleep=first_stores_it_meanwhile)
+    assert (len(second.enqueue), second.duplicate) == (0, 1)
+    assert len(waits) == 1
+
+
+def test_an_outcome_still_held_after_the_wait_refuses_the_call_and_takes_nothing(backend: Backend) -> None:
+    dedup = backend.stores.dedup
+    held, other = _outcomes(2, "held")
+    accept.drop_seen(_checked(backend, [held]), dedup)  # a request storing it, not done yet
+    with pytest.raises(OutcomesInFlight) as refused:
+        accept.drop_seen(_checked(backend, [other, held]), dedup, sleep=lambda _s: None)
+    assert refused.value.count == 1
+    # nothing of the refused call is kept: its other outcome is free for its retry
+    assert len(accept.drop_seen(_checked(backend, [other]), dedup).enqueue) == 1
+
+
+def test_an_outcome_whose_first_request_failed_is_taken_by_the_waiting_one(backend: Backend) -> None:
+    dedup = backend.stores.dedup
+    outcomes = _outcomes(1, "failed-first")
+    first = accept.drop_seen(_checked(backend, outcomes), dedup)
+    second = accept.drop_seen(
+        _checked(backend, outcomes), dedup, sleep=lambda _s: accept.release(first, dedup)
+    )
+    assert (len(second.enqueue), second.duplicate) == (1, 0)
+    accept.mark_accepted(second, dedup, WINDOW_S)
+    first_again = accept.drop_seen(_checked(backend, outcomes), dedup)
+    assert (len(first_again.enqueue), first_again.duplicate) == (0, 1)
 
 
 def test_raw_lines_keep_their_text_and_line_and_undecodable_ones_are_invalid(backend: Backend) -> None:

@@ -488,6 +488,29 @@ def test_enqueue_failure_is_503_and_nothing_half_accepted(redis_url: str, client
     assert DeadLetterStore(client).size() == 0  # the retry will dead-letter the invalid one
 
 
+def test_identical_concurrent_requests_accept_the_outcome_once(redis_url: str, client: redis.Redis) -> None:
+    """A client retrying a request still in progress: each outcome is accepted by one request
+    only; the others answer it as a duplicate (or 503 "in flight", whose retry is a duplicate).
+    Before the claim, 8 identical requests at once were each counted accepted and stored."""
+    copies, trials = 8, 5
+
+    async def burst(url: str, body: dict[str, Any]) -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=BEARER, timeout=30) as http:
+            return await asyncio.gather(*(http.post(url + "/v1/outcomes", json=body) for _ in range(copies)))
+
+    with serve(redis_url) as srv:
+        for trial in range(trials):
+            body = {"outcomes": [outcome(f"same-{trial}-a"), outcome(f"same-{trial}-b", 1)]}
+            answers = [r.json() for r in asyncio.run(burst(srv.url, body))]
+            taken = [a for a in answers if "accepted" in a]
+            assert len(taken) + sum(a.get("error") == "unavailable" for a in answers) == copies
+            assert sum(a["accepted"] for a in taken) == 2, answers
+            assert sum(a["duplicate"] for a in taken) == 2 * (len(taken) - 1)
+            assert post(srv, body).json() == {"accepted": 0, "duplicate": 2, "invalid": 0, "errors": []}
+    ids = queued_ids(client)
+    assert sorted(ids) == sorted(f"same-{t}-{x}" for t in range(trials) for x in "ab")
+
+
 # --------------------------------------------------------------------------- group commit
 
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.stores.dedup import RedisDedup, Reservation, key_id
-from bridge.stores.keys import KEY_PREFIX, MESSAGE_PREFIX, OUTCOME_PREFIX, check_key_id
+from bridge.stores.keys import CLAIM_PREFIX, KEY_PREFIX, MESSAGE_PREFIX, OUTCOME_PREFIX, check_key_id
 from bridge.stores.memory import MemoryDedup
 from bridge.stores.protocols import DedupStore
 from tests.backends import Backend, dedup_as, message_states
@@ -94,6 +94,34 @@ def test_outcomes_are_per_merchant(env: Env) -> None:
     env.store.mark_outcomes_accepted([(1, "accepted")])
     got = env.store.outcome_states([(1, "done"), (1, "accepted"), (1, "new"), (2, "done"), (2, "accepted")])
     assert got == [DONE, Reservation.ACCEPTED, NEW, NEW, NEW]  # merchant 2's "done" is another outcome
+
+
+def test_claims_let_one_request_store_an_outcome(env: Env) -> None:
+    a, b = CLAIM_PREFIX + "a", CLAIM_PREFIX + "b"
+    env.store.confirm_outcomes([(1, "done")])
+    env.store.mark_outcomes_accepted([(1, "accepted")])
+    items = [(1, "x"), (1, "done"), (1, "accepted")]
+    assert env.store.claim_outcomes(items, a) == [NEW, DONE, Reservation.ACCEPTED]
+    assert env.store.claim_outcomes(items, a) == [NEW, DONE, Reservation.ACCEPTED]  # its own still
+    assert env.store.claim_outcomes([(1, "x"), (1, "y")], b) == [Reservation.CLAIMED, NEW]
+    assert env.store.outcome_states([(1, "x")]) == [Reservation.CLAIMED]
+    env.store.mark_outcomes_accepted([(1, "x")], claim=b)  # not b's: left to a
+    assert env.store.outcome_states([(1, "x")]) == [Reservation.CLAIMED]
+    env.store.mark_outcomes_accepted([(1, "x"), (1, "done")], claim=a)
+    assert env.store.outcome_states([(1, "x"), (1, "done")]) == [Reservation.ACCEPTED, DONE]
+
+
+def test_released_or_expired_claims_free_the_outcome(env: Env) -> None:
+    a, b = CLAIM_PREFIX + "a", CLAIM_PREFIX + "b"
+    env.store.claim_outcomes([(1, "x"), (1, "y")], a)
+    assert env.store.release_outcome_claims([(1, "x"), (1, "y")], b) == 0  # not b's to drop
+    assert env.store.release_outcome_claims([(1, "x")], a) == 1
+    assert env.store.claim_outcomes([(1, "x")], b) == [NEW]
+    env.store.claim_outcomes([(1, "z")], a, claim_s=SHORT)
+    env.advance(SHORT * 2)  # a request killed between claim and mark: its claim expires
+    assert env.store.outcome_states([(1, "z")]) == [NEW]
+    env.store.mark_outcomes_accepted([(1, "z")], claim=a)  # marked all the same once stored
+    assert env.store.outcome_states([(1, "z")]) == [Reservation.ACCEPTED]
 
 
 def test_outcome_states_does_not_mark(env: Env) -> None:

@@ -103,3 +103,15 @@ class MalformedDeadLetterId(BridgeError, ValueError):
 
     def __init__(self, given: str) -> None:
         super().__init__(f"not a dead-letter id: {given!r} (expected <ms>-<seq>)")
+
+
+class OutcomesInFlight(BridgeError):
+    """Outcomes that another ingest request is storing at this moment (the same outcomeId sent
+    twice at once): nothing of this call was taken; retried shortly, they are duplicates (or
+    accepted, if the other request failed)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        super().__init__(
+            f"{count} outcome(s) of this request are being accepted by another request right now; retry shortly"
+        )

@@ -51,6 +51,7 @@ from redis import Redis, RedisError, ResponseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.config import MerchantsConfig, Settings
+from bridge.domain.errors import OutcomesInFlight
 from bridge.domain.mapped import Mapped
 from bridge.domain.version import __version__
 from bridge.ingest import auth
@@ -72,11 +73,15 @@ from bridge.ingest.schemas import ErrorBody, IngestResult, Readiness
 from bridge.runtime import Runtime, build_runtime, tune_gc
 from bridge.stages import accept
 from bridge.stages.prepare import JSONDecodeProblem, decode_json
+from bridge.stores.keys import OUTCOME_CLAIM_S
 
 log = logging.getLogger("bridge.api")
 
 #: ``Retry-After`` (seconds) when the queue backlog is over ``max_backlog``.
 RETRY_AFTER_BACKLOG_S = 2
+#: Retry-After when an outcome of the request is being stored by another request (a client's
+#: retry of a request still in progress): by then it is stored, and the retry a duplicate.
+RETRY_AFTER_IN_FLIGHT_S = 1
 #: Requests of at most this many outcomes are validated on the event loop (a fraction of a
 #: millisecond each); larger ones in a thread, so the loop keeps serving others meanwhile.
 INLINE_ITEMS = 20
@@ -262,6 +267,9 @@ class Ingest:
         except RedisError as exc:
             log.warning("ingest: dedup lookup failed (%s)", type(exc).__name__)
             raise unavailable("Redis is not reachable; retry later") from None
+        except OutcomesInFlight as exc:
+            log.info("ingest: %d outcome(s) in flight in another request; answered 503", exc.count)
+            raise unavailable(str(exc), RETRY_AFTER_IN_FLIGHT_S) from None
         return checked
 
     async def enqueue(self, member: Member, checked: accept.Checked) -> None:
@@ -273,6 +281,10 @@ class Ingest:
                 len(checked.enqueue),
                 type(exc).__name__,
             )
+            try:  # so that the retry is not refused as in flight until the claims expire
+                await asyncio.to_thread(accept.release, checked, self.dedup)
+            except RedisError:
+                log.warning("ingest: releasing the claims failed; they expire in %.0f s", OUTCOME_CLAIM_S)
             raise unavailable("could not enqueue (Redis or the broker is down); retry later") from None
         try:  # only now: a request answered 503 must not make its retry look like a duplicate
             await asyncio.to_thread(accept.mark_accepted, checked, self.dedup, self.settings.dedup_window_s)

@@ -130,8 +130,11 @@ def _responses(operation: dict[str, Any]) -> None:
     )
     responses["422"]["description"] = "Every item was invalid: nothing stored, `errors` says why."
     responses["503"]["description"] = (
-        "`unavailable`: the queue backlog is over `BRIDGE_MAX_BACKLOG`, or Redis or the broker does "
-        "not answer. Nothing of the request was taken: retry after `Retry-After`."
+        "`unavailable`: the queue backlog is over `BRIDGE_MAX_BACKLOG`, Redis is near its "
+        "`maxmemory`, Redis or the broker does not answer, or an outcome of the request is still "
+        "being stored by another request. Retry the whole request after `Retry-After`: nothing of it "
+        "is lost, and what of it was already stored (when only dead-lettering its invalid items "
+        "failed) is answered as a duplicate."
     )
     responses["503"]["headers"] = {
         "Retry-After": {

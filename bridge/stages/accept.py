@@ -8,10 +8,17 @@ the synchronous callers run them all through :func:`accept`.
 Order matters for retries: outcomes are marked accepted only once they are enqueued (a request
 answered 503 must not make its retry look like a duplicate), and invalid ones are dead-lettered
 last (a failure before it is retried whole; the valid ones are then duplicates).
+
+Concurrent requests with the same outcome (a client retrying one that is still in progress):
+the dedup lookup *claims* the outcomes it finds free (``claim_outcomes``, atomic in Redis), so
+only one request stores and counts each; another that meets the claim waits a moment for it to
+become ``ACCEPTED`` (then the outcome is its duplicate) or be released (then it claims it), and
+raises ``OutcomesInFlight`` (the HTTP API's 503) if neither happens within ``CLAIM_WAIT_S``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -21,10 +28,11 @@ from decimal import Decimal
 from typing import Any, Protocol, TypedDict
 
 from bridge.config import MerchantsConfig
-from bridge.domain.errors import FieldProblem, InvalidOutcome
+from bridge.domain.errors import FieldProblem, InvalidOutcome, OutcomesInFlight
 from bridge.domain.mapped import Mapped
 from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
 from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
+from bridge.stores.keys import CLAIM_PREFIX
 from bridge.stores.protocols import DeadLetters, DedupStore, Pending, Reservation
 from bridge.stores.records import NewDeadLetter, invalid_outcome_letter
 
@@ -89,6 +97,7 @@ class Checked:
     duplicate: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)  # per invalid item, with its index
     letters: list[NewDeadLetter] = field(default_factory=list)
+    claim: str | None = None  # this call's hold on the outcomes to enqueue (``drop_seen``)
 
     @property
     def keys(self) -> list[tuple[int, str]]:
@@ -162,29 +171,66 @@ def check(
     return checked
 
 
-def unseen_outcomes(dedup: DedupStore, keys: Sequence[tuple[int, str]]) -> list[int]:
-    """Indexes of the outcomes to enqueue: neither processed nor accepted earlier (one Redis
-    read), and the first of any repeated within ``keys``. The ingest API and ``bridge replay``
-    count the others as duplicates."""
-    seen: set[tuple[int, str]] = set()
-    fresh: list[int] = []
-    for index, (key, state) in enumerate(zip(keys, dedup.outcome_states(keys), strict=True)):
-        if state not in (Reservation.DONE, Reservation.ACCEPTED) and key not in seen:
-            seen.add(key)
-            fresh.append(index)
-    return fresh
+#: How long the dedup lookup waits for outcomes another request is storing (it stores a
+#: request in milliseconds) before giving up with ``OutcomesInFlight``; and how often it looks.
+CLAIM_WAIT_S = 1.0
+CLAIM_POLL_S = 0.02
 
 
-def drop_seen(checked: Checked, dedup: DedupStore) -> Checked:
-    """Split the valid items into duplicates and those to enqueue (one round trip).
+def claim_unseen(
+    dedup: DedupStore,
+    keys: Sequence[tuple[int, str]],
+    claim: str,
+    *,
+    wait_s: float = CLAIM_WAIT_S,
+    sleep: Callable[[float], object] = time.sleep,
+) -> list[int]:
+    """Indexes of the outcomes to enqueue, claimed for ``claim``: neither processed nor accepted
+    earlier, and the first of any repeated within ``keys`` (one Redis round trip when no other
+    request holds one of them). The ingest API and ``bridge replay`` count the others as
+    duplicates. Raises ``OutcomesInFlight`` (this call's claims dropped) when another request
+    still holds some after ``wait_s``."""
+    first: dict[tuple[int, str], int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    unique = list(first)
+    states = dict(zip(unique, dedup.claim_outcomes(unique, claim), strict=True))
+    waited = 0.0
+    while (held := [k for k in unique if states[k] is Reservation.CLAIMED]) and waited < wait_s:
+        sleep(CLAIM_POLL_S)
+        waited += CLAIM_POLL_S
+        states.update(zip(held, dedup.claim_outcomes(held, claim), strict=True))
+    if held:
+        dedup.release_outcome_claims([k for k in unique if states[k] is Reservation.NEW], claim)
+        raise OutcomesInFlight(len(held))
+    return [index for key, index in first.items() if states[key] is Reservation.NEW]
+
+
+def drop_seen(
+    checked: Checked,
+    dedup: DedupStore,
+    *,
+    wait_s: float = CLAIM_WAIT_S,
+    sleep: Callable[[float], object] = time.sleep,
+) -> Checked:
+    """Split the valid items into duplicates and those to enqueue, which this call claims.
 
     A duplicate is an outcome already processed, already accepted earlier (it is stored and
-    will be processed), or repeated within these items."""
+    will be processed), or repeated within these items. Raises ``OutcomesInFlight``."""
     if checked.valid:
         keys = [(m.merchant_id, m.outcome_id) for _, m in checked.valid]
-        checked.enqueue = [checked.valid[i] for i in unseen_outcomes(dedup, keys)]
+        checked.claim = CLAIM_PREFIX + uuid.uuid4().hex
+        checked.enqueue = [
+            checked.valid[i] for i in claim_unseen(dedup, keys, checked.claim, wait_s=wait_s, sleep=sleep)
+        ]
         checked.duplicate += len(checked.valid) - len(checked.enqueue)
     return checked
+
+
+def release(checked: Checked, dedup: DedupStore) -> None:
+    """Drop the claims of outcomes that could not be enqueued (so a retry is not a duplicate)."""
+    if checked.enqueue and checked.claim:
+        dedup.release_outcome_claims(checked.keys, checked.claim)
 
 
 #: Stores texts with their mapped messages and sends their tasks (``Enqueuer.publish_texts``).
@@ -200,7 +246,7 @@ def enqueue(checked: Checked, publish: PublishTexts) -> None:
 def mark_accepted(checked: Checked, dedup: DedupStore, window_s: float) -> None:
     """Remember the enqueued outcomes, so a repeat within ``window_s`` is a duplicate."""
     if checked.enqueue:
-        dedup.mark_outcomes_accepted(checked.keys, window_s)
+        dedup.mark_outcomes_accepted(checked.keys, window_s, checked.claim)
 
 
 def dead_letter(checked: Checked, dlq: DeadLetters) -> None:
@@ -223,10 +269,21 @@ def accept(
 ) -> Checked:
     """The whole stage for a synchronous caller; returns what happened to each item."""
     checked = drop_seen(check(items, merchants, now, texts=texts, lines=lines), dedup)
-    enqueue(checked, publish)
+    try:
+        enqueue(checked, publish)
+    except BaseException:
+        _release_quietly(checked, dedup)
+        raise
     mark_accepted(checked, dedup, window_s)
     dead_letter(checked, dlq)
     return checked
+
+
+def _release_quietly(checked: Checked, dedup: DedupStore) -> None:
+    """``release``, when enqueueing failed: if Redis fails here too, the claims expire on their own
+    (``OUTCOME_CLAIM_S``) and a retry meets them until then (``OutcomesInFlight``), never a duplicate."""
+    with contextlib.suppress(Exception):
+        release(checked, dedup)
 
 
 def short_ids(letters: Sequence[NewDeadLetter], limit: int = 20) -> str:

@@ -4,11 +4,15 @@ Each item (an outcome ``(merchant_id, outcome_id)``, or a ``messageId`` for one 
 has one Redis string key (see ``bridge.stores.keys``) that is either
 
 - absent: never seen, or its window has passed;
+- ``"C:<claim>"`` with a short TTL (``OUTCOME_CLAIM_S``): an outcome one ingest request is
+  storing (``claim_outcomes``); another request with it waits instead of storing it again;
 - ``"A"`` with the dedup-window TTL: an outcome the ingest stored, not processed yet;
 - ``"L:<owner>"`` with the lease TTL: a worker reserved the message and is sending it;
 - ``"D"`` with the dedup-window TTL: processed, skip it.
 
-``mark_outcomes_accepted`` writes ``A`` where no key exists; ``outcome_states`` reads.
+``claim_outcomes`` writes ``C:…`` where no key exists; ``mark_outcomes_accepted`` turns the
+request's own claims (and keys whose claim expired) into ``A``; ``release_outcome_claims`` drops
+them when storing failed; ``outcome_states`` reads.
 ``reserve_message_states`` takes absent messageIds atomically (``SET NX PX`` inside one Lua
 script); ``confirm_*`` turns items into ``D``; ``release_messages`` drops our own leases after a
 failure so a retry can take them. A worker that dies between reserve and confirm leaves leases behind;
@@ -32,11 +36,13 @@ import redis
 from bridge.stores import lua
 from bridge.stores.keys import (
     ACCEPTED,
+    CLAIM_PREFIX,
     DEFAULT_LEASE_S,
     DONE,
     LEASE_PREFIX,
     LIVE_OWNER_PREFIX,
     MESSAGE_DEDUP_WINDOW_S,
+    OUTCOME_CLAIM_S,
     OUTCOME_DEDUP_WINDOW_S,
     WORKER_PREFIX,
     key_id,
@@ -58,6 +64,8 @@ _CHUNK = 1000
 
 
 _CODES = {1: Reservation.NEW, 0: Reservation.DONE, 2: Reservation.LEASED}
+#: ``dedup_claim_outcomes``' answers.
+_CLAIM_CODES = {1: Reservation.NEW, 0: Reservation.DONE, 2: Reservation.CLAIMED, 3: Reservation.ACCEPTED}
 
 
 def _chunks(keys: list[str]) -> list[list[str]]:
@@ -79,6 +87,8 @@ class RedisDedup:
         self._confirm = client.register_script(lua.load("dedup_confirm"))
         self._release = client.register_script(lua.load("dedup_release"))
         self._mark_new = client.register_script(lua.load("dedup_mark_accepted"))
+        self._claim = client.register_script(lua.load("dedup_claim_outcomes"))
+        self._release_claims = client.register_script(lua.load("dedup_release_claims"))
 
     # -- generic per-key operations ----------------------------------------------------------
 
@@ -114,7 +124,7 @@ class RedisDedup:
         if not keys:
             return []
         values = self._client.mget(keys)
-        done, accepted = DONE.encode(), ACCEPTED.encode()
+        done, accepted, claim = DONE.encode(), ACCEPTED.encode(), CLAIM_PREFIX.encode()
         out = []
         for v in values:
             if v is None:
@@ -123,6 +133,8 @@ class RedisDedup:
                 out.append(Reservation.DONE)
             elif v in (ACCEPTED, accepted):
                 out.append(Reservation.ACCEPTED)
+            elif v[: len(CLAIM_PREFIX)] in (CLAIM_PREFIX, claim):
+                out.append(Reservation.CLAIMED)
             else:
                 out.append(Reservation.LEASED)
         return out
@@ -139,10 +151,23 @@ class RedisDedup:
         """Current state without reserving: NEW = free, DONE, ACCEPTED or LEASED."""
         return self._states(outcome_keys(items))
 
+    def claim_outcomes(
+        self, items: Sequence[tuple[int, str]], claim: str, claim_s: float = OUTCOME_CLAIM_S
+    ) -> list[Reservation]:
+        args: list[str | int] = [claim, ttl_ms(claim_s), DONE, ACCEPTED]
+        results = self._run(self._claim, outcome_keys(items), args)
+        return [_CLAIM_CODES[int(code)] for part in results for code in part]
+
     def mark_outcomes_accepted(
-        self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
+        self,
+        items: Sequence[tuple[int, str]],
+        window_s: float = OUTCOME_DEDUP_WINDOW_S,
+        claim: str | None = None,
     ) -> None:
-        self._run(self._mark_new, outcome_keys(items), [ACCEPTED, ttl_ms(window_s)])
+        self._run(self._mark_new, outcome_keys(items), [ACCEPTED, ttl_ms(window_s), claim or ""])
+
+    def release_outcome_claims(self, items: Sequence[tuple[int, str]], claim: str) -> int:
+        return sum(int(n) for n in self._run(self._release_claims, outcome_keys(items), [claim]))
 
     # -- messages -------------------------------------------------------------------------------
 

@@ -152,6 +152,11 @@ ACCEPTED = "A"
 #: Prefix of a dedup key's value while it is leased: ``"L:" + owner``.
 LEASE_PREFIX = "L:"
 
+#: Prefix of an outcome's dedup key's value while one ingest request stores it: ``"C:" + the
+#: request's claim id`` (``OUTCOME_CLAIM_S``), then ``ACCEPTED`` once it is stored. Another
+#: request with the same outcome waits for it instead of storing (and counting) it again.
+CLAIM_PREFIX = "C:"
+
 #: Prefix of the worker ids that hold a heartbeat (``WORKER_PREFIX + id``). A lease whose owner
 #: has this prefix lives only as long as the owner's heartbeat: a dead worker's lease is free at
 #: once for anyone else, whatever its TTL (``bridge.stores.dedup``).
@@ -164,6 +169,10 @@ LIVE_OWNER_PREFIX = "w."
 #: backstop for owners without a heartbeat. Must exceed the longest time a worker may
 #: legitimately hold one (map + one Segment request with timeout).
 DEFAULT_LEASE_S = 300.0
+
+#: How long an ingest request's claim on its outcomes lives if it is neither made ``ACCEPTED``
+#: nor released (a process killed between the two): far longer than storing a request takes.
+OUTCOME_CLAIM_S = 60.0
 
 #: How long per-minute delivery counters are kept (a bit over the hour ``bridge status`` shows).
 STATS_TTL_S = 2 * 3600

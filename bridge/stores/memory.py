@@ -29,12 +29,14 @@ from bridge.domain.mapped import Mapped
 from bridge.stores.dlq import DEFAULT_INVALID_MAX, STREAM_ID
 from bridge.stores.keys import (
     ACCEPTED,
+    CLAIM_PREFIX,
     DEFAULT_LEASE_S,
     DONE,
     HEALTH_TTL_S,
     LEASE_PREFIX,
     LIVE_OWNER_PREFIX,
     MESSAGE_DEDUP_WINDOW_S,
+    OUTCOME_CLAIM_S,
     OUTCOME_DEDUP_WINDOW_S,
     PARKING_LEASE_S,
     STATS_TTL_S,
@@ -191,7 +193,12 @@ class MemoryDedup:
             now = self._clock()
             values = [self._get(k, now) for k in keys]
         states = {None: Reservation.NEW, DONE: Reservation.DONE, ACCEPTED: Reservation.ACCEPTED}
-        return [states.get(v, Reservation.LEASED) for v in values]
+        return [
+            Reservation.CLAIMED
+            if v is not None and v.startswith(CLAIM_PREFIX)
+            else states.get(v, Reservation.LEASED)
+            for v in values
+        ]
 
     def confirm_outcomes(
         self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
@@ -201,14 +208,47 @@ class MemoryDedup:
     def outcome_states(self, items: Sequence[tuple[int, str]]) -> list[Reservation]:
         return self._states(outcome_keys(items))
 
+    def claim_outcomes(
+        self, items: Sequence[tuple[int, str]], claim: str, claim_s: float = OUTCOME_CLAIM_S
+    ) -> list[Reservation]:
+        out = []
+        with self._lock:
+            now = self._clock()
+            for key in outcome_keys(items):
+                v = self._get(key, now)
+                if v is None or v == claim:
+                    self._data.setdefault(key, (claim, now + ttl_ms(claim_s) / 1000))
+                    out.append(Reservation.NEW)
+                elif v == DONE:
+                    out.append(Reservation.DONE)
+                elif v == ACCEPTED:
+                    out.append(Reservation.ACCEPTED)
+                else:
+                    out.append(Reservation.CLAIMED)
+        return out
+
     def mark_outcomes_accepted(
-        self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
+        self,
+        items: Sequence[tuple[int, str]],
+        window_s: float = OUTCOME_DEDUP_WINDOW_S,
+        claim: str | None = None,
     ) -> None:
         with self._lock:
             now = self._clock()
             for key in outcome_keys(items):
-                if self._get(key, now) is None:
+                v = self._get(key, now)
+                if v is None or (claim and v == claim):
                     self._data[key] = (ACCEPTED, now + ttl_ms(window_s) / 1000)
+
+    def release_outcome_claims(self, items: Sequence[tuple[int, str]], claim: str) -> int:
+        n = 0
+        with self._lock:
+            now = self._clock()
+            for key in outcome_keys(items):
+                if self._get(key, now) == claim:
+                    del self._data[key]
+                    n += 1
+        return n
 
     def reserve_message_states(
         self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S

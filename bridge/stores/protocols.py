@@ -29,6 +29,7 @@ from bridge.domain.mapped import Mapped
 from bridge.stores.keys import (
     DEFAULT_LEASE_S,
     MESSAGE_DEDUP_WINDOW_S,
+    OUTCOME_CLAIM_S,
     OUTCOME_DEDUP_WINDOW_S,
     PARKING_LEASE_S,
 )
@@ -44,6 +45,7 @@ class Reservation(enum.Enum):
     DONE = "done"  # processed within the dedup window: skip
     LEASED = "leased"  # another worker holds a live lease: skip for now (in flight)
     ACCEPTED = "accepted"  # outcome stored by the ingest, not yet processed (read by outcome_states)
+    CLAIMED = "claimed"  # outcome another ingest request is storing right now (claim_outcomes)
 
     def __bool__(self) -> bool:
         return self is Reservation.NEW
@@ -63,10 +65,26 @@ class DedupStore(Protocol):
         """Read-only look: ``NEW`` means free (nothing is reserved)."""
         ...
 
+    def claim_outcomes(
+        self, items: Sequence[tuple[int, str]], claim: str, claim_s: float = OUTCOME_CLAIM_S
+    ) -> list[Reservation]:
+        """Claim outcomes for one ingest request (``claim``: ``CLAIM_PREFIX`` + an id of its own)
+        for ``claim_s``, atomically; one state per item in order: ``NEW`` (claimed now, or
+        already this claim's), ``DONE``, ``ACCEPTED``, or ``CLAIMED`` (another request's)."""
+        ...
+
     def mark_outcomes_accepted(
-        self, items: Sequence[tuple[int, str]], window_s: float = OUTCOME_DEDUP_WINDOW_S
+        self,
+        items: Sequence[tuple[int, str]],
+        window_s: float = OUTCOME_DEDUP_WINDOW_S,
+        claim: str | None = None,
     ) -> None:
-        """Note outcomes the ingest has stored (where no marker exists yet), so a repeat is a duplicate."""
+        """Note outcomes the ingest has stored, so a repeat is a duplicate: where ``claim`` holds
+        them, or nothing does (a claim expired); a worker's or another request's marker stays."""
+        ...
+
+    def release_outcome_claims(self, items: Sequence[tuple[int, str]], claim: str) -> int:
+        """Drop ``claim``'s hold on outcomes it could not store; returns how many it held."""
         ...
 
     def reserve_message_states(
