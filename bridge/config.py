@@ -412,6 +412,16 @@ def _decimal_or_none(text: str | None, where: str, problems: list[str]) -> Decim
     return value
 
 
+def _coordinate(text: str | None, limit: int, where: str, problems: list[str]) -> Decimal | None:
+    """A latitude (``limit`` 90) or longitude (180) in decimal degrees; beyond ±limit is no
+    place on Earth (a typo, or the columns swapped): a problem, never a store_latitude sent."""
+    value = _decimal_or_none(text, where, problems)
+    if value is not None and abs(value) > limit:
+        problems.append(f"{where}: out of range: {text!r} (expected -{limit} to {limit})")
+        return None
+    return value
+
+
 def _store(row: Mapping[str, Any], where: str, problems: list[str]) -> Store | None:
     """One store of the directory; each value must be text or a plain number (a boolean, list or
     mapping is a mistake of the file, e.g. an unquoted ``true``), and the columns known ones."""
@@ -441,8 +451,8 @@ def _store(row: Mapping[str, Any], where: str, problems: list[str]) -> Store | N
     return Store(
         code=code,
         name=text("name"),
-        latitude=_decimal_or_none(text("latitude"), f"{where}.latitude", problems),
-        longitude=_decimal_or_none(text("longitude"), f"{where}.longitude", problems),
+        latitude=_coordinate(text("latitude"), 90, f"{where}.latitude", problems),
+        longitude=_coordinate(text("longitude"), 180, f"{where}.longitude", problems),
         city=text("city"),
         postal_code=text("postal_code"),
         state=text("state"),

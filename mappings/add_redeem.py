@@ -21,6 +21,7 @@ from mappings.common import (
     ADD_REDEEM,
     MappingContext,
     Message,
+    Person,
     Properties,
     base_properties,
     changed_wallets,
@@ -35,6 +36,8 @@ from mappings.common import (
     wallet_properties,
 )
 from mappings.pos import REDEEM_ONLY, CheckFacts, change_totals, check_number, pos_activity
+
+MULTI_POST = "check.multiPostAndAccruePoints"
 
 ACCRUING_KINDS = frozenset(
     {
@@ -221,15 +224,39 @@ def add_redeem(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     return _transaction(outcome, ctx) if outcome.kind == "transaction.addRedeem" else []
 
 
+def _one_card_person(outcome: Outcome) -> Person | None:
+    """The person of a split check that has one card: that card's holder, as its Add/Redeem
+    names them (``_multi_check``), so that POS Activity and Add/Redeem are about one person.
+    None for any other outcome (its person is ``person(outcome)``)."""
+    response = outcome.response
+    request = outcome.request
+    if (
+        outcome.kind != MULTI_POST
+        or not isinstance(response, SuccessReply)
+        or not isinstance(response.reply, list)
+        or request is None
+    ):
+        return None
+    cards = request.cards or []
+    results = response.reply
+    if len(results) != 1 or len(cards) > 1:
+        return None
+    [result] = results
+    [place] = _card_places(cards, results)
+    paid = cards[place] if place is not None else None
+    card_number = _named_card(result) or (paid.card_info.printed_card_number if paid else None)
+    return person(outcome, CardHolder.of(result, card_number))
+
+
 def check_events(outcome: Outcome, ctx: MappingContext) -> list[Message]:
     """POS Activity, then Add/Redeem, of one ``check.*`` outcome: what both carry (the person,
     wallets, changes) is worked out once (``CheckFacts``)."""
-    facts = CheckFacts(outcome, ctx)
+    facts = CheckFacts(outcome, ctx, who=_one_card_person(outcome))
     return pos_activity(outcome, ctx, facts) + _check_add_redeem(outcome, ctx, facts)
 
 
 def _check_add_redeem(outcome: Outcome, ctx: MappingContext, facts: CheckFacts) -> list[Message]:
-    if outcome.kind == "check.multiPostAndAccruePoints":
+    if outcome.kind == MULTI_POST:
         return _multi_check(outcome, ctx)
     if outcome.kind in ACCRUING_KINDS:
         return _single_check(outcome, ctx, facts)

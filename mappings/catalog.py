@@ -275,7 +275,11 @@ DISCOUNT_LINE = obj(
         "name": string("Discount name."),
         "quantity": decimal("Quantity, when the line gives it (the platform's default of 1 is not sent)."),
         "price": decimal("Price (usually negative)."),
-        "is_voided": boolean("Present (true) only when the line is voided.", const=True),
+        "is_voided": boolean(
+            "Present (true) only when the line is voided, or sits under a voided item, modifier or "
+            "service charge (it did not affect the check total).",
+            const=True,
+        ),
         "discount_source": string("Where the discount comes from (loyalty, coupon, other)."),
         "wallet_code": integer("Loyalty wallet the discount redeems from."),
         "wallet_quantity": decimal("Quantity redeemed from that wallet."),

@@ -396,11 +396,13 @@ def wallet_properties(
 def _wallet_entry(
     by_code: dict[int | None, _Wallet], code: int | None, label: str | None, kind: str | None
 ) -> _Wallet:
-    """The wallet of ``code`` (added when new), given the label and kind it lacks so far."""
+    """The wallet of ``code`` (added when new), given the label (a blank one is none) and kind it
+    lacks so far."""
     entry = by_code.get(code)
     if entry is None:
         entry = by_code[code] = _Wallet(code)
-    entry.label = entry.label or label
+    if known(entry.label) is None:  # a blank label says nothing: another list may name it
+        entry.label = label
     entry.kind = entry.kind or kind
     return entry
 

@@ -106,14 +106,16 @@ def _categories(item: MenuItem | ComboItem | Modifier) -> list[dict[str, Any]]:
     return found
 
 
-def _discount(d: DiscountItem) -> dict[str, Any]:
+def _discount(d: DiscountItem, under_voided: bool = False) -> dict[str, Any]:
+    """A discount line; ``is_voided`` also when a line it sits under is voided (the item "does not
+    affect the check total", and neither does its discount: ``discount_lines``)."""
     return drop_unknown(
         {
             "item_id": d.item_id,
             "name": d.name,
             "quantity": d.quantity,
             "price": d.price,
-            "is_voided": d.is_voided or None,
+            "is_voided": d.is_voided or under_voided or None,
             "discount_source": d.discount_source,
             "wallet_code": d.wallet_code,
             "wallet_quantity": d.wallet_quantity,
@@ -370,8 +372,8 @@ def _check_lines(check: Check) -> Properties:
     # seed's own example: 12.0 of "Regular Fuel" beside 1.0 "Pizza Slice"). Each line keeps its own.
     if lines:
         props["items"] = [_item(line) for line in lines]
-    if discounts := all_discounts(check):
-        props["discounts"] = [_discount(d) for d in discounts]
+    if discounts := discount_lines(check):
+        props["discounts"] = [_discount(d, under_voided) for d, under_voided in discounts]
     if charges:
         props["service_charges"] = [
             drop_unknown(
@@ -501,7 +503,8 @@ def _wallet_code(text: str | None) -> int | None:
     if text is None:
         return None
     digits = text.strip()
-    return int(digits) if digits.removeprefix("-").isdigit() and len(digits) <= 19 else None
+    number = digits.removeprefix("-")
+    return int(digits) if number.isascii() and number.isdigit() and len(digits) <= 19 else None
 
 
 def available_unit_discounts(reply: SuccessReply) -> list[dict[str, Any]]:
@@ -542,9 +545,11 @@ class CheckFacts:
     worked out on first use and then reused: the person, base properties, the reply's wallets
     and their changes, computed discounts and redeemed rewards. Not to be modified."""
 
-    def __init__(self, outcome: Outcome, ctx: MappingContext) -> None:
+    def __init__(self, outcome: Outcome, ctx: MappingContext, who: Person | None = None) -> None:
         self.outcome = outcome
         self.ctx = ctx
+        if who is not None:  # the check's person, worked out by the caller (a one-card split check)
+            self.__dict__["who"] = who
 
     @once
     def who(self) -> Person:

@@ -660,7 +660,7 @@ def guests() -> st.SearchStrategy[Raw]:
 
 
 def outcome_ids() -> st.SearchStrategy[str]:
-    return st.text(min_size=1, max_size=200)
+    return st.text(min_size=1, max_size=200).filter(str.strip)  # a blank one is refused
 
 
 MERCHANT_IDS = st.integers(1, 2**53)

@@ -64,6 +64,12 @@ def _too_long(value: LongNumber) -> ValueError:
     return ValueError(f"number too long ({value.digits} digits)")
 
 
+#: A decimal number as JSON, Java's BigDecimal and the platform write it: ASCII digits, an optional
+#: sign, point and exponent. Python's Decimal also reads "1_000" and non-ASCII digits ("١٢").
+_DECIMAL_TEXT = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_DECIMAL_SYNTAX = re.compile(_DECIMAL_TEXT)
+
+
 def parse_decimal(value: Any) -> Decimal:
     """An exact Decimal from a JSON number or string; NaN, Infinity and booleans are refused."""
     if isinstance(value, str):  # the usual case first, without a call
@@ -76,6 +82,8 @@ def parse_decimal(value: Any) -> Decimal:
             result = Decimal(text)
         except InvalidOperation:
             raise ValueError(f"not a decimal number: {value[:40]!r}") from None
+        if result.is_finite() and _DECIMAL_SYNTAX.fullmatch(text) is None:
+            raise ValueError(f"not a decimal number: {value[:40]!r}")
     elif isinstance(value, Decimal):
         result = value
     elif value.__class__ is int:  # a JSON integer, without a call (a bool is not of class int)
@@ -149,7 +157,8 @@ def _common_iso(value: str) -> datetime | None:
         offset = value[20:] if value[19] == " " else value[19:]
         if len(offset) == 5:
             offset = f"{offset[:3]}:{offset[3:]}"
-        if len(offset) != 6 or offset[0] not in "+-" or offset[3] != ":":
+        # minutes 00-59 (fromisoformat reads "+05:99" as +06:39): anything else, the regex decides
+        if len(offset) != 6 or offset[0] not in "+-" or offset[3] != ":" or offset[4] not in "012345":
             return None
         iso = value[:19] + offset
     try:
@@ -157,6 +166,15 @@ def _common_iso(value: str) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _offset_zone(value: str, sign: str, hours: str, minutes: str | None) -> timezone:
+    """The zone of an offset ``±HH[:MM]``: hours under 24, minutes 00-59 (``+05:99`` is no
+    offset, not +06:39)."""
+    offset = timedelta(hours=int(hours), minutes=int(minutes or 0))
+    if int(minutes or 0) > 59 or offset >= timedelta(hours=24):
+        raise ValueError(f"offset out of range in {value[:40]!r}")
+    return timezone(-offset if sign == "-" else offset)
 
 
 def parse_datetime(value: Any) -> datetime:
@@ -175,12 +193,7 @@ def parse_datetime(value: Any) -> datetime:
                 f"not a date-time: {value[:40]!r} (expected ISO-8601 or 'yyyy-MM-dd HH:mm:ss [+-ZZZZ]')"
             )
         year, month, day, hour, minute, second, frac, _zulu, sign, off_h, off_m = match.groups()
-        tz: timezone = UTC
-        if sign:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m or 0))
-            if offset >= timedelta(hours=24):
-                raise ValueError(f"offset out of range in {value[:40]!r}")
-            tz = timezone(-offset if sign == "-" else offset)
+        tz = _offset_zone(value, sign, off_h, off_m) if sign else UTC
         try:
             parsed = datetime(
                 int(year),
@@ -230,7 +243,7 @@ def parse_int(value: Any) -> int:
         raise ValueError("expected an integer, got a boolean")
     if isinstance(value, int):
         result = value
-    elif (isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,19}\s*", value)) or (
+    elif (isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,19}\s*", value)) or (
         isinstance(value, float) and value.is_integer() and abs(value) < 2**53
     ):
         result = int(value)
@@ -305,7 +318,7 @@ def _fast_money() -> core_schema.CoreSchema:
             # a string of at most 100 characters that Decimal reads as a finite number in range
             core_schema.chain_schema(
                 [
-                    core_schema.str_schema(strict=True, max_length=100),
+                    core_schema.str_schema(strict=True, max_length=100, pattern=f"^{_DECIMAL_TEXT}$"),
                     core_schema.no_info_after_validator_function(
                         _decimal_fast, core_schema.decimal_schema(allow_inf_nan=False)
                     ),
@@ -332,7 +345,9 @@ def _fast_bool() -> core_schema.CoreSchema:
 #: The usual date-time shapes with an offset (``2024-05-05 13:22:10 -05:00``, ``…-0500``,
 #: ``2024-05-05T13:22:10Z``), in years 1000-2999 (no overflow when made UTC). For these the rule
 #: is ``datetime.fromisoformat`` made UTC (``_common_iso``): the fast path calls both from Rust.
-_USUAL_TIME = r"^[12][0-9]{3}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z| ?[+-][0-9]{2}:?[0-9]{2})$"
+_USUAL_TIME = (
+    r"^[12][0-9]{3}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z| ?[+-][0-9]{2}:?[0-5][0-9])$"
+)
 
 
 def _fast_time() -> core_schema.CoreSchema:
@@ -928,10 +943,22 @@ _KIND_DATA_REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+def _not_blank(value: str) -> str:
+    """An outcomeId that says something: it is the idempotency key, and a blank one would make
+    different outcomes one (the second dropped as a duplicate)."""
+    if not value.replace("\ufeff", "").strip():  # blank as the published pattern reads it
+        raise ValueError("blank: an outcomeId must say something")
+    return value
+
+
 class Outcome(Model):
     """Envelope version 1: one outcome of the loyalty platform."""
 
-    outcome_id: str = Field(min_length=1, max_length=200)
+    outcome_id: Annotated[str, AfterValidator(_not_blank)] = Field(
+        min_length=1,
+        max_length=200,
+        json_schema_extra={"pattern": "[^\\s\\x1c-\\x1f\\x85\\ufeff]"},  # json_schema.NOT_BLANK_PATTERN
+    )
     kind: Kind
     occurred_at: PlatformTime
     merchant_id: Int
