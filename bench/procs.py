@@ -181,9 +181,10 @@ def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
 
 
 class RedisProc(Proc):
-    """Our own redis-server on a free port (never the machine's 6379), AOF everysec, noeviction."""
+    """Our own redis-server on a free port (never the machine's 6379), AOF (``appendfsync``:
+    ``everysec`` as docker-compose.yml ships it, unless told), noeviction."""
 
-    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, log_dir: Path, env: dict[str, str], appendfsync: str = "everysec") -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-redis-", dir=log_dir))
@@ -194,7 +195,7 @@ class RedisProc(Proc):
             "--dir", str(self.dir),
             "--save", "",
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", appendfsync,
             "--maxmemory-policy", "noeviction",
             "--protected-mode", "no",
         ]  # fmt: skip

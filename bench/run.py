@@ -659,7 +659,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workdir": str(workdir),
     }
     procs: list[Proc] = []
-    redis_proc = RedisProc(workdir, os.environ.copy())
+    redis_proc = RedisProc(workdir, os.environ.copy(), args.appendfsync)
     procs.append(redis_proc)
     try:
         collector, collector_url, record = start_collector(workdir, "collector", os.environ.copy())
@@ -904,6 +904,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="outcomes per run over 1, 10, 100 merchants (default min(outcomes // 4, 20000); 0 skips)",
     )
     p.add_argument("--merchants", type=int, default=4, help="merchants = write keys")
+    p.add_argument(
+        "--appendfsync",
+        choices=("everysec", "always"),
+        default="everysec",
+        help="the bench Redis's AOF fsync policy (default everysec, as docker-compose.yml ships)",
+    )
     p.add_argument("--post-size", type=int, default=500, help="outcomes per POST")
     p.add_argument("--connections", type=int, default=4, help="concurrent ingest connections")
     p.add_argument(

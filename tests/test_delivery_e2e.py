@@ -15,6 +15,7 @@ import pytest
 
 from bridge.stores.dlq import DeadLetterStore
 from bridge.stores.keys import PENDING_DUE, WORKER_PREFIX, WORKERS
+from bridge.stores.liveness import RedisLiveness
 from tests.harness import ALL_CALLS, ROOT, Pipeline, assert_exactly_once, example_outcomes, many_outcomes
 
 pytestmark = pytest.mark.slow
@@ -181,10 +182,18 @@ def test_sigterm_to_bridge_worker_stops_its_celery_worker_warm(redis_server, tmp
         pipe.wait_for(
             lambda: _beating(pipe, _descendants(supervisor.pid)[0]), 60, "the Celery worker to be ready"
         )
+        pipe.wait_delivered(pipe.expected(many_outcomes(50, prefix="term")), timeout=60)
         celery = _descendants(supervisor.pid)
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=60) == 0
         assert not [pid for pid in celery if Path(f"/proc/{pid}").exists()], "a Celery process outlived it"
+        # Each process that beat (the main one and the pool processes that ran the tasks) says it
+        # is gone: `bridge status` counted the pool processes alive for a heartbeat TTL more.
+        client = pipe.redis.client()
+        try:
+            assert RedisLiveness(client).live_workers() == []
+        finally:
+            client.close()
 
 
 def test_worker_killed_while_kombus_restore_lock_is_stuck_loses_nothing(redis_server, tmp_path):

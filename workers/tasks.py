@@ -16,6 +16,7 @@ after the visibility timeout. Any other failure dead-letters the batch with reas
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -70,10 +71,15 @@ def _settings() -> Settings:
     return _Process.settings
 
 
+#: The pids whose heartbeat ``_heartbeat`` started (a forked pool process inherits the set).
+_BEATING: set[int] = set()
+
+
 @functools.cache
 def _heartbeat(pid: int) -> Heartbeat:
     """This process's heartbeat (one per pid: a forked pool process gets its own), started."""
     settings = _settings()
+    _BEATING.add(pid)
     return Heartbeat(
         redis_client(settings),
         new_worker_id(),
@@ -267,3 +273,13 @@ def _watch_parent(**_: Any) -> None:
 @signals.worker_shutting_down.connect
 def _stop_sweep_loop(**_: Any) -> None:
     _stop_sweep.set()
+
+
+@signals.worker_process_shutdown.connect
+def _forget_pool_heartbeat(**_: Any) -> None:
+    """A pool process ending cleanly (its tasks done) says so, as the main process does at exit:
+    billiard ends it with ``os._exit``, which runs no exit handler, so its heartbeat lived on a
+    TTL more and ``bridge status`` counted it alive. Only a heartbeat it started is forgotten."""
+    if os.getpid() in _BEATING:
+        with contextlib.suppress(Exception):
+            _heartbeat(os.getpid()).stop(forget=True)
