@@ -124,6 +124,26 @@ def test_a_failed_enqueue_marks_nothing_accepted_and_dead_letters_nothing(backen
     assert backend.stores.dlq.size() == 1
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("occurredAt", "jane.doe@example.com"),
+        ("merchantId", "+1-617-555-0199"),
+        ("storeCode", 6000123412341234.5),
+    ],
+)
+def test_a_refused_value_is_not_quoted_back(backend: Backend, field: str, value: Any) -> None:
+    """Contact data sent in the wrong field: the answer and the dead letter's reason say what is
+    wrong there, not the value (the dead letter keeps the outcome's own text)."""
+    bad = {**_outcomes(1, "pii")[0], field: value}
+    checked = _accept(backend, [bad], _enqueuer(backend, RecordingQueue()))
+    [error] = checked.errors
+    assert [p["path"] for p in error["errors"]] == [field]
+    [letter] = backend.stores.dlq.list()
+    shown = json.dumps(error) + letter.reason + json.dumps(letter.payload.get("errors"))
+    assert str(value) not in shown and str(value)[:8] not in shown
+
+
 def _checked(backend: Backend, outcomes: list[dict[str, Any]]) -> accept.Checked:
     return accept.check(outcomes, merchants_config(), backend.clock())
 

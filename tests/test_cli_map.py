@@ -85,7 +85,7 @@ def test_invalid_outcome_is_reported_and_the_rest_still_mapped():
     result = run_map(["-"], stdin="\n".join([bad, "{not json", good]) + "\n")
     assert result.returncode == 1
     assert len(result.stdout.splitlines()) == 2  # identify + Identify Customer
-    assert "line 1: invalid outcome 'bad-1': occurredAt: not a date-time" in result.stderr
+    assert "line 1: invalid outcome 'bad-1': occurredAt: not a date-time (a string of" in result.stderr
     assert "line 2: not valid JSON" in result.stderr
     assert "2 invalid outcome(s)" in result.stderr
 

@@ -70,6 +70,15 @@ _DECIMAL_TEXT = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _DECIMAL_SYNTAX = re.compile(_DECIMAL_TEXT)
 
 
+def _shape(value: Any) -> str:
+    """What a refused value is, without the value: a reason is answered, dead-lettered, listed by
+    ``bridge dlq`` and printed by ``bridge replay``, and a value in the wrong field may be a
+    guest's e-mail, phone or card number (the dead letter keeps the outcome's own text)."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} character{'s' if len(value) != 1 else ''}"
+    return json_type_name(value)
+
+
 def parse_decimal(value: Any) -> Decimal:
     """An exact Decimal from a JSON number or string; NaN, Infinity and booleans are refused."""
     if isinstance(value, str):  # the usual case first, without a call
@@ -81,9 +90,9 @@ def parse_decimal(value: Any) -> Decimal:
         try:
             result = Decimal(text)
         except InvalidOperation:
-            raise ValueError(f"not a decimal number: {value[:40]!r}") from None
+            raise ValueError(f"not a decimal number ({_shape(value)})") from None
         if result.is_finite() and _DECIMAL_SYNTAX.fullmatch(text) is None:
-            raise ValueError(f"not a decimal number: {value[:40]!r}")
+            raise ValueError(f"not a decimal number ({_shape(value)})")
     elif isinstance(value, Decimal):
         result = value
     elif value.__class__ is int:  # a JSON integer, without a call (a bool is not of class int)
@@ -173,7 +182,7 @@ def _offset_zone(value: str, sign: str, hours: str, minutes: str | None) -> time
     offset, not +06:39)."""
     offset = timedelta(hours=int(hours), minutes=int(minutes or 0))
     if int(minutes or 0) > 59 or offset >= timedelta(hours=24):
-        raise ValueError(f"offset out of range in {value[:40]!r}")
+        raise ValueError(f"offset out of range ({_shape(value)})")
     return timezone(-offset if sign == "-" else offset)
 
 
@@ -190,7 +199,7 @@ def parse_datetime(value: Any) -> datetime:
         match = _PLATFORM_TIME.match(value.strip())
         if match is None:
             raise ValueError(
-                f"not a date-time: {value[:40]!r} (expected ISO-8601 or 'yyyy-MM-dd HH:mm:ss [+-ZZZZ]')"
+                f"not a date-time ({_shape(value)}; expected ISO-8601 or 'yyyy-MM-dd HH:mm:ss [+-ZZZZ]')"
             )
         year, month, day, hour, minute, second, frac, _zulu, sign, off_h, off_m = match.groups()
         tz = _offset_zone(value, sign, off_h, off_m) if sign else UTC
@@ -206,7 +215,7 @@ def parse_datetime(value: Any) -> datetime:
                 tzinfo=tz,
             )
         except ValueError as exc:
-            raise ValueError(f"not a valid date-time {value[:40]!r}: {exc}") from None
+            raise ValueError(f"not a valid date-time ({_shape(value)}): {exc}") from None
     elif isinstance(value, LongNumber):
         raise _too_long(value)
     else:
@@ -216,7 +225,7 @@ def parse_datetime(value: Any) -> datetime:
     try:
         return parsed.astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"date-time out of range: {str(value)[:40]!r}") from None
+        raise ValueError(f"date-time out of range ({_shape(value)})") from None
 
 
 def parse_text(value: Any) -> str:
@@ -252,7 +261,7 @@ def parse_int(value: Any) -> int:
     elif isinstance(value, LongNumber):
         raise _too_long(value)
     if result is None:
-        raise ValueError(f"expected an integer, got {type(value).__name__} {str(value)[:40]!r}")
+        raise ValueError(f"expected an integer, got {_shape(value)}")
     if not INT64_MIN <= result <= INT64_MAX:
         raise ValueError("integer out of range (beyond 64 bits)")
     return result
