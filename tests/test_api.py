@@ -392,6 +392,38 @@ def test_body_over_byte_limit_is_413(redis_url: str, client: redis.Redis) -> Non
     assert client.llen(QUEUE) == 0
 
 
+def test_a_body_trickled_past_the_timeout_is_408_and_closed(
+    redis_url: str, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sending a few bytes now and then held its connection for as long as it liked
+    (an audit kept 200 open for over a minute, unauthenticated with a signature header)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    import bridge.ingest.body
+
+    monkeypatch.setattr(bridge.ingest.body, "BODY_TIMEOUT_S", 0.5)  # the shipped 30 s, shortened
+    with serve(redis_url) as srv:
+        address = urlsplit(srv.url)
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/outcomes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n".encode()
+                + b'{"outcomes": ['
+            )
+            started = time.monotonic()
+            answer = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after answering
+                answer += chunk
+            waited = time.monotonic() - started
+        assert post(srv, outcome("after-408")).status_code == 202  # others are served as before
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert json.loads(body)["error"] == "request_timeout"
+    assert 0.4 < waited < 5
+    assert queued_ids(client) == ["after-408"]
+
+
 def test_too_many_outcomes_is_413(redis_url: str, client: redis.Redis) -> None:
     with serve(redis_url, max_request_outcomes=5) as srv:
         response = post(srv, {"outcomes": [outcome(f"n-{i}") for i in range(6)]})

@@ -4,6 +4,7 @@ Every refusal is an :class:`ApiError` (the status, a code and a message the API 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -18,6 +19,10 @@ MAX_JSON_DEPTH = 64
 #: After refusing a body as too large, read on (discarding) up to this many bytes, so the
 #: client, still sending, gets the 413 instead of a connection reset.
 DRAIN_BYTES = 8 * 1024 * 1024
+#: A body not received whole within this many seconds is refused (408): a client trickling
+#: bytes would hold its connection, and its file descriptor, for as long as it liked. 5 MB
+#: (the default limit) in 30 s takes 170 KB/s.
+BODY_TIMEOUT_S = 30.0
 #: ``Retry-After`` (seconds) when Redis or the broker does not answer.
 RETRY_AFTER_UNAVAILABLE_S = 5
 
@@ -53,14 +58,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit + DRAIN_BYTES:
-                break
-            if size <= limit:
-                chunks.append(chunk)
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit + DRAIN_BYTES:
+                    break
+                if size <= limit:
+                    chunks.append(chunk)
     except ClientDisconnect:
         raise ApiError(400, "bad_request", "client disconnected while sending the body") from None
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s",
+            {"Connection": "close"},
+        ) from None
     if size > limit:
         raise too_large
     body = b"".join(chunks)
