@@ -860,49 +860,40 @@ def summary(report: dict[str, Any]) -> str:
     return text
 
 
+#: The phases' sizes: (flag, help, default as a function of ``--outcomes``; 0 skips the phase).
+_PHASE_SIZES: list[tuple[str, str, Callable[[int], int]]] = [
+    ("--half-outcomes", "outcomes at half rate (default outcomes/4)", lambda n: n // 4),
+    (
+        "--backlog",
+        "outcomes queued with workers stopped (default min(outcomes, 50000))",
+        lambda n: min(n, 50_000),
+    ),
+    ("--baseline-a", "outcomes for baseline (a) (default min(outcomes, 10000))", lambda n: min(n, 10_000)),
+    ("--baseline-b", "outcomes for baseline (b) (default min(outcomes, 50000))", lambda n: min(n, 50_000)),
+    (
+        "--baseline-c",
+        "outcomes for baseline (c), request.post alone (default min(outcomes, 50000))",
+        lambda n: min(n, 50_000),
+    ),
+    (
+        "--growth-outcomes",
+        "outcomes per run over 1, 10, 100 merchants (default min(outcomes // 4, 20000))",
+        lambda n: min(n // 4, 20_000),
+    ),
+    (
+        "--mapping",
+        "outcomes for the mapping-alone measure (default min(outcomes, 20000))",
+        lambda n: min(n, 20_000),
+    ),
+]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--outcomes", type=int, default=200_000, help="outcomes through the bridge at max rate")
-    p.add_argument(
-        "--half-outcomes", type=int, default=None, help="outcomes at half rate (default outcomes/4; 0 skips)"
-    )
-    p.add_argument(
-        "--backlog",
-        type=int,
-        default=None,
-        help="outcomes queued with workers stopped (default min(outcomes, 50000); 0 skips)",
-    )
-    p.add_argument(
-        "--baseline-a",
-        type=int,
-        default=None,
-        help="outcomes for baseline (a) (default min(outcomes, 10000); 0 skips)",
-    )
-    p.add_argument(
-        "--baseline-b",
-        type=int,
-        default=None,
-        help="outcomes for baseline (b) (default min(outcomes, 50000); 0 skips)",
-    )
-    p.add_argument(
-        "--mapping",
-        type=int,
-        default=None,
-        help="outcomes for the mapping-alone measure (default min(outcomes, 20000))",
-    )
-    p.add_argument(
-        "--baseline-c",
-        type=int,
-        default=None,
-        help="outcomes for baseline (c), request.post alone (default min(outcomes, 50000); 0 skips)",
-    )
+    for flag, text, _default in _PHASE_SIZES:
+        p.add_argument(flag, type=int, default=None, help=f"{text}; 0 skips")
     p.add_argument("--baseline-c-batch", type=int, default=500, help="baseline (c) messages per request")
-    p.add_argument(
-        "--growth-outcomes",
-        type=int,
-        default=None,
-        help="outcomes per run over 1, 10, 100 merchants (default min(outcomes // 4, 20000); 0 skips)",
-    )
     p.add_argument("--merchants", type=int, default=4, help="merchants = write keys")
     p.add_argument(
         "--appendfsync",
@@ -925,14 +916,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None)
     p.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
     args = p.parse_args(argv)
-    n = args.outcomes
-    args.half_outcomes = n // 4 if args.half_outcomes is None else args.half_outcomes
-    args.backlog = min(n, 50_000) if args.backlog is None else args.backlog
-    args.baseline_a = min(n, 10_000) if args.baseline_a is None else args.baseline_a
-    args.baseline_b = min(n, 50_000) if args.baseline_b is None else args.baseline_b
-    args.baseline_c = min(n, 50_000) if args.baseline_c is None else args.baseline_c
-    args.growth_outcomes = min(n // 4, 20_000) if args.growth_outcomes is None else args.growth_outcomes
-    args.mapping = min(n, 20_000) if args.mapping is None else args.mapping
+    for flag, _text, default in _PHASE_SIZES:
+        name = flag.removeprefix("--").replace("-", "_")
+        if getattr(args, name) is None:
+            setattr(args, name, default(args.outcomes))
     return args
 
 

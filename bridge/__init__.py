@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bridge.domain.errors import OutcomesInFlight
 from bridge.domain.version import __version__
 
-__all__ = ["__version__", "publish", "publish_many"]
+__all__ = ["OutcomesInFlight", "__version__", "publish", "publish_many"]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -26,6 +26,7 @@ import redis
 
 from bridge import logs
 from bridge.config import MerchantsConfig, Settings
+from bridge.domain.errors import ConfigError
 from bridge.stages.accept import Enqueuer
 from bridge.stages.context import Stores
 from bridge.stores.backends import redis_stores
@@ -117,7 +118,7 @@ class ConfigWatcher:
             # new merchant's store directory), and the stamp knows only the old files.
             if self._config is None or stamp != self._stamp or self._rejected:
                 try:
-                    config = self.settings.load_merchants()
+                    config = _no_silent_opening(self._config, self.settings.load_merchants())
                 except Exception:
                     if self._config is None:
                         raise
@@ -130,6 +131,22 @@ class ConfigWatcher:
                 # the files it names now (the stamp above named those of the old configuration)
                 self._stamp = stamp if config.store_files == stamp[1] else _stamps(path, config.store_files)
             return self._config
+
+
+def _no_silent_opening(old: MerchantsConfig | None, new: MerchantsConfig) -> MerchantsConfig:
+    """``new``, unless it would turn ingest authentication off while it is on: a file read half
+    written (``segment:`` alone, before the ``ingest:`` section) looks like a configuration with
+    no secret and no token. Turning it off on purpose takes a restart."""
+    if old is not None and _authenticates(old) and not _authenticates(new):
+        raise ConfigError(
+            ["ingest: no hmac_secrets and no bearer_tokens, while the running configuration has some "
+             "(refused at a reload: a file caught mid-write; restart to turn authentication off)"]
+        )  # fmt: skip
+    return new
+
+
+def _authenticates(config: MerchantsConfig) -> bool:
+    return bool(config.hmac_secrets or config.bearer_tokens)
 
 
 @dataclass

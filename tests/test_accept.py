@@ -22,6 +22,7 @@ from bridge.stages import accept
 from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
 from bridge.stages.process import process_outcomes
 from bridge.stores.dlq import DeadLetterStore
+from bridge.stores.protocols import Reservation
 from tests.backends import T0, WRITE_KEY_1738, Backend, FakeSegment, merchants_config, stage_stores
 from tests.harness import many_outcomes
 
@@ -172,9 +173,17 @@ def test_an_outcome_still_held_after_the_wait_refuses_the_call_and_takes_nothing
     dedup = backend.stores.dedup
     held, other = _outcomes(2, "held")
     accept.drop_seen(_checked(backend, [held]), dedup)  # a request storing it, not done yet
+    other_key = [(other["merchantId"], other["outcomeId"])]
+    looked: list[object] = []
+
+    def meanwhile(_seconds: float) -> None:
+        # a waiting call holds none of its outcomes: two calls can never wait on each other
+        looked.append(dedup.outcome_states(other_key)[0])
+
     with pytest.raises(OutcomesInFlight) as refused:
-        accept.drop_seen(_checked(backend, [other, held]), dedup, sleep=lambda _s: None)
+        accept.drop_seen(_checked(backend, [other, held]), dedup, wait_s=0.1, sleep=meanwhile)
     assert refused.value.count == 1
+    assert looked and set(looked) == {Reservation.NEW}
     # nothing of the refused call is kept: its other outcome is free for its retry
     assert len(accept.drop_seen(_checked(backend, [other]), dedup).enqueue) == 1
 

@@ -113,3 +113,21 @@ def test_a_utf8_bom_and_crlf_line_ends_do_not_make_an_outcome_invalid(backend: B
     assert (counts.accepted, counts.duplicate, counts.invalid) == (3, 0, 0)
     assert [json.loads(t)["outcomeId"] for t in publish.texts] == [o["outcomeId"] for o in outcomes]
     assert backend.stores.dlq.size() == 0
+
+
+def test_outcomes_another_ingest_holds_end_the_replay_in_one_line(capsys) -> None:
+    """``bridge replay`` meeting outcomes another ingest still holds after the claim's lifetime
+    (``OUTCOME_CLAIM_S``): one line and exit status 2, not a traceback; a re-run resumes."""
+    import typer
+
+    from bridge.domain.errors import OutcomesInFlight
+    from bridge.ops.cli import _replay_file
+
+    def held(*_args: object, **_kwargs: object) -> None:
+        raise OutcomesInFlight(3)
+
+    with pytest.raises(typer.Exit) as ended:
+        _replay_file(held)
+    assert ended.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 outcome(s)" in err and "run it again" in err

@@ -701,3 +701,16 @@ def test_a_truncated_merchants_file_does_not_turn_ingest_authentication_off(tmp_
     time.sleep(CONFIG_CHECK_INTERVAL_S + 0.1)
     current = watcher.current()
     assert len(current.bearer_tokens) == 1 and list(current.merchants) == [1]
+    # half written: a valid YAML prefix without the ingest section (a review's case)
+    config.write_text(
+        "merchants:\n  - merchant_id: 1\n    sources:\n      - name: P\n        write_key: wk-1-abcdef\n"
+    )
+    time.sleep(CONFIG_CHECK_INTERVAL_S + 0.1)
+    assert len(watcher.current().bearer_tokens) == 1
+    # an edit that keeps a token is taken as ever
+    config.write_text(
+        'ingest:\n  bearer_tokens: ["tok-rotated-98765"]\n'
+        "merchants:\n  - merchant_id: 1\n    sources:\n      - name: P\n        write_key: wk-1-abcdef\n"
+    )
+    time.sleep(CONFIG_CHECK_INTERVAL_S + 0.1)
+    assert [t.get_secret_value() for t in watcher.current().bearer_tokens] == ["tok-rotated-98765"]

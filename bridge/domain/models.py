@@ -141,7 +141,8 @@ def _decimal_fast(value: Decimal) -> Decimal:
 #: ``±HHMM`` or ``±HH:MM``, none meaning UTC.
 _PLATFORM_TIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
-    r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$"
+    r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$",
+    re.ASCII,  # ASCII digits only: "\d" alone also matches "٢٠٢٤", which int() reads
 )
 
 

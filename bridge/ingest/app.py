@@ -14,7 +14,9 @@ array is accepted too). For each request, in order:
    gets a per-item error and is dead-lettered (reason ``invalid``) — valid items beside it
    are still taken;
 5. valid items already processed or accepted (dedup ``DONE`` or ``ACCEPTED``) are counted
-   as duplicates and skipped;
+   as duplicates and skipped; the rest are claimed for this request (``accept.claim``), so a
+   concurrent request with one of them waits for it (on the event loop, up to
+   ``CLAIM_WAIT_S``) and counts it as a duplicate, or answers 503 + ``Retry-After: 1``;
 6. the rest is enqueued through the group commit (``GroupCommit``): concurrent requests
    share one ``publish_texts`` call, and each request answers only after the call
    returned, i.e. after Redis holds its outcomes. Redis or the broker failing -> 503 +
@@ -263,14 +265,34 @@ class Ingest:
         else:
             checked = await asyncio.to_thread(accept.check, items, config, self.clock())
         try:
-            await asyncio.to_thread(accept.drop_seen, checked, self.dedup)
+            await self.claim(checked)
         except RedisError as exc:
             log.warning("ingest: dedup lookup failed (%s)", type(exc).__name__)
+            await self.release(checked)
             raise unavailable("Redis is not reachable; retry later") from None
         except OutcomesInFlight as exc:
             log.info("ingest: %d outcome(s) in flight in another request; answered 503", exc.count)
             raise unavailable(str(exc), RETRY_AFTER_IN_FLIGHT_S) from None
         return checked
+
+    async def claim(self, checked: accept.Checked) -> None:
+        """``accept.claim``, looking again every ``CLAIM_POLL_S`` while another request holds some
+        of the outcomes: the waiting is done here, on the event loop, never in a thread of the
+        pool the request holding them needs to store them."""
+        waited = 0.0
+        while held := await asyncio.to_thread(accept.claim, checked, self.dedup):
+            if waited >= accept.CLAIM_WAIT_S:
+                raise OutcomesInFlight(held)
+            await asyncio.sleep(accept.CLAIM_POLL_S)
+            waited += accept.CLAIM_POLL_S
+
+    async def release(self, checked: accept.Checked) -> None:
+        """Drop the request's claims when it is refused after claiming (so that its retry finds
+        the outcomes free); if Redis fails here too, they expire on their own."""
+        try:
+            await asyncio.to_thread(accept.release, checked, self.dedup)
+        except RedisError:
+            log.warning("ingest: releasing the claims failed; they expire in %.0f s", OUTCOME_CLAIM_S)
 
     async def enqueue(self, member: Member, checked: accept.Checked) -> None:
         try:
@@ -281,10 +303,7 @@ class Ingest:
                 len(checked.enqueue),
                 type(exc).__name__,
             )
-            try:  # so that the retry is not refused as in flight until the claims expire
-                await asyncio.to_thread(accept.release, checked, self.dedup)
-            except RedisError:
-                log.warning("ingest: releasing the claims failed; they expire in %.0f s", OUTCOME_CLAIM_S)
+            await self.release(checked)
             raise unavailable("could not enqueue (Redis or the broker is down); retry later") from None
         try:  # only now: a request answered 503 must not make its retry look like a duplicate
             await asyncio.to_thread(accept.mark_accepted, checked, self.dedup, self.settings.dedup_window_s)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -353,7 +353,8 @@ def replay(
         transient=False,
     ) as bar:
         task = bar.add_task("replay", total=file.stat().st_size, counts="")
-        counts = ingest_file(
+        counts = _replay_file(
+            ingest_file,
             file,
             merchants=merchants,
             dedup=runtime.stores.dedup,
@@ -376,6 +377,18 @@ def replay(
             f"... and {len(invalid_lines) - 20} more (see: bridge dlq list --reason invalid)", err=True
         )
     typer.echo(f"accepted {counts.accepted}  duplicate {counts.duplicate}  invalid {counts.invalid}")
+
+
+def _replay_file(ingest_file: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``ingest_file``, with outcomes another ingest still held after ``OUTCOME_CLAIM_S`` said in one
+    line (exit status 2: running it again resumes at the checkpoint)."""
+    from bridge.domain.errors import OutcomesInFlight
+
+    try:
+        return ingest_file(*args, **kwargs)
+    except OutcomesInFlight as exc:
+        typer.echo(f"error: {exc}; run it again to resume", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

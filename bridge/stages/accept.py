@@ -11,9 +11,11 @@ last (a failure before it is retried whole; the valid ones are then duplicates).
 
 Concurrent requests with the same outcome (a client retrying one that is still in progress):
 the dedup lookup *claims* the outcomes it finds free (``claim_outcomes``, atomic in Redis), so
-only one request stores and counts each; another that meets the claim waits a moment for it to
-become ``ACCEPTED`` (then the outcome is its duplicate) or be released (then it claims it), and
-raises ``OutcomesInFlight`` (the HTTP API's 503) if neither happens within ``CLAIM_WAIT_S``.
+only one request stores and counts each; another that meets the claim holds nothing and looks
+again shortly, until the claim is ``ACCEPTED`` (then the outcome is its duplicate) or released
+or expired (then it claims it). The HTTP API waits ``CLAIM_WAIT_S`` on its event loop, then
+answers 503 (``OutcomesInFlight``); ``bridge replay`` and ``bridge.publish`` wait as long as a
+claim can live (``OUTCOME_CLAIM_S``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from bridge.domain.errors import FieldProblem, InvalidOutcome, OutcomesInFlight
 from bridge.domain.mapped import Mapped
 from bridge.domain.wire import LongNumber, decimal_to_wire, dumps
 from bridge.stages.prepare import JSONDecodeProblem, decode_json, prepare
-from bridge.stores.keys import CLAIM_PREFIX
+from bridge.stores.keys import CLAIM_PREFIX, OUTCOME_CLAIM_S
 from bridge.stores.protocols import DeadLetters, DedupStore, Pending, Reservation
 from bridge.stores.records import NewDeadLetter, invalid_outcome_letter
 
@@ -171,66 +173,63 @@ def check(
     return checked
 
 
-#: How long the dedup lookup waits for outcomes another request is storing (it stores a
-#: request in milliseconds) before giving up with ``OutcomesInFlight``; and how often it looks.
+#: How long the HTTP API waits for outcomes another request is storing (storing takes
+#: milliseconds) before answering 503 ``OutcomesInFlight``; and how often it looks again.
 CLAIM_WAIT_S = 1.0
 CLAIM_POLL_S = 0.02
 
 
-def claim_unseen(
-    dedup: DedupStore,
-    keys: Sequence[tuple[int, str]],
-    claim: str,
-    *,
-    wait_s: float = CLAIM_WAIT_S,
-    sleep: Callable[[float], object] = time.sleep,
-) -> list[int]:
-    """Indexes of the outcomes to enqueue, claimed for ``claim``: neither processed nor accepted
-    earlier, and the first of any repeated within ``keys`` (one Redis round trip when no other
-    request holds one of them). The ingest API and ``bridge replay`` count the others as
-    duplicates. Raises ``OutcomesInFlight`` (this call's claims dropped) when another request
-    still holds some after ``wait_s``."""
-    first: dict[tuple[int, str], int] = {}
-    for index, key in enumerate(keys):
-        first.setdefault(key, index)
-    unique = list(first)
-    states = dict(zip(unique, dedup.claim_outcomes(unique, claim), strict=True))
-    waited = 0.0
-    while (held := [k for k in unique if states[k] is Reservation.CLAIMED]) and waited < wait_s:
-        sleep(CLAIM_POLL_S)
-        waited += CLAIM_POLL_S
-        states.update(zip(held, dedup.claim_outcomes(held, claim), strict=True))
+def claim(checked: Checked, dedup: DedupStore) -> int:
+    """Claim the valid outcomes not seen yet, all or none (one Redis round trip): when another
+    request holds one, this call's new claims are dropped at once (a request never holds some
+    while waiting for others, so two never wait on each other) and the count of held ones is
+    returned, to try again shortly. 0 once claimed: ``checked.enqueue`` is then set.
+
+    A duplicate is an outcome already processed, already accepted earlier (it is stored and
+    will be processed), or repeated within these items."""
+    if not checked.valid:
+        return 0
+    keys = list(dict.fromkeys((m.merchant_id, m.outcome_id) for _, m in checked.valid))
+    checked.claim = checked.claim or CLAIM_PREFIX + uuid.uuid4().hex
+    states = dict(zip(keys, dedup.claim_outcomes(keys, checked.claim), strict=True))
+    held = sum(state is Reservation.CLAIMED for state in states.values())
     if held:
-        dedup.release_outcome_claims([k for k in unique if states[k] is Reservation.NEW], claim)
-        raise OutcomesInFlight(len(held))
-    return [index for key, index in first.items() if states[key] is Reservation.NEW]
+        dedup.release_outcome_claims([k for k in keys if states[k] is Reservation.NEW], checked.claim)
+        return held
+    taken: set[tuple[int, str]] = set()
+    for text, mapped in checked.valid:
+        key = (mapped.merchant_id, mapped.outcome_id)
+        if states[key] is Reservation.NEW and key not in taken:
+            taken.add(key)
+            checked.enqueue.append((text, mapped))
+    checked.duplicate += len(checked.valid) - len(checked.enqueue)
+    return 0
 
 
 def drop_seen(
     checked: Checked,
     dedup: DedupStore,
     *,
-    wait_s: float = CLAIM_WAIT_S,
+    wait_s: float = OUTCOME_CLAIM_S,
     sleep: Callable[[float], object] = time.sleep,
 ) -> Checked:
-    """Split the valid items into duplicates and those to enqueue, which this call claims.
-
-    A duplicate is an outcome already processed, already accepted earlier (it is stored and
-    will be processed), or repeated within these items. Raises ``OutcomesInFlight``."""
-    if checked.valid:
-        keys = [(m.merchant_id, m.outcome_id) for _, m in checked.valid]
-        checked.claim = CLAIM_PREFIX + uuid.uuid4().hex
-        checked.enqueue = [
-            checked.valid[i] for i in claim_unseen(dedup, keys, checked.claim, wait_s=wait_s, sleep=sleep)
-        ]
-        checked.duplicate += len(checked.valid) - len(checked.enqueue)
+    """``claim``, waiting (up to ``wait_s``; by default as long as a left-over claim lives) while
+    another request holds some of the outcomes. Raises ``OutcomesInFlight`` if they are still
+    held then. For the synchronous callers; the HTTP API waits on its event loop instead."""
+    waited = 0.0
+    while held := claim(checked, dedup):
+        if waited >= wait_s:
+            raise OutcomesInFlight(held)
+        sleep(CLAIM_POLL_S)
+        waited += CLAIM_POLL_S
     return checked
 
 
 def release(checked: Checked, dedup: DedupStore) -> None:
-    """Drop the claims of outcomes that could not be enqueued (so a retry is not a duplicate)."""
-    if checked.enqueue and checked.claim:
-        dedup.release_outcome_claims(checked.keys, checked.claim)
+    """Drop this call's claims (its outcomes were not stored: a retry must find them free)."""
+    if checked.claim and checked.valid:
+        keys = list(dict.fromkeys((m.merchant_id, m.outcome_id) for _, m in checked.valid))
+        dedup.release_outcome_claims(keys, checked.claim)
 
 
 #: Stores texts with their mapped messages and sends their tasks (``Enqueuer.publish_texts``).

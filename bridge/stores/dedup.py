@@ -148,7 +148,8 @@ class RedisDedup:
         self._confirm_keys(outcome_keys(items), window_s)
 
     def outcome_states(self, items: Sequence[tuple[int, str]]) -> list[Reservation]:
-        """Current state without reserving: NEW = free, DONE, ACCEPTED or LEASED."""
+        """Current state without reserving: NEW = free, DONE, ACCEPTED, CLAIMED (an ingest
+        request is storing it) or LEASED."""
         return self._states(outcome_keys(items))
 
     def claim_outcomes(

@@ -171,8 +171,11 @@ LIVE_OWNER_PREFIX = "w."
 DEFAULT_LEASE_S = 300.0
 
 #: How long an ingest request's claim on its outcomes lives if it is neither made ``ACCEPTED``
-#: nor released (a process killed between the two): far longer than storing a request takes.
-OUTCOME_CLAIM_S = 60.0
+#: nor released (a process killed between the two, Redis failing): longer than storing a
+#: request can take (Redis's 10 s socket timeout), short because a retry of such a request
+#: waits for it. A claim that expires too soon costs at worst a second stored copy (the workers
+#: deliver each message once).
+OUTCOME_CLAIM_S = 15.0
 
 #: How long per-minute delivery counters are kept (a bit over the hour ``bridge status`` shows).
 STATS_TTL_S = 2 * 3600
