@@ -402,7 +402,10 @@ def test_a_body_trickled_past_the_timeout_is_408_and_closed(
 
     import bridge.ingest.body
 
-    monkeypatch.setattr(bridge.ingest.body, "BODY_TIMEOUT_S", 0.5)  # the shipped 30 s, shortened
+    # The shipped timeout (52 s at the default 5 MB limit: body_timeout_s below) made short, so
+    # that the test waits half a second instead of a minute: what is tested is what happens then.
+    monkeypatch.setattr(bridge.ingest.body, "BODY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(bridge.ingest.body, "BODY_MIN_BYTES_PER_S", 10**12)
     with serve(redis_url) as srv:
         address = urlsplit(srv.url)
         with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
@@ -422,6 +425,14 @@ def test_a_body_trickled_past_the_timeout_is_408_and_closed(
     assert json.loads(body)["error"] == "request_timeout"
     assert 0.4 < waited < 5
     assert queued_ids(client) == ["after-408"]
+
+
+def test_the_body_timeout_grows_with_the_byte_limit() -> None:
+    from bridge.ingest.body import body_timeout_s
+
+    assert body_timeout_s(Settings().max_request_bytes) == pytest.approx(52.4288)  # the default 5 MiB
+    assert body_timeout_s(100_000) == 30.0
+    assert body_timeout_s(50_000_000) == 500.0
 
 
 def test_too_many_outcomes_is_413(redis_url: str, client: redis.Redis) -> None:

@@ -383,7 +383,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 _ERRORS_DOC: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Not JSON, not UTF-8, NaN, or not an outcome/batch shape."},
     401: {"model": ErrorBody, "description": "Missing or bad credentials (WWW-Authenticate)."},
-    408: {"model": ErrorBody, "description": "The body did not arrive within 30 s."},
+    408: {
+        "model": ErrorBody,
+        "description": "The body did not arrive in time (30 s, more for large limits).",
+    },
     413: {"model": ErrorBody, "description": "Body over max_request_bytes or over max_request_outcomes."},
     422: {"model": IngestResult, "description": "Every outcome was invalid (per-item errors)."},
     503: {

@@ -20,9 +20,18 @@ MAX_JSON_DEPTH = 64
 #: client, still sending, gets the 413 instead of a connection reset.
 DRAIN_BYTES = 8 * 1024 * 1024
 #: A body not received whole within this many seconds is refused (408): a client trickling
-#: bytes would hold its connection, and its file descriptor, for as long as it liked. 5 MB
-#: (the default limit) in 30 s takes 170 KB/s.
+#: bytes would hold its connection, and its file descriptor, for as long as it liked...
 BODY_TIMEOUT_S = 30.0
+#: ...or within the time the byte limit takes at this rate, if longer (a raised
+#: ``BRIDGE_MAX_REQUEST_BYTES`` gets the time to arrive; the default 5 MB: 52 s).
+BODY_MIN_BYTES_PER_S = 100_000
+
+
+def body_timeout_s(limit: int) -> float:
+    """How long a body of at most ``limit`` bytes may take to arrive."""
+    return max(BODY_TIMEOUT_S, limit / BODY_MIN_BYTES_PER_S)
+
+
 #: ``Retry-After`` (seconds) when Redis or the broker does not answer.
 RETRY_AFTER_UNAVAILABLE_S = 5
 
@@ -58,7 +67,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
+        async with asyncio.timeout(body_timeout_s(limit)):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit + DRAIN_BYTES:
@@ -71,7 +80,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise ApiError(
             408,
             "request_timeout",
-            f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s",
+            f"the body did not arrive within {body_timeout_s(limit):.0f} s",
             {"Connection": "close"},
         ) from None
     if size > limit:

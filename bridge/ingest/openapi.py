@@ -22,7 +22,7 @@ from bridge.config import Settings
 from bridge.domain.json_schema import outcome_schemas
 from bridge.domain.models import KINDS
 from bridge.ingest.auth import SIGNATURE_HEADER, TOLERANCE_S, WWW_AUTHENTICATE
-from bridge.ingest.body import BODY_TIMEOUT_S, INGEST_PATH
+from bridge.ingest.body import BODY_MIN_BYTES_PER_S, BODY_TIMEOUT_S, INGEST_PATH
 
 #: The security schemes' names in ``components.securitySchemes``.
 SIGNATURE_SCHEME, BEARER_SCHEME = "bridgeSignature", "bearerToken"
@@ -125,8 +125,9 @@ def _responses(operation: dict[str, Any]) -> None:
         }
     }
     responses["408"]["description"] = (
-        f"`request_timeout`: the body did not arrive whole within {BODY_TIMEOUT_S:.0f} s; the "
-        "connection is closed. Nothing of it was taken: send it again."
+        f"`request_timeout`: the body did not arrive whole within {BODY_TIMEOUT_S:.0f} s (or the "
+        f"time `BRIDGE_MAX_REQUEST_BYTES` takes at {BODY_MIN_BYTES_PER_S // 1000} KB/s, if longer); "
+        "the connection is closed. Nothing of it was taken: send it again."
     )
     responses["413"]["description"] = (
         "`too_large`: body over `BRIDGE_MAX_REQUEST_BYTES`; `too_many_outcomes`: more outcomes "
