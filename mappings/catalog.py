@@ -472,8 +472,8 @@ CHECK_NUMBER = Prop(
 PX_TRANSACTION_ID = Prop(
     "px_transaction_id",
     integer("The platform's transaction id."),
-    "reply `pxTransactionId`, else its nested `reply.pxTransactionId` (a card's, for a split check); "
-    "`data.pxTransactionId` (else the reply's) for transaction.addRedeem",
+    "reply `pxTransactionId`, else its nested `reply.pxTransactionId` (a card's, for a split check), "
+    "else `data.pxTransactionId`; `data.pxTransactionId` (else the reply's) for transaction.addRedeem",
 )
 _CHANGES = "reply (or `data`) `changedWalletContents`"
 POINTS_EARNED = Prop(

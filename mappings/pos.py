@@ -561,11 +561,20 @@ class CheckFacts:
 
     @once
     def wallets(self) -> Wallets:
-        """The wallet lists of a success reply, top-level before its nested reply's."""
+        """The wallet lists of the outcome: of each kind, the first non-empty one of a success
+        reply (top-level, then its nested reply), then of the outcome's ``data`` (DESIGN: "Any kind
+        may carry `pointBalances`, `rewardBalances` and `changedWalletContents` (in `response` or
+        `data`)"). A reply that applied nothing (``noRewardsApplied``) reports no change, wherever
+        one is listed; its balances are read."""
         response = self.outcome.response
-        if not isinstance(response, SuccessReply):
-            return Wallets([], [], [])
-        return wallet_lists(response, response.reply if not isinstance(response.reply, list) else None)
+        data = self.outcome.data
+        if isinstance(response, SuccessReply):
+            return wallet_lists(
+                response, response.reply if not isinstance(response.reply, list) else None, data
+            )
+        if isinstance(response, NoRewardsAppliedReply):
+            return wallet_lists(response, data)._replace(changed_wallet_contents=[])
+        return wallet_lists(data)
 
     @once
     def changes(self) -> Properties:
@@ -582,12 +591,18 @@ class CheckFacts:
 
     @once
     def px_transaction_id(self) -> int | None:
-        """The reply's transaction id, else its nested add/redeem reply's."""
+        """The reply's transaction id, else its nested add/redeem reply's, else ``data``'s (where
+        wallet lists may come from too: ``wallets``)."""
         response = self.outcome.response
+        data = self.outcome.data
+        found = data.px_transaction_id if data is not None else None
         if not isinstance(response, SuccessReply):
-            return None
+            return found if isinstance(response, CouponSuccessReply) else None
         nested = response.reply if not isinstance(response.reply, list) else None
-        return response.px_transaction_id or (nested.px_transaction_id if nested else None)
+        for source in (response, nested):
+            if source is not None and source.px_transaction_id is not None:
+                return source.px_transaction_id
+        return found
 
     @once
     def reply_discounts(self) -> list[dict[str, Any]]:
@@ -644,11 +659,20 @@ def reply_properties(outcome: Outcome, facts: CheckFacts) -> Properties:
         return props
     if isinstance(response, NoRewardsAppliedReply):
         # noRewardsApplied: nothing was applied, so no change is reported even if one is listed.
-        return {"pos_result": response.result, **wallet_properties(response, with_changes=False)}
+        return {"pos_result": response.result, **wallet_properties(facts.wallets, with_changes=False)}
     if isinstance(response, CouponSuccessReply):
         props = {"pos_result": response.result}
+        if facts.px_transaction_id is not None:
+            props["px_transaction_id"] = facts.px_transaction_id
         if response.open_time:
             props["reply_open_time"] = utc_text(response.open_time)
+        if simulation:  # a reply of a compute or simulate call changed nothing
+            if changes := facts.wallets.changed_wallet_contents:
+                props["simulated_wallet_changes"] = changed_wallets(changes)
+            props.update(wallet_properties(facts.wallets, with_changes=False))
+            return props
+        props.update(facts.changes)
+        props.update(facts.wallet_properties)
         return props
     return {}
 
