@@ -234,6 +234,33 @@ def test_a_source_delivering_again_does_not_cut_short_segments_retry_after(stage
     assert resume_parked(stage.stores).messages["delivered"] > 0
 
 
+def test_a_batch_held_by_retry_after_is_not_an_attempt(stage: Stage) -> None:
+    """A parked batch that comes due while Segment holds its key (a 429's ``Retry-After`` to
+    another batch) sends nothing: it waits until then, and neither its attempts nor its backoff
+    grow (they did: one held minute could push its next try out by minutes more)."""
+    from bridge.stores.memory import MemoryPacer
+
+    pacer = MemoryPacer(clock=stage.backend.clock, sleep=stage.advance)  # the stage's own clock
+    stage.stores.pacer = pacer
+    parking = stage.stores.parking
+    stage.segment.fail = OUTAGE
+    process_outcomes(_texts(many_outcomes(1, "h", 1738)), stage.stores)
+    [before] = parking.first_due(10)
+    pacer.hold(KID_1738, 60)
+    stage.segment.fail = None
+    due = oldest_parked_due(parking)
+    assert due is not None
+    stage.advance(due - stage.now)
+    assert resume_parked(stage.stores).messages["delivered"] == 0
+    assert stage.segment.all_sent() == []
+    [after] = parking.first_due(10)
+    assert (after.attempts, after.backoff_attempts) == (before.attempts, before.backoff_attempts)
+    held_until = oldest_parked_due(parking)
+    assert held_until is not None and held_until >= T0 + 59
+    stage.advance(held_until - stage.now)
+    assert resume_parked(stage.stores).messages["delivered"] > 0
+
+
 def test_a_short_retry_after_does_not_hold_a_long_backoff_when_the_source_delivers(stage: Stage) -> None:
     """After a long outage a batch's backoff is long (attempt 7: 64-128 s); a 429 with
     ``Retry-After: 2`` then keeps that backoff, but once the source delivers again the batch is

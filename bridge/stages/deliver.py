@@ -278,18 +278,21 @@ def resume_parked(stores: Stores, limit: int = 50) -> Report:
         retry, err, retry_after, sub = deliver_items(source, _items_of(batch), stores, attempt=attempts)
         report.merge(sub)
         if retry:
+            # No request made (the key held by Segment's Retry-After, or its messages leased by
+            # a live worker): not an attempt, and its backoff does not grow.
+            tried = bool(sub.statuses)
             park(
                 stores,
                 batch.merchant_id,
                 source.name,
                 retry,
-                attempts=attempts,
+                attempts=attempts if tried else batch.attempts,
                 first_failed_at=batch.first_failed_at,
                 error=err,
                 retry_after=retry_after,
                 batch_id=batch_id,
                 # Woken: its source delivered since it was parked, so its backoff starts over.
-                backoff=1 if batch.woken else batch.backoff_attempts + 1,
+                backoff=1 if batch.woken else batch.backoff_attempts + int(tried),
             )
             report.count("parked", retry)
         else:
