@@ -575,6 +575,59 @@ def test_read_timeout_is_retryable(segment: StubSegment) -> None:
     assert "Timeout" in err.value.reason
 
 
+def test_an_answer_trickled_past_the_timeout_is_cut_at_the_timeout() -> None:
+    """requests' timeout bounds each socket read: a receiver sending its answer a byte at a time
+    held a worker for as long as it liked (an audit: 150 s against the 15 s timeout). The whole
+    request now ends at the timeout, as a retryable NoAnswer."""
+
+    from bridge.domain.errors import NoAnswer
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
+                if stop.wait(0.1):
+                    return
+                conn.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(NoAnswer) as err:
+            send_batch(WRITE_KEY, f"http://127.0.0.1:{listener.getsockname()[1]}", [message(1)], timeout=0.5)
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 2.0  # the trickle alone lasts 5 s
+    assert err.value.status is None and "Timeout" in err.value.reason
+
+
+def test_a_host_giving_no_answer_holds_its_key_for_the_next_batches(segment: StubSegment) -> None:
+    """One hanging write key took every pool process in turn, each batch of it waiting out the
+    timeout, so every merchant stalled (an audit: 0.1 s delays became 75 s). After no answer the
+    key is held: its next batches park at once, without a request, until the hold ends."""
+    from bridge.delivery.sender import NO_ANSWER_HOLD_S
+    from bridge.stores.memory import MemoryPacer
+
+    now = [1_700_000_000.0]
+    pacer = MemoryPacer(50, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    segment.script = lambda req, n: Answer(delay=1.0)
+    first = deliver(WRITE_KEY, segment.url, [message(i) for i in range(3)], pacer=pacer, timeout=0.2)
+    assert sorted(r.index for r in first.retry) == [0, 1, 2] and len(segment.requests) == 1
+    segment.script = lambda req, n: Answer(200)
+    second = deliver(WRITE_KEY, segment.url, [message(i) for i in range(3, 6)], pacer=pacer)
+    assert len(segment.requests) == 1  # nothing sent while the key is held
+    assert second.retry_after == pytest.approx(NO_ANSWER_HOLD_S, abs=0.1)
+    now[0] += NO_ANSWER_HOLD_S + 1
+    third = deliver(WRITE_KEY, segment.url, [message(i) for i in range(6, 9)], pacer=pacer)
+    assert third.delivered == [0, 1, 2] and len(segment.requests) == 2
+
+
 def test_connection_refused_is_retryable() -> None:
     with pytest.raises(RetryableDelivery) as err:
         send_batch(WRITE_KEY, f"http://127.0.0.1:{free_port()}", [message(1)], timeout=2)

@@ -23,11 +23,12 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import threading
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import orjson
 import requests
@@ -38,7 +39,7 @@ from bridge.delivery.policy import (
     classify,
     parse_retry_after,
 )
-from bridge.domain.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from bridge.domain.errors import DeliveryError, NoAnswer, PermanentDelivery, RetryableDelivery
 from bridge.domain.segment_rules import MAX_BATCH_MESSAGES
 from bridge.stores.keys import key_id as make_key_id
 from bridge.stores.protocols import Pacer
@@ -167,9 +168,44 @@ def _from_api_error(exc: BaseException, write_key: str) -> DeliveryError:
 
 def _from_exception(exc: BaseException, write_key: str) -> DeliveryError:
     reason = _one_line(redact(f"{type(exc).__name__}: {exc}", write_key), 300)
+    if isinstance(exc, requests.exceptions.Timeout) and not isinstance(
+        exc, requests.exceptions.ConnectTimeout
+    ):
+        return NoAnswer(reason, None)
     if classify(None, exc) == "retry":
         return RetryableDelivery(reason, None)
     return PermanentDelivery(reason, None)
+
+
+class WholeRequestTimeout(requests.exceptions.ReadTimeout):
+    """No complete answer within the whole request's deadline (``_within``)."""
+
+
+def _within(deadline_s: float, send: Callable[[], requests.Response]) -> requests.Response:
+    """``send()`` with a deadline on the whole request. requests' ``timeout`` bounds each socket
+    read, so a receiver that trickles its answer (a byte every few seconds) held a worker for as
+    long as it liked (an audit: 150 s against a 15 s timeout). The request runs in a thread of
+    its own; past the deadline it is left to end by itself (its socket reads time out) and
+    ``WholeRequestTimeout`` is raised: its messages are retried, and may arrive twice (Segment
+    deduplicates on messageId, as for any request that outlives the timeout)."""
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append(send())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="bridge-send", daemon=True).start()
+    if not done.wait(deadline_s):
+        raise WholeRequestTimeout(f"no complete answer within {deadline_s:g} s")
+    [result] = outcome
+    if isinstance(result, BaseException):
+        raise result
+    return cast(requests.Response, result)
 
 
 def send_batch(
@@ -251,9 +287,8 @@ def post_batch(
     # batch, which a server may answer 200 (every message marked delivered, none sent), and a 307
     # to another host would take the body, write key included, along. A 3xx is a misconfigured
     # host (delivery.policy: permanent).
-    res: requests.Response = session.send(
-        prepared, timeout=timeout, allow_redirects=False, **_environment_settings(session, str(prepared.url))
-    )
+    settings = _environment_settings(session, str(prepared.url))
+    res = _within(timeout, lambda: session.send(prepared, timeout=timeout, allow_redirects=False, **settings))
     if 200 <= res.status_code < 300:
         return res
     if 300 <= res.status_code < 400:  # a redirect requests declined to follow: nothing was uploaded
@@ -421,6 +456,12 @@ def deliver(
     return run.report
 
 
+#: How long every worker holds a write key whose host gave no complete answer within the
+#: request timeout (``NoAnswer``): its other batches park at once instead of each waiting out
+#: the timeout, which took the pool processes from every other merchant (an audit: one hanging
+#: key delayed all others by 75 s and more). One request probes the host per hold.
+NO_ANSWER_HOLD_S: Final = 30.0
+
 #: Longest pacing wait slept in a delivery (many workers sharing a key's 50 requests/s); a longer
 #: one is a key held by Segment's ``Retry-After``: its messages are parked until then instead.
 PACE_MAX_WAIT_S: Final = 2.0
@@ -472,7 +513,9 @@ class _Delivery:
             self.work.appendleft(piece)
             return False
         if held:  # Segment asked this key to wait (a 429's Retry-After): not before then
-            self.halt = RetryableDelivery(f"held {held:.1f} s by Segment's Retry-After", 429, held)
+            self.halt = RetryableDelivery(
+                f"key held {held:.1f} s more (Segment's Retry-After, or its host gave no answer)", 429, held
+            )
             self.work.appendleft(piece)
             return False
         return True
@@ -504,9 +547,12 @@ class _Delivery:
             self.refused(piece, err)
             return
         _record(self.report, piece.indices, err, unsent=False)
-        if err.status == 429 and err.retry_after and self.pacer is not None:
+        hold = (
+            err.retry_after if err.status == 429 else NO_ANSWER_HOLD_S if isinstance(err, NoAnswer) else None
+        )
+        if hold and self.pacer is not None:
             try:  # every worker's next request for this key waits too, not only these messages
-                self.pacer.hold(self.kid, err.retry_after)
+                self.pacer.hold(self.kid, hold)
             except Exception as exc:  # the pacer's Redis down: these messages still wait
                 log.warning("holding key %s failed (%s)", self.kid, type(exc).__name__)
         if _halts(err):

@@ -86,6 +86,12 @@ class RetryableDelivery(DeliveryError):
     """Worth trying again later: 408, 429, 5xx except 501/505, connection errors, timeouts."""
 
 
+class NoAnswer(RetryableDelivery):
+    """The host gave no complete answer within the request timeout: a hanging or trickling
+    receiver. Its write key is held a while (``sender.NO_ANSWER_HOLD_S``), so that the key's
+    other batches do not each wait out the timeout in turn."""
+
+
 class PermanentDelivery(DeliveryError):
     """Segment refused the batch for good: other 4xx, 501, 505."""
 
