@@ -88,3 +88,31 @@ def test_due_parked_batches_ask_for_a_resume_and_dead_claims_are_due_at_once(bac
     backend.kill("w.dead")
     sweeper.sweep(T0 + 2)
     assert resumes == [1] and parking.count_due(T0 + 2) == 1
+
+
+def test_one_resume_is_asked_for_until_it_starts(backend: Backend) -> None:
+    """A sweep every second asked for a resume every second while batches were due, whether or
+    not the last one had started: an audit saw 81 resume tasks queued in 150 s behind one slow
+    key. One is asked for; the next once it has started (or after its TTL, if it was lost)."""
+    from bridge.stores.keys import RESUME_ASKED_TTL_S
+
+    parking = backend.stores.parking
+    batch = ParkedBatch(
+        merchant_id=1738,
+        source="Prod",
+        attempts=1,
+        first_failed_at=T0,
+        last_error="segment 503",
+        messages=(ParkedMessage(message_id="m-1", outcome_id="o-1", message='{"messageId":"m-1"}'),),
+    )
+    parking.park("due", batch, T0)
+    sweeper, _, resumes = _sweeper(backend)
+    for tick in range(5):
+        sweeper.sweep(T0 + tick)
+    assert resumes == [1]
+    parking.resume_started()  # the task starts
+    sweeper.sweep(T0 + 5)
+    assert resumes == [1, 1]
+    if backend.kind == "memory":  # Redis's TTL runs on its own clock
+        sweeper.sweep(T0 + 5 + RESUME_ASKED_TTL_S)  # never started (a lost task): asked again
+        assert resumes == [1, 1, 1]

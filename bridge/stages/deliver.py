@@ -255,6 +255,7 @@ def _dead_letter_parked(stores: Stores, batch: ParkedBatch, reason: str, why: st
 def resume_parked(stores: Stores, limit: int = 50) -> Report:
     """Retry the parked batches that are due; each ends delivered, parked again or dead-lettered."""
     report = Report()
+    stores.parking.resume_started()  # the sweepers may ask for the next one from now on
     now = stores.clock()
     for batch_id, batch in stores.parking.claim_due(
         now, limit, stores.settings.lease_s, owner=stores.worker_id

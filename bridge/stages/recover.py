@@ -46,7 +46,8 @@ class Sweeper:
         claims = self.stores.parking.take_over_dead(now)
         if claims:
             log.warning("%d parked batch(es) claimed by dead worker(s) are due again", claims)
-        if self.stores.parking.count_due(now) > 0:
+        # one resume queued at a time: each claims up to 50 due batches when it starts
+        if self.stores.parking.count_due(now) > 0 and self.stores.parking.ask_resume(now):
             self.resume()
         for batch_id in self._lost(now):
             log.warning("batch %s had no task in the queue or in a worker; sending it again", batch_id)

@@ -69,6 +69,10 @@ PARKED_WOKEN = KEY_PREFIX + "parked:woken"
 #: Hash parked batch id -> unix time before which ``wake`` leaves it due later: Segment said when
 #: to come back (``Retry-After``). Set and cleared by each ``park``, dropped by ``done``.
 PARKED_NOT_BEFORE = KEY_PREFIX + "parked:not_before"
+#: Present (TTL ``RESUME_ASKED_TTL_S``) while a resume task the sweepers asked for has not
+#: started yet: no other is queued meanwhile (an audit saw 81 queued in 150 s behind one slow
+#: key, inflating the queue depth the runbook reads).
+RESUME_ASKED = KEY_PREFIX + "parked:resume_asked"
 
 
 def parked_source(merchant_id: int, source: str) -> str:
@@ -193,6 +197,10 @@ MESSAGE_DEDUP_WINDOW_S = 7 * 24 * 3600.0
 
 #: Extra lifetime of a pacing key beyond the moment its value stops mattering.
 PACE_TTL_MARGIN_S = 1.0
+
+#: How long a resume asked for may wait to start before another is asked for (a lost task
+#: message, or a queue far behind).
+RESUME_ASKED_TTL_S = 30.0
 
 #: How long a claimed parked batch stays invisible to other workers before it becomes due
 #: again (a worker that crashed after claiming does not hide the batch for good).

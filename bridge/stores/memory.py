@@ -39,6 +39,7 @@ from bridge.stores.keys import (
     OUTCOME_CLAIM_S,
     OUTCOME_DEDUP_WINDOW_S,
     PARKING_LEASE_S,
+    RESUME_ASKED_TTL_S,
     STATS_TTL_S,
     check_key_id,
     message_keys,
@@ -410,6 +411,7 @@ class MemoryParking:
         self._by_source: dict[str, set[str]] = {}
         self._woken: set[str] = set()
         self._not_before: dict[str, float] = {}
+        self._resume_asked_until = float("-inf")
         self._lock = threading.Lock()
 
     def _by_due(self, until: float | None = None) -> list[str]:
@@ -502,6 +504,17 @@ class MemoryParking:
     def count_due(self, now: float) -> int:
         with self._lock:
             return sum(1 for due in self._due.values() if due <= now)
+
+    def ask_resume(self, now: float, ttl_s: float = RESUME_ASKED_TTL_S) -> bool:
+        with self._lock:
+            if now < self._resume_asked_until:
+                return False
+            self._resume_asked_until = now + ttl_s
+            return True
+
+    def resume_started(self) -> None:
+        with self._lock:
+            self._resume_asked_until = float("-inf")
 
 
 # --------------------------------------------------------------------------- pending batches

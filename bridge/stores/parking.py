@@ -39,8 +39,11 @@ from bridge.stores.keys import (
     PARKED_SOURCES,
     PARKED_WOKEN,
     PARKING_LEASE_S,
+    RESUME_ASKED,
+    RESUME_ASKED_TTL_S,
     WORKER_PREFIX,
     parked_source,
+    ttl_ms,
 )
 from bridge.stores.records import ParkedBatch, decode_parked, encode_parked
 
@@ -136,3 +139,9 @@ class ParkingLot:
     def count_due(self, now: float) -> int:
         """Batches due at ``now`` (not currently leased)."""
         return int(self._client.zcount(PARKED_DUE, "-inf", repr(float(now))))
+
+    def ask_resume(self, now: float, ttl_s: float = RESUME_ASKED_TTL_S) -> bool:
+        return bool(self._client.set(RESUME_ASKED, "1", nx=True, px=ttl_ms(ttl_s)))
+
+    def resume_started(self) -> None:
+        self._client.delete(RESUME_ASKED)

@@ -32,6 +32,7 @@ from bridge.stores.keys import (
     OUTCOME_CLAIM_S,
     OUTCOME_DEDUP_WINDOW_S,
     PARKING_LEASE_S,
+    RESUME_ASKED_TTL_S,
 )
 from bridge.stores.records import DeadLetter, NewDeadLetter, ParkedBatch, PendingBatch
 
@@ -201,6 +202,15 @@ class Parking(Protocol):
 
     def count_due(self, now: float) -> int:
         """Batches due at ``now`` (not currently leased)."""
+        ...
+
+    def ask_resume(self, now: float, ttl_s: float = RESUME_ASKED_TTL_S) -> bool:
+        """Whether a resume task is to be sent now: yes (and noted for ``ttl_s``) unless one
+        asked for earlier has not started yet."""
+        ...
+
+    def resume_started(self) -> None:
+        """A resume task starts: the next due batches may ask for another."""
         ...
 
 
