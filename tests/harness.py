@@ -6,6 +6,7 @@ Used by the delivery tests (and the chaos run): everything talks over real socke
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -14,13 +15,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bridge.config import Settings, load_merchants_file
-from bridge.stages.prepare import prepare
+from bridge.config import MerchantsConfig, Settings, load_merchants_file
+from bridge.stages.prepare import map_one, prepare
 from tests.redis_server import RedisServer
 from tests.servers import ProcessServer
 
@@ -45,6 +47,21 @@ ALL_CALLS = frozenset({*TRACK_EVENTS, "identify"})
 
 def example_outcomes() -> list[dict[str, Any]]:
     return [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
+
+
+def example(outcome_id: str) -> dict[str, Any]:
+    """A copy of the example outcome ``outcome_id`` of ``bridge/examples/outcomes.jsonl``."""
+    return copy.deepcopy(next(raw for raw in example_outcomes() if raw["outcomeId"] == outcome_id))
+
+
+def mapped_messages(raw: dict[str, Any], merchants: MerchantsConfig | None = None) -> list[dict[str, Any]]:
+    """The messages of ``raw`` as Segment reads them, decimals exact (no configuration: none)."""
+    found = map_one(raw, merchants or MerchantsConfig())
+    return [json.loads(encoded, parse_float=Decimal) for _, encoded in found]
+
+
+def mapped_events(raw: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [m for m in mapped_messages(raw) if m.get("event") == name]
 
 
 def many_outcomes(count: int, prefix: str = "o", merchant_id: int = 1738) -> list[dict[str, Any]]:

@@ -6,32 +6,18 @@ limits, one store written two ways)."""
 
 from __future__ import annotations
 
-import copy
-import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.config import MerchantsConfig, load_merchants_file
+from bridge.config import load_merchants_file
 from bridge.domain.errors import ConfigError, InvalidOutcome
-from bridge.stages.prepare import map_one, validate
-from tests.harness import example_outcomes
-
-MERCHANTS = MerchantsConfig()
-
-
-def example(outcome_id: str) -> dict[str, Any]:
-    return copy.deepcopy(next(raw for raw in example_outcomes() if raw["outcomeId"] == outcome_id))
-
-
-def messages(raw: dict[str, Any]) -> list[dict[str, Any]]:
-    return [json.loads(encoded, parse_float=Decimal) for _, encoded in map_one(raw, MERCHANTS)]
-
-
-def events(raw: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    return [m for m in messages(raw) if m.get("event") == name]
+from bridge.stages.prepare import validate
+from tests.harness import example
+from tests.harness import mapped_events as events
+from tests.harness import mapped_messages as messages
 
 
 def problems(raw: dict[str, Any]) -> list[tuple[str, str]]:

@@ -4,27 +4,13 @@ the seeds and DESIGN.md. Each test fails on the code before its fix."""
 
 from __future__ import annotations
 
-import copy
-import json
 from decimal import Decimal
-from typing import Any
 
-from bridge.config import MerchantsConfig
-from bridge.stages.prepare import map_one
-from tests.harness import example_outcomes
+from tests.harness import example
+from tests.harness import mapped_events as events
 
-MERCHANTS = MerchantsConfig()
 COFFEE_BALANCE = {"walletCode": 2, "pointName": "Coffee Points", "balance": "12"}
 COFFEE_CHANGE = {"walletCode": 2, "pointName": "Coffee Points", "quantity": "10"}
-
-
-def example(outcome_id: str) -> dict[str, Any]:
-    return copy.deepcopy(next(raw for raw in example_outcomes() if raw["outcomeId"] == outcome_id))
-
-
-def events(raw: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    found = [json.loads(encoded, parse_float=Decimal) for _, encoded in map_one(raw, MERCHANTS)]
-    return [m for m in found if m.get("event") == name]
 
 
 # --------------------------------------------------------------------------- wallets in ``data``

@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from bridge.config import MerchantsConfig
 from bridge.domain.models import KINDS
-from bridge.stages.prepare import map_one, validate
+from bridge.stages.prepare import validate
 from mappings import map_outcome
 from mappings.catalog import EVENTS
 from mappings.common import MappingContext, Store
-from tests.harness import example_outcomes
+from tests.harness import example, example_outcomes
+from tests.harness import mapped_events as events
+from tests.harness import mapped_messages as messages
 from tests.strategies import valid_outcomes
 
-MERCHANTS = MerchantsConfig()
 SIMULATIONS = (
     "check.computePointAccrual",
     "check.computeApplicableRewards",
@@ -41,19 +41,6 @@ SPRING_COUPON = {
     "couponId": 4411,
 }
 REDEMPTION_FACTS = ("rewards_redeemed", "points_earned", "points_redeemed", "changed_wallets")
-
-
-def example(outcome_id: str) -> dict[str, Any]:
-    return copy.deepcopy(next(raw for raw in example_outcomes() if raw["outcomeId"] == outcome_id))
-
-
-def messages(raw: dict[str, Any]) -> list[dict[str, Any]]:
-    """The messages as Segment reads them, decimals exact."""
-    return [json.loads(encoded, parse_float=Decimal) for _, encoded in map_one(raw, MERCHANTS)]
-
-
-def events(raw: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    return [m for m in messages(raw) if m.get("event") == name]
 
 
 # --------------------------------------------------------------------------- the right person

@@ -62,9 +62,9 @@ def test_a_batch_with_no_task_anywhere_gets_its_task_again(backend: Backend) -> 
     assert queue.sent == ["lost"]
 
 
-def test_due_parked_batches_ask_for_a_resume_and_dead_claims_are_due_at_once(backend: Backend) -> None:
-    parking = backend.stores.parking
-    batch = ParkedBatch(
+def _parked_batch() -> ParkedBatch:
+    """One message of merchant 1738's source Prod, parked after a 503."""
+    return ParkedBatch(
         merchant_id=1738,
         source="Prod",
         attempts=1,
@@ -76,6 +76,11 @@ def test_due_parked_batches_ask_for_a_resume_and_dead_claims_are_due_at_once(bac
             ),
         ),
     )
+
+
+def test_due_parked_batches_ask_for_a_resume_and_dead_claims_are_due_at_once(backend: Backend) -> None:
+    parking = backend.stores.parking
+    batch = _parked_batch()
     parking.park("later", batch, T0 + 300)
     sweeper, _, resumes = _sweeper(backend)
     sweeper.sweep(T0)
@@ -97,14 +102,7 @@ def test_one_resume_is_asked_for_until_it_starts(backend: Backend) -> None:
     from bridge.stores.keys import RESUME_ASKED_TTL_S
 
     parking = backend.stores.parking
-    batch = ParkedBatch(
-        merchant_id=1738,
-        source="Prod",
-        attempts=1,
-        first_failed_at=T0,
-        last_error="segment 503",
-        messages=(ParkedMessage(message_id="m-1", outcome_id="o-1", message='{"messageId":"m-1"}'),),
-    )
+    batch = _parked_batch()
     parking.park("due", batch, T0)
     sweeper, _, resumes = _sweeper(backend)
     for tick in range(5):

@@ -189,7 +189,7 @@ def claim(checked: Checked, dedup: DedupStore) -> int:
     will be processed), or repeated within these items."""
     if not checked.valid:
         return 0
-    keys = list(dict.fromkeys((m.merchant_id, m.outcome_id) for _, m in checked.valid))
+    keys = _valid_keys(checked)
     checked.claim = checked.claim or CLAIM_PREFIX + uuid.uuid4().hex
     states = dict(zip(keys, dedup.claim_outcomes(keys, checked.claim), strict=True))
     held = sum(state is Reservation.CLAIMED for state in states.values())
@@ -228,8 +228,12 @@ def drop_seen(
 def release(checked: Checked, dedup: DedupStore) -> None:
     """Drop this call's claims (its outcomes were not stored: a retry must find them free)."""
     if checked.claim and checked.valid:
-        keys = list(dict.fromkeys((m.merchant_id, m.outcome_id) for _, m in checked.valid))
-        dedup.release_outcome_claims(keys, checked.claim)
+        dedup.release_outcome_claims(_valid_keys(checked), checked.claim)
+
+
+def _valid_keys(checked: Checked) -> list[tuple[int, str]]:
+    """The dedup keys of the valid outcomes, each once, in order."""
+    return list(dict.fromkeys((m.merchant_id, m.outcome_id) for _, m in checked.valid))
 
 
 #: Stores texts with their mapped messages and sends their tasks (``Enqueuer.publish_texts``).

@@ -88,7 +88,6 @@ class RedisDedup:
         self._release = client.register_script(lua.load("dedup_release"))
         self._mark_new = client.register_script(lua.load("dedup_mark_accepted"))
         self._claim = client.register_script(lua.load("dedup_claim_outcomes"))
-        self._release_claims = client.register_script(lua.load("dedup_release_claims"))
 
     # -- generic per-key operations ----------------------------------------------------------
 
@@ -117,8 +116,9 @@ class RedisDedup:
     def _confirm_keys(self, keys: list[str], window_s: float) -> None:
         self._run(self._confirm, keys, [DONE, ttl_ms(window_s)])
 
-    def _release_keys(self, keys: list[str]) -> int:
-        return sum(int(n) for n in self._run(self._release, keys, [self._lease_value]))
+    def _release_keys(self, keys: list[str], value: str | None = None) -> int:
+        """Delete those of ``keys`` that hold ``value`` (default: this instance's lease); how many."""
+        return sum(int(n) for n in self._run(self._release, keys, [value or self._lease_value]))
 
     def _states(self, keys: list[str]) -> list[Reservation]:
         if not keys:
@@ -168,7 +168,7 @@ class RedisDedup:
         self._run(self._mark_new, outcome_keys(items), [ACCEPTED, ttl_ms(window_s), claim or ""])
 
     def release_outcome_claims(self, items: Sequence[tuple[int, str]], claim: str) -> int:
-        return sum(int(n) for n in self._run(self._release_claims, outcome_keys(items), [claim]))
+        return self._release_keys(outcome_keys(items), claim)
 
     # -- messages -------------------------------------------------------------------------------
 

@@ -179,12 +179,13 @@ class MemoryDedup:
             for k in keys:
                 self._data[k] = (DONE, expires)
 
-    def _release_keys(self, keys: list[str]) -> int:
+    def _release_keys(self, keys: list[str], value: str | None = None) -> int:
+        value = value or self._lease_value
         n = 0
         with self._lock:
             now = self._clock()
             for k in keys:
-                if self._get(k, now) == self._lease_value:
+                if self._get(k, now) == value:
                     del self._data[k]
                     n += 1
         return n
@@ -242,14 +243,7 @@ class MemoryDedup:
                     self._data[key] = (ACCEPTED, now + ttl_ms(window_s) / 1000)
 
     def release_outcome_claims(self, items: Sequence[tuple[int, str]], claim: str) -> int:
-        n = 0
-        with self._lock:
-            now = self._clock()
-            for key in outcome_keys(items):
-                if self._get(key, now) == claim:
-                    del self._data[key]
-                    n += 1
-        return n
+        return self._release_keys(outcome_keys(items), claim)
 
     def reserve_message_states(
         self, write_key_id: str, message_ids: Sequence[str], lease_s: float = DEFAULT_LEASE_S
